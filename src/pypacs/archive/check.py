@@ -1,0 +1,80 @@
+"""Consistency between the blob store and the index, for start-up and `pypacs check`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pypacs.archive.service import Archive
+from pypacs.errors import PypacsError
+from pypacs.index import reads, tx
+from pypacs.index.writes import Outcome
+from pypacs.store import BlobKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckReport:
+    blobs: int = 0
+    reindexed: list[str] = field(default_factory=list)  # SOP Instance UIDs
+    duplicates_removed: list[str] = field(default_factory=list)  # blob keys
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (blob key, reason)
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance UID, blob key)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.reindexed or self.duplicates_removed or self.unreadable or self.missing)
+
+
+def check(archive: Archive, *, repair: bool = True) -> CheckReport:
+    """Re-index blobs that have no index row (when ``repair``); report rows without blobs.
+
+    Memory stays bounded: the store is walked one fan-out folder at a time and the index
+    is read in batches.
+    """
+    report = CheckReport()
+    scanned: set[str] = set()
+    for prefix, keys in archive.store.scan():
+        scanned.add(prefix)
+        report.blobs += len(keys)
+        low, high = archive.store.prefix_bounds(prefix)
+        indexed = tx.read(
+            archive.engine, lambda c, lo=low, hi=high: reads.blob_keys_between(c, lo, hi)
+        )
+        for key in keys:
+            if indexed.pop(key, None) is not None:
+                continue
+            if repair:
+                _reindex(archive, key, report)
+            else:
+                report.unreadable.append((key, "not indexed"))
+        # What is left was indexed but is not on disk.
+        report.missing.extend((uid, key) for key, uid in sorted(indexed.items()))
+    # Rows whose folder does not exist at all.
+    after = ""
+    while batch := tx.read(archive.engine, lambda c, a=after: reads.blob_key_batch(c, a)):
+        for key, uid in batch:
+            if key[: key.rfind("/") + 1] not in scanned:
+                report.missing.append((uid, key))
+        after = batch[-1][0]
+    for uid, key in report.missing:
+        log.error("instance %s is indexed but its blob %s is missing", uid, key)
+    return report
+
+
+def _reindex(archive: Archive, key: BlobKey, report: CheckReport) -> None:
+    try:
+        result = archive.reindex_blob(key)
+    except PypacsError as exc:
+        log.error("blob %s has no index row and cannot be indexed: %s", key, exc)
+        report.unreadable.append((key, str(exc)))
+        return
+    if result.outcome is Outcome.DUPLICATE:
+        report.duplicates_removed.append(key)
+        log.warning(
+            "blob %s duplicated the stored instance %s: removed", key, result.sop_instance_uid
+        )
+    else:
+        report.reindexed.append(result.sop_instance_uid)
+        log.warning("blob %s had no index row: re-indexed as %s", key, result.sop_instance_uid)

@@ -1,0 +1,149 @@
+"""Read the header of received bytes (never the pixels) and build the index record."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import BytesIO
+from typing import Any
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+
+from pypacs.errors import InvalidInstance
+from pypacs.index.writes import InstanceRecord, LevelRow
+from pypacs.model.attributes import BULK_DATA_THRESHOLD, BULK_DATA_VRS, level_of
+from pypacs.model.keys import keys_at
+from pypacs.model.levels import Level
+
+# PS3.4 B.2.3 / C.4.2.1: without these a stored instance cannot be placed in the hierarchy.
+REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def configure_pydicom() -> None:
+    """Library globals for reading what peers send: keep odd values as they are, never warn."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+
+
+@dataclass(frozen=True)
+class Header:
+    dataset: Dataset
+    meta: FileMetaDataset
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.SOPInstanceUID)
+
+    @property
+    def sop_class_uid(self) -> str:
+        return str(self.dataset.SOPClassUID)
+
+
+def read_header(data: bytes | memoryview) -> Header:
+    """Parse a DICOM file's meta and dataset up to the pixel data.
+
+    Raises:
+        InvalidInstance: the bytes are not a DICOM file, do not parse, or lack a required UID.
+    """
+    try:
+        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
+        # Touch every top-level element now, so a broken one fails here, not halfway in.
+        for _ in ds:
+            pass
+    except InvalidDicomError as exc:
+        raise InvalidInstance(f"not a DICOM file: {exc}", "not-dicom") from exc
+    except Exception as exc:  # pydicom raises many types on truncated or corrupt input
+        raise InvalidInstance(f"dataset does not parse: {exc}", "unparsable") from exc
+    meta = ds.file_meta
+    if not meta.get("TransferSyntaxUID"):
+        raise InvalidInstance("file meta information lacks TransferSyntaxUID", "unparsable")
+    missing = [kw for kw in REQUIRED_UIDS if not str(ds.get(kw, "") or "").strip()]
+    if missing:
+        raise InvalidInstance(f"dataset lacks {', '.join(missing)}", "mismatch")
+    return Header(ds, meta)
+
+
+def _column_value(ds: Dataset, tag: int) -> str | None:
+    elem = ds.get(tag)
+    if elem is None or elem.value is None or elem.value == "":
+        return None
+    value = elem.value
+    if isinstance(value, MultiValue | list):
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text or None
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:  # private or unknown: implicit VR leaves it unknown (PS3.5 6.2.2)
+        return "UN"
+
+
+def _is_bulk(ds: Dataset, tag: int) -> bool:
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        vr = raw.VR or _dictionary_vr(tag)
+        length = raw.length
+    else:
+        vr, length = raw.VR, len(raw.value) if isinstance(raw.value, bytes) else 0
+    return vr in BULK_DATA_VRS and length > BULK_DATA_THRESHOLD
+
+
+def _split_attributes(ds: Dataset) -> dict[Level, dict[str, Any]]:
+    """Each level's attribute set as DICOM JSON (PS3.18 F.2), bulk data left out."""
+    parts: dict[Level, dict[str, Any]] = {level: {} for level in Level}
+    for tag in list(ds.keys()):
+        if _is_bulk(ds, tag):
+            continue
+        try:
+            elem = ds[tag]
+            encoded = elem.to_json_dict(None, BULK_DATA_THRESHOLD)
+        except Exception:  # a value pydicom cannot express in JSON stays in the blob only
+            continue
+        parts[level_of(int(tag))][f"{int(tag):08X}"] = encoded
+    return parts
+
+
+def _pack(attributes: dict[str, Any]) -> bytes:
+    return zlib.compress(json.dumps(attributes, separators=(",", ":")).encode(), 6)
+
+
+def build_record(header: Header, blob_key: str, blob_size: int) -> InstanceRecord:
+    """The index record of one instance: typed column values and attribute sets per level."""
+    ds = header.dataset
+    parts = _split_attributes(ds)
+    rows: dict[Level, LevelRow] = {}
+    for level in Level:
+        values = {
+            key.column: _column_value(ds, key.tag)
+            for key in keys_at(level)
+            if key.column is not None and not key.derived
+        }
+        rows[level] = LevelRow(values, _pack(parts[level]))
+    image = rows[Level.IMAGE]
+    image.values["transfer_syntax_uid"] = str(header.meta.TransferSyntaxUID)
+    return InstanceRecord(
+        patient=rows[Level.PATIENT],
+        study=rows[Level.STUDY],
+        series=rows[Level.SERIES],
+        instance=image,
+        blob_key=blob_key,
+        blob_size=blob_size,
+        stored_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+    )
+
+
+def unpack_attributes(blob: bytes) -> dict[str, Any]:
+    """The inverse of the packing done at ingest: compressed DICOM JSON → dict."""
+    result: dict[str, Any] = json.loads(zlib.decompress(blob))
+    return result

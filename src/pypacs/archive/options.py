@@ -1,0 +1,15 @@
+"""What the archive needs to know, and nothing more."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    database_url: str
+    blob_root: str
+    # A SOP Instance UID received again: keep the stored copy (False) or replace it (True).
+    overwrite_duplicates: bool = False
+    # fsync blobs and folders before acknowledging; only tests of other things turn it off.
+    fsync: bool = True

@@ -1,0 +1,147 @@
+"""class Archive: the service the DIMSE and HTTP front doors call."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from pypacs.archive.ingest import Header, build_record, read_header
+from pypacs.archive.options import ArchiveOptions
+from pypacs.errors import InvalidInstance, OutOfResources, StoreError
+from pypacs.index import reads, tx
+from pypacs.index.engine import make_engine
+from pypacs.index.migrations import migrate
+from pypacs.index.writes import Outcome, upsert_instance
+from pypacs.store import BlobKey, BlobStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    sop_instance_uid: str
+    sop_class_uid: str
+    outcome: Outcome
+    conflicts: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+
+
+class Archive:
+    """Stores, indexes and finds instances; thread-safe, one per process."""
+
+    def __init__(self, engine: Engine, store: BlobStore, options: ArchiveOptions) -> None:
+        self.engine = engine
+        self.store = store
+        self.options = options
+        self._writer = tx.GroupWriter(engine)
+
+    @classmethod
+    def open(cls, options: ArchiveOptions) -> Archive:
+        """Open the index (migrating it to the latest schema) and the blob store."""
+        engine = make_engine(options.database_url)
+        migrate(engine)
+        return cls(engine, open_store(options.blob_root, fsync=options.fsync), options)
+
+    def close(self) -> None:
+        self._writer.close()
+        self.engine.dispose()
+
+    def store_instance(
+        self,
+        data: bytes | memoryview,
+        *,
+        expected_sop_class: str | None = None,
+        expected_sop_instance: str | None = None,
+    ) -> StoreResult:
+        """Keep a DICOM file's bytes as they are and index it; return once both are durable.
+
+        Raises:
+            InvalidInstance: the data does not parse, lacks a required UID, or disagrees
+                with the SOP Class/Instance UID the request announced.
+            OutOfResources: no room for the blob, or the index is unavailable.
+            StoreError: the blob could not be written.
+        """
+        header = read_header(data)
+        _check_expected(header, expected_sop_class, expected_sop_instance)
+        uid = header.sop_instance_uid
+        if not self.options.overwrite_duplicates and tx.read(
+            self.engine, lambda conn: reads.instance_exists(conn, uid)
+        ):
+            return StoreResult(uid, header.sop_class_uid, Outcome.DUPLICATE)
+        key, size = self.store.put((data,))
+        return self._index(header, key, size, replace=self.options.overwrite_duplicates)
+
+    def _index(self, header: Header, key: BlobKey, size: int, *, replace: bool) -> StoreResult:
+        record = build_record(header, key, size)
+        try:
+            result = self._writer.submit(lambda conn: upsert_instance(conn, record, replace=replace))
+        except Exception as exc:
+            # Two-phase write: the index refused, so the blob is revoked.
+            self._revoke(key)
+            raise OutOfResources(f"index write failed: {exc}") from exc
+        if result.outcome is Outcome.DUPLICATE:
+            self._revoke(key)  # another association stored the same instance first
+        elif result.previous_blob is not None:
+            self._revoke(BlobKey(result.previous_blob))
+        if result.conflicts:
+            described = "; ".join(
+                f"{name} stored {old!r} received {new!r}" for name, old, new in result.conflicts
+            )
+            log.warning(
+                "patient %r: instance %s brings demographics that differ from the stored "
+                "patient (%s); the patient keeps its stored values",
+                header.dataset.get("PatientID", ""),
+                header.sop_instance_uid,
+                described,
+            )
+        return StoreResult(
+            header.sop_instance_uid, header.sop_class_uid, result.outcome, result.conflicts
+        )
+
+    def _revoke(self, key: BlobKey) -> None:
+        try:
+            self.store.delete(key)
+        except StoreError as exc:  # left for `pypacs check` to find and re-index
+            log.error("could not remove blob %s: %s", key, exc)
+
+    def store_file(self, path: Path) -> StoreResult:
+        """Import one file from disk, as received.
+
+        Raises:
+            InvalidInstance, OutOfResources, StoreError: as for ``store_instance``.
+        """
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInstance(f"cannot read {path}: {exc.strerror}", "unparsable") from exc
+        return self.store_instance(data)
+
+    def reindex_blob(self, key: BlobKey) -> StoreResult:
+        """Index a blob that is in the store but not in the index (after a crash).
+
+        Raises:
+            InvalidInstance: the blob is not an instance the archive can index.
+        """
+        with self.store.open(key) as fp:
+            data = fp.read()
+        header = read_header(data)
+        # A blob found after a crash never replaces what the index already holds.
+        return self._index(header, key, len(data), replace=False)
+
+    def statistics(self) -> reads.Statistics:
+        return tx.read(self.engine, reads.statistics)
+
+
+def _check_expected(header: Header, sop_class: str | None, sop_instance: str | None) -> None:
+    # PS3.4 B.2.3: a data set that does not match the SOP Class it was sent as is refused.
+    if sop_class is not None and header.sop_class_uid != sop_class:
+        raise InvalidInstance(
+            f"dataset SOP Class UID {header.sop_class_uid} differs from the request's {sop_class}"
+        )
+    if sop_instance is not None and header.sop_instance_uid != sop_instance:
+        raise InvalidInstance(
+            f"dataset SOP Instance UID {header.sop_instance_uid} differs from the request's "
+            f"{sop_instance}"
+        )

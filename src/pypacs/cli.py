@@ -1,0 +1,168 @@
+"""The command line: ``pypacs serve|import|check``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pypacs import __version__, logs
+from pypacs.config import SETTINGS, Settings, load, parse_flag
+from pypacs.errors import ConfigError, InvalidInstance, PypacsError
+
+log = logging.getLogger("pypacs.cli")
+DEFAULT_CONFIG = "pypacs.toml"
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help=f"TOML configuration file (default: ./{DEFAULT_CONFIG} if present, or $PYPACS_CONFIG)",
+    )
+    for setting in SETTINGS:
+        if setting.section in sections:
+            parser.add_argument(
+                setting.flag, dest=setting.dest, metavar="VALUE",
+                help=f"{setting.help} ([{setting.section}] {setting.key}, default {setting.default!r})",
+            )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = args.config or os.environ.get("PYPACS_CONFIG")
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    overrides = {}
+    for setting in SETTINGS:
+        text = getattr(args, setting.dest, None)
+        if text is not None:
+            overrides[(setting.section, setting.key)] = parse_flag(setting, text)
+    return load(Path(path) if path else None, overrides)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pypacs", description="A DICOM archive.")
+    parser.add_argument("--version", action="version", version=f"pypacs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the archive: DICOM and HTTP")
+    _add_setting_flags(serve, ("server", "storage", "database", "logging"))
+
+    imp = sub.add_parser("import", help="ingest DICOM files and folders (recursively)")
+    imp.add_argument("paths", nargs="+", metavar="PATH")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_setting_flags(imp, ("storage", "database", "logging"))
+
+    chk = sub.add_parser("check", help="re-index orphan files, report index rows without files")
+    chk.add_argument("--no-repair", action="store_true", help="only report")
+    _add_setting_flags(chk, ("storage", "database", "logging"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        logs.setup(settings[("logging", "level")])
+        if args.command == "serve":
+            from pypacs.server import run
+
+            run(settings)
+            return 0
+        if args.command == "import":
+            return _import(settings, [Path(p) for p in args.paths], progress=not args.no_progress)
+        return _check(settings, repair=not args.no_repair)
+    except ConfigError as exc:
+        print(f"pypacs: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except PypacsError as exc:
+        print(f"pypacs: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _files(paths: Sequence[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for folder, dirs, names in os.walk(path):
+                dirs.sort()
+                for name in sorted(names):
+                    yield Path(folder) / name
+        else:
+            yield path
+
+
+def _import(settings: Settings, paths: list[Path], *, progress: bool) -> int:
+    from tqdm import tqdm
+
+    from pypacs.server import open_archive
+
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"pypacs: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    files = list(_files(paths))
+    archive = open_archive(settings)
+    counts: Counter[str] = Counter()
+    rejected: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str]] = []
+
+    def one(path: Path) -> tuple[Path, str, str]:
+        try:
+            return path, archive.store_file(path).outcome.value, ""
+        except InvalidInstance as exc:
+            return path, "skipped" if exc.kind == "not-dicom" else "rejected", exc.reason
+        except PypacsError as exc:
+            return path, "rejected", str(exc)
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool, tqdm(
+            total=len(files), unit="file", disable=not progress, file=sys.stderr
+        ) as bar:
+            for path, outcome, reason in pool.map(one, files):
+                counts[outcome] += 1
+                if outcome == "rejected":
+                    rejected.append((path, reason))
+                elif outcome == "skipped":
+                    skipped.append((path, reason))
+                bar.update()
+    finally:
+        archive.close()
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}")
+    for path, reason in rejected:
+        print(f"rejected {path}: {reason}")
+    print(
+        f"imported {counts['stored'] + counts['replaced']}, already present {counts['duplicate']}, "
+        f"rejected {counts['rejected']}, skipped (not DICOM) {counts['skipped']}"
+    )
+    return 1 if rejected else 0
+
+
+def _check(settings: Settings, *, repair: bool) -> int:
+    from pypacs.archive.check import check
+    from pypacs.server import open_archive
+
+    archive = open_archive(settings)
+    try:
+        report = check(archive, repair=repair)
+    finally:
+        archive.close()
+    for uid in report.reindexed:
+        print(f"re-indexed {uid}")
+    for key in report.duplicates_removed:
+        print(f"removed duplicate blob {key}")
+    for key, reason in report.unreadable:
+        print(f"not indexed {key}: {reason}")
+    for uid, key in report.missing:
+        print(f"missing blob {key} of instance {uid}")
+    print(
+        f"{report.blobs} blobs checked: {len(report.reindexed)} re-indexed, "
+        f"{len(report.missing)} missing, {len(report.unreadable)} not indexable"
+    )
+    return 0 if not (report.missing or report.unreadable) else 1

@@ -1,0 +1,269 @@
+"""Settings: declared once (name, type, default, help), read from one TOML file, then frozen.
+
+Every key is optional; command-line flags override the file; a wrong value is an error
+that names the file, the key, the value and what was expected. This module builds the
+options objects of the lower layers and imports nothing else of ours.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pypacs.archive.options import ArchiveOptions
+from pypacs.errors import ConfigError
+from pypacs.net.options import NetOptions, RemoteAE
+from pypacs.web.options import WebOptions
+
+Check = Callable[[Any], str | None]  # returns what was expected, or None when the value is fine
+
+
+def _port(allow_zero: bool) -> Check:
+    low = 0 if allow_zero else 1
+
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= 65535
+        return None if ok else f"an integer {low}–65535"
+
+    return check
+
+
+def _ae_title(value: Any) -> str | None:
+    # PS3.5 6.2, VR AE: 1 to 16 characters of the default repertoire, no backslash or
+    # control characters, not only spaces.
+    ok = (
+        isinstance(value, str)
+        and 0 < len(value) <= 16
+        and value.strip() != ""
+        and all(32 <= ord(c) < 127 and c != "\\" for c in value)
+    )
+    return None if ok else "an AE title of 1–16 printable ASCII characters without backslash"
+
+
+def _positive_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return None if ok else "a positive integer"
+
+
+def _non_empty(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "a non-empty string"
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else "one of " + ", ".join(choices)
+
+    return check
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    type: type
+    default: Any
+    help: str
+    check: Check | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-") if self.section != "storage" or self.key != "path" else "--data"
+
+    @property
+    def dest(self) -> str:
+        return f"{self.section}__{self.key}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server", "ae_title", str, "PYPACS", "pypacs' own AE title", _ae_title),
+    Setting("server", "host", str, "127.0.0.1", "address both ports listen on", _non_empty),
+    Setting("server", "dicom_port", int, 11112, "DICOM port (0 picks a free one)", _port(True)),
+    Setting("server", "http_port", int, 8080, "HTTP port (0 picks a free one)", _port(True)),
+    Setting("server", "max_associations", int, 64, "associations served at once", _positive_int),
+    Setting("server", "max_pdu_size", int, 1_048_576, "largest PDU we receive (bytes)", _positive_int),
+    Setting("storage", "path", str, "pypacs-data", "folder of the archive's files", _non_empty),
+    Setting(
+        "storage", "overwrite_duplicates", bool, False,
+        "a SOP Instance UID received again replaces the stored copy",
+    ),
+    Setting(
+        "storage", "check_on_start", bool, True,
+        "re-index orphan files and report missing ones at start-up",
+    ),
+    Setting(
+        "database", "url", str, "",
+        "SQLAlchemy URL of the index (default: SQLite in the storage folder)",
+    ),
+    Setting(
+        "logging", "level", str, "INFO", "log level",
+        _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+)
+
+_BY_NAME = {(s.section, s.key): s for s in SETTINGS}
+_REMOTE_KEYS: dict[str, tuple[type, Check]] = {
+    "ae_title": (str, _ae_title),
+    "host": (str, _non_empty),
+    "port": (int, _port(False)),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated, frozen settings."""
+
+    values: Mapping[tuple[str, str], Any]
+    remotes: tuple[RemoteAE, ...]
+    source: str
+
+    def __getitem__(self, name: tuple[str, str]) -> Any:
+        return self.values[name]
+
+    @property
+    def database_url(self) -> str:
+        url: str = self.values[("database", "url")]
+        if url:
+            return url
+        return f"sqlite:///{Path(self.values[('storage', 'path')]) / 'index.sqlite'}"
+
+    def archive_options(self) -> ArchiveOptions:
+        return ArchiveOptions(
+            database_url=self.database_url,
+            blob_root=str(Path(self.values[("storage", "path")]) / "blobs"),
+            overwrite_duplicates=self.values[("storage", "overwrite_duplicates")],
+        )
+
+    def net_options(self) -> NetOptions:
+        return NetOptions(
+            ae_title=self.values[("server", "ae_title")],
+            host=self.values[("server", "host")],
+            port=self.values[("server", "dicom_port")],
+            max_associations=self.values[("server", "max_associations")],
+            max_pdu_size=self.values[("server", "max_pdu_size")],
+            remotes=self.remotes,
+        )
+
+    def web_options(self) -> WebOptions:
+        return WebOptions(host=self.values[("server", "host")], port=self.values[("server", "http_port")])
+
+
+def _typed(setting_type: type, value: Any) -> bool:
+    if setting_type is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, setting_type)
+
+
+def _validate(where: str, section: str, key: str, value: Any, kind: type, check: Check | None) -> Any:
+    expected = None if _typed(kind, value) else _type_name(kind)
+    if expected is None and check is not None:
+        expected = check(value)
+    if expected is not None:
+        raise ConfigError(f"{where}[{section}] {key} = {_show(value)}: expected {expected}")
+    return value
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", bool: "true or false"}.get(kind, kind.__name__)
+
+
+def _show(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fp:
+            return tomllib.load(fp)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such configuration file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _remotes(where: str, table: Any) -> tuple[RemoteAE, ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}[remotes] must be a table of [remotes.NAME] tables")
+    remotes = []
+    for name, entry in table.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}[remotes.{name}] must be a table with ae_title, host, port")
+        for key in entry:
+            if key not in _REMOTE_KEYS:
+                raise ConfigError(
+                    f"{where}[remotes.{name}] {key}: unknown key; expected one of "
+                    + ", ".join(_REMOTE_KEYS)
+                )
+        values = {}
+        for key, (kind, check) in _REMOTE_KEYS.items():
+            if key not in entry:
+                raise ConfigError(f"{where}[remotes.{name}] lacks {key}")
+            values[key] = _validate(where, f"remotes.{name}", key, entry[key], kind, check)
+        remotes.append(RemoteAE(name=name, **values))
+    return tuple(remotes)
+
+
+def _from_file(path: Path) -> tuple[dict[tuple[str, str], Any], tuple[RemoteAE, ...]]:
+    data = _read_toml(path)
+    where = f"{path}: "
+    values: dict[tuple[str, str], Any] = {}
+    remotes: tuple[RemoteAE, ...] = ()
+    for section, table in data.items():
+        if section == "remotes":
+            remotes = _remotes(where, table)
+            continue
+        known = sorted({s.section for s in SETTINGS} | {"remotes"})
+        if section not in known:
+            raise ConfigError(f"{where}[{section}]: unknown section; expected one of {', '.join(known)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}{section} must be a table ([{section}])")
+        for key, value in table.items():
+            setting = _BY_NAME.get((section, key))
+            if setting is None:
+                keys = ", ".join(s.key for s in SETTINGS if s.section == section)
+                raise ConfigError(f"{where}[{section}] {key}: unknown key; expected one of {keys}")
+            values[(section, key)] = _validate(
+                where, section, key, value, setting.type, setting.check
+            )
+    return values, remotes
+
+
+def parse_flag(setting: Setting, text: str) -> Any:
+    """A command-line value, converted and checked like the file's.
+
+    Raises:
+        ConfigError: names the flag, the value and what was expected.
+    """
+    value: Any = text
+    if setting.type is int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = text
+    elif setting.type is bool:
+        value = {"true": True, "false": False}.get(text.lower(), text)
+    expected = None if _typed(setting.type, value) else _type_name(setting.type)
+    if expected is None and setting.check is not None:
+        expected = setting.check(value)
+    if expected is not None:
+        raise ConfigError(f"{setting.flag} {text!r}: expected {expected}")
+    return value
+
+
+def load(path: Path | None, overrides: Mapping[tuple[str, str], Any] | None = None) -> Settings:
+    """Defaults, then the file (if any), then the overrides (already checked flags).
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or holds a wrong value.
+    """
+    values = {(s.section, s.key): s.default for s in SETTINGS}
+    remotes: tuple[RemoteAE, ...] = ()
+    if path is not None:
+        from_file, remotes = _from_file(path)
+        values.update(from_file)
+    values.update(overrides or {})
+    return Settings(values, remotes, str(path) if path else "defaults")

@@ -1,0 +1,41 @@
+"""The one exception family of pypacs; a leaf module that imports nothing of ours."""
+
+from __future__ import annotations
+
+
+class PypacsError(Exception):
+    """Base of every error pypacs raises on purpose."""
+
+
+class ConfigError(PypacsError):
+    """A configuration value is wrong; the message names file, key, value and expectation."""
+
+
+class StoreError(PypacsError):
+    """The blob store could not write, read or delete a blob."""
+
+
+class OutOfResources(StoreError):
+    """No room left (disk full, quota) or the index is unavailable."""
+
+
+class IndexUnavailable(PypacsError):
+    """The SQL index cannot be reached or refused a write for reasons outside the data."""
+
+
+class InvalidInstance(PypacsError):
+    """A received dataset cannot be archived: it does not parse or lacks a required UID.
+
+    ``kind`` tells the front door which answer the standard gives:
+    ``"not-dicom"`` or ``"unparsable"`` (cannot understand) or ``"mismatch"`` (does not
+    match SOP class).
+    """
+
+    def __init__(self, reason: str, kind: str = "mismatch") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+class NotFound(PypacsError):
+    """An entity named by its UID is not in the archive."""

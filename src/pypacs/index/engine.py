@@ -1,0 +1,59 @@
+"""make_engine(url): one Engine per process, with the pragmas and pool each backend needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from pypacs.errors import ConfigError
+
+WRITE_OPTION = "pypacs_write"
+
+
+def make_engine(url: str) -> Engine:
+    """Create the process's engine for ``url`` (``sqlite:///…`` or ``postgresql+psycopg://…``).
+
+    Raises:
+        ConfigError: the URL names a backend pypacs does not support.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    raise ConfigError(f"unsupported database {backend!r} in {url!r}: expected sqlite or postgresql")
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # The driver's own transaction handling is turned off so that BEGIN is ours: IMMEDIATE
+    # for writes (one writer, no upgrade deadlocks), deferred for reads; savepoints work.
+    engine = create_engine(
+        url, connect_args={"isolation_level": None, "check_same_thread": False, "timeout": 30}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before it returns, so an acknowledged store survives
+        # a power loss, not only a crash of the process.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

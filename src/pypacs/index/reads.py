@@ -1,0 +1,78 @@
+"""Index reads: lookups by UID, blob key listings for consistency checks, statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from pypacs.index.schema import instance, patient, series, study
+
+
+@dataclass(frozen=True)
+class InstanceLocation:
+    sop_instance_uid: str
+    sop_class_uid: str | None
+    transfer_syntax_uid: str
+    blob_key: str
+    blob_size: int
+
+
+def instance_exists(conn: Connection, sop_instance_uid: str) -> bool:
+    return (
+        conn.execute(
+            select(instance.c.pk).where(instance.c.sop_instance_uid == sop_instance_uid)
+        ).first()
+        is not None
+    )
+
+
+def locate_instance(conn: Connection, sop_instance_uid: str) -> InstanceLocation | None:
+    row = conn.execute(
+        select(
+            instance.c.sop_instance_uid,
+            instance.c.sop_class_uid,
+            instance.c.transfer_syntax_uid,
+            instance.c.blob_key,
+            instance.c.blob_size,
+        ).where(instance.c.sop_instance_uid == sop_instance_uid)
+    ).first()
+    return None if row is None else InstanceLocation(*row)
+
+
+def blob_keys_between(conn: Connection, low: str, high: str) -> dict[str, str]:
+    """Blob key → SOP Instance UID for keys ``low <= k < high`` (one fan-out folder)."""
+    rows = conn.execute(
+        select(instance.c.blob_key, instance.c.sop_instance_uid).where(
+            instance.c.blob_key >= low, instance.c.blob_key < high
+        )
+    )
+    return {key: uid for key, uid in rows}
+
+
+def blob_key_batch(conn: Connection, after: str, limit: int = 5000) -> list[tuple[str, str]]:
+    """The next (blob key, SOP Instance UID) pairs after ``after``, in key order."""
+    rows = conn.execute(
+        select(instance.c.blob_key, instance.c.sop_instance_uid)
+        .where(instance.c.blob_key > after)
+        .order_by(instance.c.blob_key)
+        .limit(limit)
+    )
+    return [(key, uid) for key, uid in rows]
+
+
+@dataclass(frozen=True)
+class Statistics:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+def statistics(conn: Connection) -> Statistics:
+    def count(table: object) -> int:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+
+    size = conn.execute(select(func.coalesce(func.sum(instance.c.blob_size), 0))).scalar_one()
+    return Statistics(count(patient), count(study), count(series), count(instance), int(size))

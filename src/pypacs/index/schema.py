@@ -1,0 +1,124 @@
+"""The index schema: one table per level with typed columns built from the key table.
+
+Each level row also keeps that level's full attribute set (DICOM JSON, zlib-compressed) in
+``attrs``, so a query for any attribute is answered without opening an image file.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from pypacs.model.keys import keys_at
+from pypacs.model.levels import Level
+
+metadata = MetaData()
+
+
+def _key_columns(level: Level) -> list[Column[object]]:
+    columns: list[Column[object]] = []
+    for key in keys_at(level):
+        if key.column is None or key.requirement == "U":
+            continue
+        if key.derived and key.column.startswith("num_"):
+            columns.append(Column(key.column, Integer, nullable=False, server_default="0"))
+        elif key.keyword == "IssuerOfPatientID":
+            # Part of the patient's identity: never NULL, or the unique constraint won't hold.
+            columns.append(Column(key.column, String, nullable=False, server_default=""))
+        else:
+            columns.append(Column(key.column, String, nullable=True))
+    return columns
+
+
+def _indexes(table: str, level: Level) -> list[Index]:
+    return [
+        Index(f"ix_{table}_{key.column}", key.column)
+        for key in keys_at(level)
+        if key.column is not None and not key.column.startswith("num_") and key.requirement != "U"
+    ]
+
+
+patient = Table(
+    "patient",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    # PS3.4 C.6.1.1.2: the patient is identified by Patient ID within its issuer.
+    Column("patient_id", String, nullable=False),
+    *_key_columns(Level.PATIENT),
+    Column("attrs", LargeBinary, nullable=False),
+    UniqueConstraint("patient_id", "issuer_of_patient_id", name="uq_patient_identity"),
+    *_indexes("patient", Level.PATIENT),
+)
+
+study = Table(
+    "study",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("patient_pk", Integer, ForeignKey("patient.pk"), nullable=False, index=True),
+    Column("study_instance_uid", String, nullable=False, unique=True),
+    *_key_columns(Level.STUDY),
+    Column("attrs", LargeBinary, nullable=False),
+    *_indexes("study", Level.STUDY),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("study_pk", Integer, ForeignKey("study.pk"), nullable=False, index=True),
+    Column("series_instance_uid", String, nullable=False, unique=True),
+    *_key_columns(Level.SERIES),
+    Column("attrs", LargeBinary, nullable=False),
+    *_indexes("series", Level.SERIES),
+)
+
+instance = Table(
+    "instance",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("series_pk", Integer, ForeignKey("series.pk"), nullable=False, index=True),
+    Column("sop_instance_uid", String, nullable=False, unique=True),
+    *_key_columns(Level.IMAGE),
+    Column("transfer_syntax_uid", String, nullable=False),
+    Column("blob_key", String, nullable=False, unique=True),
+    Column("blob_size", Integer, nullable=False),
+    Column("stored_at", String, nullable=False),
+    Column("attrs", LargeBinary, nullable=False),
+    *_indexes("instance", Level.IMAGE),
+)
+
+# A new study that brings demographics differing from the stored patient's: the patient
+# row keeps what it had, the instance is kept as received, and the difference is recorded.
+demographics_conflict = Table(
+    "demographics_conflict",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("patient_pk", Integer, ForeignKey("patient.pk"), nullable=False, index=True),
+    Column("sop_instance_uid", String, nullable=False),
+    Column("attribute", String, nullable=False),
+    Column("stored_value", String, nullable=True),
+    Column("received_value", String, nullable=True),
+    Column("seen_at", String, nullable=False),
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+LEVEL_TABLES: dict[Level, Table] = {
+    Level.PATIENT: patient,
+    Level.STUDY: study,
+    Level.SERIES: series,
+    Level.IMAGE: instance,
+}

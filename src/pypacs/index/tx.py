@@ -1,0 +1,153 @@
+"""The only place that begins transactions: read, write, and a group-committing writer."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from pypacs.errors import IndexUnavailable
+from pypacs.index.engine import WRITE_OPTION
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+_RETRIES = 5
+# PostgreSQL serialization failure and deadlock; SQLite "database is locked".
+_RETRYABLE_PGCODES = frozenset({"40001", "40P01"})
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None)
+    if code in _RETRYABLE_PGCODES:
+        return True
+    return isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+
+
+def read(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    """Run ``fn`` in a read transaction."""
+    try:
+        with engine.connect() as conn, conn.begin():
+            return fn(conn)
+    except OperationalError as exc:
+        raise IndexUnavailable(f"index unavailable: {exc.orig}") from exc
+
+
+def write(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    """Run ``fn`` in a write transaction, retried with jitter on serialization failures.
+
+    Raises:
+        IndexUnavailable: the database cannot be reached or keeps refusing the write.
+    """
+    for attempt in range(_RETRIES):
+        try:
+            with engine.connect() as raw:
+                conn = raw.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    return fn(conn)
+        except DBAPIError as exc:
+            if _retryable(exc) and attempt + 1 < _RETRIES:
+                delay = 0.01 * (2**attempt) * (0.5 + random.random())
+                log.warning("index write retried in %.3f s: %s", delay, exc.orig)
+                time.sleep(delay)
+                continue
+            if isinstance(exc, OperationalError):
+                raise IndexUnavailable(f"index unavailable: {exc.orig}") from exc
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Item:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[Connection], object]) -> None:
+        self.fn = fn
+        self.future: Future[object] = Future()
+
+
+class GroupWriter:
+    """One writer thread that commits the writes of many callers together.
+
+    Each caller's function runs in its own savepoint, so one failing write never undoes
+    another; the futures are resolved only after the shared commit has returned, which is
+    what lets a caller acknowledge durably while the index pays one commit per batch.
+    """
+
+    def __init__(self, engine: Engine, max_batch: int = 64) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="pypacs-index-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in the next batch and return its result once the batch is committed.
+
+        Raises:
+            IndexUnavailable: the batch could not be committed.
+            Exception: whatever ``fn`` raised (its savepoint was rolled back).
+        """
+        item = _Item(fn)
+        self._queue.put(item)
+        return item.future.result()  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Item]) -> None:
+        results: list[tuple[_Item, object, BaseException | None]] = []
+
+        def run_all(conn: Connection) -> None:
+            results.clear()
+            for item in batch:
+                try:
+                    with conn.begin_nested():
+                        results.append((item, item.fn(conn), None))
+                except Exception as exc:  # one caller's failure stays that caller's
+                    results.append((item, None, exc))
+
+        try:
+            write(self._engine, run_all)
+        except Exception as exc:
+            failure = exc if isinstance(exc, IndexUnavailable) else IndexUnavailable(
+                f"index commit failed: {exc}"
+            )
+            if failure is not exc:
+                failure.__cause__ = exc
+            for item in batch:
+                item.future.set_exception(failure)
+            return
+        for item, result, error in results:
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(result)

@@ -1,0 +1,47 @@
+"""Build pypacs' application entity and start its association server."""
+
+from __future__ import annotations
+
+import logging
+
+from pynetdicom import AE, AllStoragePresentationContexts, _config
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
+from pypacs.net.handlers import DimseHandlers
+from pypacs.net.options import NetOptions
+
+
+def configure_pynetdicom() -> None:
+    """Set pynetdicom's library globals, once, from the server."""
+    # Identifiers are logged by us, one line per association, not per message by the library.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    # Accept only the storage SOP classes we know (rejected contexts for the rest).
+    _config.UNRESTRICTED_STORAGE_SERVICE = False
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def build_ae(options: NetOptions) -> AE:
+    """The acceptor: Verification and every storage SOP class pynetdicom knows."""
+    ae = AE(ae_title=options.ae_title)
+    ae.maximum_associations = options.max_associations
+    ae.maximum_pdu_size = options.max_pdu_size
+    ae.acse_timeout = options.acse_timeout
+    ae.dimse_timeout = options.dimse_timeout
+    ae.network_timeout = options.network_timeout
+    ae.add_supported_context(Verification, STORAGE_TRANSFER_SYNTAXES)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
+    return ae
+
+
+def start_server(options: NetOptions, handlers: DimseHandlers) -> tuple[AE, ThreadedAssociationServer]:
+    """Start listening; returns once the socket is bound (port 0 picks a free port)."""
+    ae = build_ae(options)
+    server = ae.start_server(
+        (options.host, options.port), block=False, evt_handlers=handlers.bindings()
+    )
+    return ae, server

@@ -1,0 +1,28 @@
+"""What the DIMSE front door needs to know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RemoteAE:
+    """A peer declared as ``[remotes.NAME]``."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class NetOptions:
+    ae_title: str = "PYPACS"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    max_associations: int = 64
+    max_pdu_size: int = 1_048_576
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 300.0
+    remotes: tuple[RemoteAE, ...] = field(default_factory=tuple)

@@ -1,0 +1,33 @@
+"""The DIMSE status codes pypacs sends, each with the section that defines it."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from pypacs.errors import (
+    IndexUnavailable,
+    InvalidInstance,
+    OutOfResources,
+    StoreError,
+)
+
+
+class Status(IntEnum):
+    SUCCESS = 0x0000  # PS3.7 C.1
+    # PS3.4 B.2.3, C-STORE
+    OUT_OF_RESOURCES = 0xA700  # Refused: Out of Resources
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # Error: Data Set does not match SOP Class
+    CANNOT_UNDERSTAND = 0xC000  # Error: Cannot understand
+    # PS3.7 C.4: general failure when nothing more precise applies.
+    PROCESSING_FAILURE = 0x0110
+
+
+def status_for(exc: BaseException) -> Status:
+    """The C-STORE status that answers ``exc`` (a table, not a chain of special cases)."""
+    if isinstance(exc, InvalidInstance):
+        if exc.kind in ("unparsable", "not-dicom"):
+            return Status.CANNOT_UNDERSTAND
+        return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    if isinstance(exc, OutOfResources | IndexUnavailable | StoreError):
+        return Status.OUT_OF_RESOURCES
+    return Status.PROCESSING_FAILURE
