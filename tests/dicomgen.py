@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 
@@ -94,7 +94,7 @@ def write(spec: Spec, folder: Path, transfer_syntax: str = ExplicitVRLittleEndia
 
 def dataset_bytes(path: Path) -> bytes:
     """The bytes of a Part 10 file after its meta information (what C-STORE carries)."""
-    from pydicom.filereader import read_preamble, _read_file_meta_info
+    from pydicom.filereader import _read_file_meta_info, read_preamble
 
     with path.open("rb") as fp:
         read_preamble(fp, False)
@@ -102,4 +102,11 @@ def dataset_bytes(path: Path) -> bytes:
         return fp.read()
 
 
-__all__ = ["ImplicitVRLittleEndian", "Spec", "dataset_bytes", "generate_uid", "make_dataset", "write"]
+__all__ = [
+    "ImplicitVRLittleEndian",
+    "Spec",
+    "dataset_bytes",
+    "generate_uid",
+    "make_dataset",
+    "write",
+]

@@ -21,14 +21,17 @@ DEFAULT_CONFIG = "pypacs.toml"
 
 def _add_setting_flags(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
     parser.add_argument(
-        "--config", metavar="FILE",
-        help=f"TOML configuration file (default: ./{DEFAULT_CONFIG} if present, or $PYPACS_CONFIG)",
+        "--config",
+        metavar="FILE",
+        help=f"TOML file (default: $PYPACS_CONFIG, or ./{DEFAULT_CONFIG} if present)",
     )
     for setting in SETTINGS:
         if setting.section in sections:
             parser.add_argument(
-                setting.flag, dest=setting.dest, metavar="VALUE",
-                help=f"{setting.help} ([{setting.section}] {setting.key}, default {setting.default!r})",
+                setting.flag,
+                dest=setting.dest,
+                metavar="VALUE",
+                help=f"{setting.help} ([{setting.section}] {setting.key}; {setting.default!r})",
             )
 
 
@@ -121,9 +124,10 @@ def _import(settings: Settings, paths: list[Path], *, progress: bool) -> int:
             return path, "rejected", str(exc)
 
     try:
-        with ThreadPoolExecutor(max_workers=4) as pool, tqdm(
-            total=len(files), unit="file", disable=not progress, file=sys.stderr
-        ) as bar:
+        with (
+            ThreadPoolExecutor(max_workers=4) as pool,
+            tqdm(total=len(files), unit="file", disable=not progress, file=sys.stderr) as bar,
+        ):
             for path, outcome, reason in pool.map(one, files):
                 counts[outcome] += 1
                 if outcome == "rejected":

@@ -26,7 +26,7 @@ def _port(allow_zero: bool) -> Check:
 
     def check(value: Any) -> str | None:
         ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= 65535
-        return None if ok else f"an integer {low}–65535"
+        return None if ok else f"an integer {low}-65535"
 
     return check
 
@@ -40,7 +40,7 @@ def _ae_title(value: Any) -> str | None:
         and value.strip() != ""
         and all(32 <= ord(c) < 127 and c != "\\" for c in value)
     )
-    return None if ok else "an AE title of 1–16 printable ASCII characters without backslash"
+    return None if ok else "an AE title of 1-16 printable ASCII characters without backslash"
 
 
 def _positive_int(value: Any) -> str | None:
@@ -70,7 +70,11 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return "--" + self.key.replace("_", "-") if self.section != "storage" or self.key != "path" else "--data"
+        return (
+            "--" + self.key.replace("_", "-")
+            if self.section != "storage" or self.key != "path"
+            else "--data"
+        )
 
     @property
     def dest(self) -> str:
@@ -83,22 +87,37 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "dicom_port", int, 11112, "DICOM port (0 picks a free one)", _port(True)),
     Setting("server", "http_port", int, 8080, "HTTP port (0 picks a free one)", _port(True)),
     Setting("server", "max_associations", int, 64, "associations served at once", _positive_int),
-    Setting("server", "max_pdu_size", int, 1_048_576, "largest PDU we receive (bytes)", _positive_int),
+    Setting(
+        "server", "max_pdu_size", int, 1_048_576, "largest PDU we receive (bytes)", _positive_int
+    ),
     Setting("storage", "path", str, "pypacs-data", "folder of the archive's files", _non_empty),
     Setting(
-        "storage", "overwrite_duplicates", bool, False,
+        "storage",
+        "overwrite_duplicates",
+        bool,
+        False,
         "a SOP Instance UID received again replaces the stored copy",
     ),
     Setting(
-        "storage", "check_on_start", bool, True,
+        "storage",
+        "check_on_start",
+        bool,
+        True,
         "re-index orphan files and report missing ones at start-up",
     ),
     Setting(
-        "database", "url", str, "",
+        "database",
+        "url",
+        str,
+        "",
         "SQLAlchemy URL of the index (default: SQLite in the storage folder)",
     ),
     Setting(
-        "logging", "level", str, "INFO", "log level",
+        "logging",
+        "level",
+        str,
+        "INFO",
+        "log level",
         _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
     ),
 )
@@ -147,7 +166,9 @@ class Settings:
         )
 
     def web_options(self) -> WebOptions:
-        return WebOptions(host=self.values[("server", "host")], port=self.values[("server", "http_port")])
+        return WebOptions(
+            host=self.values[("server", "host")], port=self.values[("server", "http_port")]
+        )
 
 
 def _typed(setting_type: type, value: Any) -> bool:
@@ -156,7 +177,9 @@ def _typed(setting_type: type, value: Any) -> bool:
     return isinstance(value, setting_type)
 
 
-def _validate(where: str, section: str, key: str, value: Any, kind: type, check: Check | None) -> Any:
+def _validate(
+    where: str, section: str, key: str, value: Any, kind: type, check: Check | None
+) -> Any:
     expected = None if _typed(kind, value) else _type_name(kind)
     if expected is None and check is not None:
         expected = check(value)
@@ -170,7 +193,13 @@ def _type_name(kind: type) -> str:
 
 
 def _show(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value).lower() if isinstance(value, bool) else repr(value)
+    return (
+        f'"{value}"'
+        if isinstance(value, str)
+        else repr(value).lower()
+        if isinstance(value, bool)
+        else repr(value)
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -218,7 +247,9 @@ def _from_file(path: Path) -> tuple[dict[tuple[str, str], Any], tuple[RemoteAE, 
             continue
         known = sorted({s.section for s in SETTINGS} | {"remotes"})
         if section not in known:
-            raise ConfigError(f"{where}[{section}]: unknown section; expected one of {', '.join(known)}")
+            raise ConfigError(
+                f"{where}[{section}]: unknown section; expected one of {', '.join(known)}"
+            )
         if not isinstance(table, dict):
             raise ConfigError(f"{where}{section} must be a table ([{section}])")
         for key, value in table.items():

@@ -49,7 +49,10 @@ def run(settings: Settings) -> None:
             report = check(archive)
             log.info(
                 "start-up check: %d blobs, %d re-indexed, %d missing, %d unreadable",
-                report.blobs, len(report.reindexed), len(report.missing), len(report.unreadable),
+                report.blobs,
+                len(report.reindexed),
+                len(report.missing),
+                len(report.unreadable),
             )
         net = settings.net_options()
         ae, dicom_server = start_server(net, DimseHandlers(archive))
@@ -61,13 +64,22 @@ def run(settings: Settings) -> None:
         def ready() -> None:
             log.info(
                 "pypacs %s serving AE %s: DICOM on %s:%d, HTTP on %s:%d, index %s",
-                settings.source, net.ae_title, net.host, dicom_port, web.host, http_port,
+                settings.source,
+                net.ae_title,
+                net.host,
+                dicom_port,
+                web.host,
+                http_port,
                 settings.database_url,
             )
-            print(f"listening dicom={net.host}:{dicom_port} http={web.host}:{http_port}", flush=True)
+            print(
+                f"listening dicom={net.host}:{dicom_port} http={web.host}:{http_port}", flush=True
+            )
 
         config = uvicorn.Config(
-            create_app(archive, on_ready=ready), log_config=None, access_log=False,
+            create_app(archive, on_ready=ready),
+            log_config=None,
+            access_log=False,
             lifespan="on",
         )
         try:

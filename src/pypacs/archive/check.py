@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 from pypacs.archive.service import Archive
 from pypacs.errors import PypacsError
@@ -39,11 +40,9 @@ def check(archive: Archive, *, repair: bool = True) -> CheckReport:
         scanned.add(prefix)
         report.blobs += len(keys)
         low, high = archive.store.prefix_bounds(prefix)
-        indexed = tx.read(
-            archive.engine, lambda c, lo=low, hi=high: reads.blob_keys_between(c, lo, hi)
-        )
+        indexed = tx.read(archive.engine, partial(reads.blob_keys_between, low=low, high=high))
         for key in keys:
-            if indexed.pop(key, None) is not None:
+            if indexed.pop(str(key), None) is not None:
                 continue
             if repair:
                 _reindex(archive, key, report)
@@ -53,13 +52,13 @@ def check(archive: Archive, *, repair: bool = True) -> CheckReport:
         report.missing.extend((uid, key) for key, uid in sorted(indexed.items()))
     # Rows whose folder does not exist at all.
     after = ""
-    while batch := tx.read(archive.engine, lambda c, a=after: reads.blob_key_batch(c, a)):
-        for key, uid in batch:
-            if key[: key.rfind("/") + 1] not in scanned:
-                report.missing.append((uid, key))
+    while batch := tx.read(archive.engine, partial(reads.blob_key_batch, after=after)):
+        for row_key, uid in batch:
+            if row_key[: row_key.rfind("/") + 1] not in scanned:
+                report.missing.append((uid, row_key))
         after = batch[-1][0]
-    for uid, key in report.missing:
-        log.error("instance %s is indexed but its blob %s is missing", uid, key)
+    for uid, missing_key in report.missing:
+        log.error("instance %s is indexed but its blob %s is missing", uid, missing_key)
     return report
 
 

@@ -10,8 +10,8 @@ from io import BytesIO
 from typing import Any
 
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -75,10 +75,8 @@ def _column_value(ds: Dataset, tag: int) -> str | None:
     if elem is None or elem.value is None or elem.value == "":
         return None
     value = elem.value
-    if isinstance(value, MultiValue | list):
-        text = "\\".join(str(v) for v in value)
-    else:
-        text = str(value)
+    multiple = isinstance(value, MultiValue | list)
+    text = "\\".join(str(v) for v in value) if multiple else str(value)
     return text or None
 
 

@@ -76,7 +76,9 @@ class Archive:
     def _index(self, header: Header, key: BlobKey, size: int, *, replace: bool) -> StoreResult:
         record = build_record(header, key, size)
         try:
-            result = self._writer.submit(lambda conn: upsert_instance(conn, record, replace=replace))
+            result = self._writer.submit(
+                lambda conn: upsert_instance(conn, record, replace=replace)
+            )
         except Exception as exc:
             # Two-phase write: the index refused, so the blob is revoked.
             self._revoke(key)

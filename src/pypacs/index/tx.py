@@ -138,8 +138,10 @@ class GroupWriter:
         try:
             write(self._engine, run_all)
         except Exception as exc:
-            failure = exc if isinstance(exc, IndexUnavailable) else IndexUnavailable(
-                f"index commit failed: {exc}"
+            failure = (
+                exc
+                if isinstance(exc, IndexUnavailable)
+                else IndexUnavailable(f"index commit failed: {exc}")
             )
             if failure is not exc:
                 failure.__cause__ = exc

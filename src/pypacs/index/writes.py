@@ -8,7 +8,7 @@ recomputed from the rows when an instance moves or goes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from sqlalchemy import Connection, Table, and_, func, select, update
 
@@ -42,7 +42,7 @@ class InstanceRecord:
         return str(self.instance.values["sop_instance_uid"])
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # the stored copy was kept
     REPLACED = "replaced"  # the new copy replaced the stored one
@@ -140,10 +140,12 @@ def _insert(conn: Connection, rec: InstanceRecord) -> WriteResult:
     else:
         new_series = True
         study_row = conn.execute(
-            select(study.c.pk, study.c.patient_pk, study.c.sop_classes_in_study,
-                   study.c.modalities_in_study).where(
-                study.c.study_instance_uid == rec.study.values["study_instance_uid"]
-            )
+            select(
+                study.c.pk,
+                study.c.patient_pk,
+                study.c.sop_classes_in_study,
+                study.c.modalities_in_study,
+            ).where(study.c.study_instance_uid == rec.study.values["study_instance_uid"])
         ).first()
         if study_row is not None:
             study_pk, patient_pk, sop_classes, modalities = study_row
@@ -153,7 +155,9 @@ def _insert(conn: Connection, rec: InstanceRecord) -> WriteResult:
             if not new_patient:
                 result.conflicts = _record_conflicts(conn, patient_pk, rec)
             study_pk = _insert_returning_pk(
-                conn, study, {**rec.study.values, "patient_pk": patient_pk, "attrs": rec.study.attrs}
+                conn,
+                study,
+                {**rec.study.values, "patient_pk": patient_pk, "attrs": rec.study.attrs},
             )
             sop_classes, modalities = None, None
         modalities_update["modalities_in_study"] = _add_to_list(
@@ -173,7 +177,9 @@ def _insert(conn: Connection, rec: InstanceRecord) -> WriteResult:
         )
     )
     conn.execute(
-        update(series).where(series.c.pk == series_pk).values(num_instances=series.c.num_instances + 1)
+        update(series)
+        .where(series.c.pk == series_pk)
+        .values(num_instances=series.c.num_instances + 1)
     )
     conn.execute(
         update(study)
@@ -181,7 +187,9 @@ def _insert(conn: Connection, rec: InstanceRecord) -> WriteResult:
         .values(
             num_instances=study.c.num_instances + 1,
             num_series=study.c.num_series + int(new_series),
-            sop_classes_in_study=_add_to_list(sop_classes, rec.instance.values.get("sop_class_uid")),
+            sop_classes_in_study=_add_to_list(
+                sop_classes, rec.instance.values.get("sop_class_uid")
+            ),
             **modalities_update,
         )
     )
@@ -246,13 +254,16 @@ def recount(conn: Connection, *, series_pk: int, study_pk: int, patient_pk: int)
             )
         )
     studies = conn.execute(
-        select(func.count(), func.coalesce(func.sum(study.c.num_series), 0),
-               func.coalesce(func.sum(study.c.num_instances), 0)).where(
-            study.c.patient_pk == patient_pk
-        )
+        select(
+            func.count(),
+            func.coalesce(func.sum(study.c.num_series), 0),
+            func.coalesce(func.sum(study.c.num_instances), 0),
+        ).where(study.c.patient_pk == patient_pk)
     ).one()
     if studies[0] == 0:
-        conn.execute(demographics_conflict.delete().where(demographics_conflict.c.patient_pk == patient_pk))
+        conn.execute(
+            demographics_conflict.delete().where(demographics_conflict.c.patient_pk == patient_pk)
+        )
         conn.execute(patient.delete().where(patient.c.pk == patient_pk))
     else:
         conn.execute(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """The four Query/Retrieve levels, from the top of the hierarchy down (PS3.4 C.3)."""
 
     PATIENT = "PATIENT"
@@ -21,7 +21,7 @@ class Level(str, Enum):
 LEVEL_ORDER: tuple[Level, ...] = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
 
 
-class InformationModel(str, Enum):
+class InformationModel(StrEnum):
     """The Query/Retrieve information models pypacs serves (PS3.4 C.6.1, C.6.2, C.6.3)."""
 
     PATIENT_ROOT = "PATIENT_ROOT"

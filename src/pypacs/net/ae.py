@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from pynetdicom import AE, AllStoragePresentationContexts, _config
-from pynetdicom.sop_class import Verification
+from pynetdicom.presentation import VerificationPresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
@@ -32,16 +32,20 @@ def build_ae(options: NetOptions) -> AE:
     ae.acse_timeout = options.acse_timeout
     ae.dimse_timeout = options.dimse_timeout
     ae.network_timeout = options.network_timeout
-    ae.add_supported_context(Verification, STORAGE_TRANSFER_SYNTAXES)
-    for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
+    for context in (*VerificationPresentationContexts, *AllStoragePresentationContexts):
+        if context.abstract_syntax is not None:
+            ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
     return ae
 
 
-def start_server(options: NetOptions, handlers: DimseHandlers) -> tuple[AE, ThreadedAssociationServer]:
+def start_server(
+    options: NetOptions, handlers: DimseHandlers
+) -> tuple[AE, ThreadedAssociationServer]:
     """Start listening; returns once the socket is bound (port 0 picks a free port)."""
     ae = build_ae(options)
     server = ae.start_server(
         (options.host, options.port), block=False, evt_handlers=handlers.bindings()
     )
+    if server is None:  # pragma: no cover - only a blocking start returns None
+        raise RuntimeError("the association server did not start")
     return ae, server

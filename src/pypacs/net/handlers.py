@@ -9,10 +9,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
 
 from pypacs.archive import Archive
 from pypacs.net.status import Status, status_for
@@ -36,7 +37,7 @@ class DimseHandlers:
         self._associations: dict[int, _AssociationLog] = {}
         self._lock = threading.Lock()
 
-    def bindings(self) -> list[tuple[evt.EventType, Callable[..., Any]]]:
+    def bindings(self) -> list[evt.EventHandlerType]:
         return [
             (evt.EVT_CONN_OPEN, self.on_conn_open),
             (evt.EVT_ACCEPTED, self._outcome("accepted")),
@@ -51,11 +52,13 @@ class DimseHandlers:
     # -- association bookkeeping: one log line per association ---------------------------
 
     def on_conn_open(self, event: evt.Event) -> None:
-        sock = event.assoc.dul.socket.socket
+        transport = event.assoc.dul.socket
+        sock = transport.socket if transport is not None else None
         if sock is not None:
             # Nagle's algorithm would hold each small response back ~40 ms on loopback.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        address = f"{event.address[0]}:{event.address[1]}"
+        requestor = event.assoc.requestor
+        address = f"{requestor.address}:{requestor.port}"
         with self._lock:
             self._associations[id(event.assoc)] = _AssociationLog(address)
 
@@ -96,7 +99,7 @@ class DimseHandlers:
         return int(Status.SUCCESS)
 
     def on_store(self, event: evt.Event) -> int | Dataset:
-        request = event.request
+        request = cast(C_STORE, event.request)
         try:
             result = self.archive.store_instance(
                 event.encoded_dataset(include_meta=True),
@@ -115,7 +118,9 @@ class DimseHandlers:
         if status is Status.PROCESSING_FAILURE:
             log.exception("%s from %s of %s failed unexpectedly", service, calling, uid)
         else:
-            log.error("%s from %s of %s refused with 0x%04X: %s", service, calling, uid, status, exc)
+            log.error(
+                "%s from %s of %s refused with 0x%04X: %s", service, calling, uid, status, exc
+            )
         answer = Dataset()
         answer.Status = int(status)
         # ErrorComment is LO: at most 64 characters (PS3.7 C.4, PS3.5 6.2).

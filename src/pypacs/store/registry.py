@@ -24,4 +24,6 @@ def open_store(location: str | Path, *, fsync: bool = True) -> BlobStore:
         from pypacs.store.filesystem import FilesystemStore
 
         return FilesystemStore(rest, fsync=fsync)
-    raise StoreError(f"unknown blob store scheme {scheme!r} in {text!r}: expected a folder or file://")
+    raise StoreError(
+        f"unknown blob store scheme {scheme!r} in {text!r}: expected a folder or file://"
+    )

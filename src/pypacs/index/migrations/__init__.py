@@ -44,7 +44,7 @@ def migrate(engine: Engine) -> int:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7355608)")
         version = current_version(conn)
         for step in _steps():
-            if step.VERSION > version:
+            if version < step.VERSION:
                 upgrade: Callable[[Connection], None] = step.upgrade
                 upgrade(conn)
                 conn.execute(schema.schema_version.delete())

@@ -1,0 +1,110 @@
+"""`pypacs import` and `pypacs check`, run as a user would run them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from dicomgen import Spec, make_dataset, write
+
+
+def pypacs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pypacs", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def count(data: Path, table: str) -> int:
+    engine = sa.create_engine(f"sqlite:///{data / 'index.sqlite'}")
+    with engine.connect() as conn:
+        n = conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+def test_import_folder_summarises_and_never_tracebacks(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    (src / "a" / "b").mkdir(parents=True)
+    good = [write(Spec("P1", "A^B", 1, 1, i), src / "a") for i in (1, 2, 3)]
+    good.append(write(Spec("P2", "C^D", 1, 1, 1), src / "a" / "b"))
+    shutil.copy(good[0], src / "copy-of-first.dcm")  # already present once the first is in
+    (src / "notes.txt").write_text("not an image")
+    truncated = src / "truncated.dcm"
+    truncated.write_bytes(good[1].read_bytes()[:200])
+    no_uid = make_dataset(Spec("P3", "E^F", 1, 1, 1))
+    del no_uid.SeriesInstanceUID
+    no_uid.save_as(src / "no-series-uid.dcm", enforce_file_format=True)
+
+    data = tmp_path / "data"
+    result = pypacs("import", "--data", str(data), "--no-progress", str(src), cwd=tmp_path)
+
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.returncode == 1  # some files were rejected
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "imported 4, already present 1, rejected 2, skipped (not DICOM) 1"
+    assert any(line.startswith(f"skipped {src / 'notes.txt'}: not a DICOM file") for line in lines)
+    assert any(line.startswith(f"rejected {truncated}: ") for line in lines)
+    assert f"rejected {src / 'no-series-uid.dcm'}: dataset lacks SeriesInstanceUID" in lines
+    assert count(data, "instance") == 4
+    assert count(data, "patient") == 2
+    blobs = [p for p in (data / "blobs").rglob("*") if p.is_file()]
+    assert len(blobs) == 4
+
+    again = pypacs("import", "--data", str(data), "--no-progress", str(src / "a"), cwd=tmp_path)
+    assert again.returncode == 0
+    assert (
+        again.stdout.splitlines()[-1]
+        == "imported 0, already present 4, rejected 0, skipped (not DICOM) 0"
+    )
+
+
+def test_import_of_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
+    result = pypacs("import", "--data", str(tmp_path / "d"), str(tmp_path / "nope"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"no such file or folder: {tmp_path / 'nope'}" in result.stderr
+
+
+def test_check_reindexes_orphans_and_reports_missing_blobs(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in (1, 2, 3):
+        write(Spec("P1", "A^B", 1, 1, i), src)
+    data = tmp_path / "data"
+    assert (
+        pypacs("import", "--data", str(data), "--no-progress", str(src), cwd=tmp_path).returncode
+        == 0
+    )
+
+    # An orphan: a blob written before a crash, its index row never committed.
+    orphan_source = write(Spec("P1", "A^B", 1, 2, 9), tmp_path)
+    name = "0123456789abcdef0123456789abcdef"
+    orphan = data / "blobs" / name[:2] / name[2:4] / name
+    orphan.parent.mkdir(parents=True)
+    shutil.copy(orphan_source, orphan)
+    # A lost file: its row stays, its blob is gone.
+    engine = sa.create_engine(f"sqlite:///{data / 'index.sqlite'}")
+    with engine.connect() as conn:
+        lost_key, lost_uid = conn.execute(
+            sa.text("SELECT blob_key, sop_instance_uid FROM instance ORDER BY pk LIMIT 1")
+        ).one()
+    engine.dispose()
+    (data / "blobs" / lost_key).unlink()
+
+    result = pypacs("check", "--data", str(data), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"re-indexed {orphan_source.stem}" in result.stdout
+    assert f"missing blob {lost_key} of instance {lost_uid}" in result.stdout
+    assert (
+        result.stdout.splitlines()[-1]
+        == "3 blobs checked: 1 re-indexed, 1 missing, 0 not indexable"
+    )
+    assert count(data, "instance") == 4
+    assert count(data, "series") == 2

@@ -1,0 +1,142 @@
+"""Shared fixtures: a real pypacs server on ephemeral ports, database URLs, test data."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+PG_ADMIN_URL = os.environ.get(
+    "PYPACS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen[bytes]
+    data: Path
+    dicom_port: int
+    http_port: int
+    log_path: Path
+    ae_title: str = "PYPACS"
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.data / 'index.sqlite'}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+def start_pypacs(data: Path, *args: str, timeout: float = 30.0) -> RunningServer:
+    """Start ``pypacs serve`` on free ports and wait for its 'listening' line."""
+    data.mkdir(parents=True, exist_ok=True)
+    log_path = data.parent / f"{data.name}-server.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pypacs",
+                "serve",
+                "--data",
+                str(data),
+                "--dicom-port",
+                "0",
+                "--http-port",
+                "0",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    line = b""
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=0.2):
+            if proc.poll() is not None:
+                break
+            continue
+        line = proc.stdout.readline()
+        if line.startswith(b"listening") or not line:
+            break
+    selector.close()
+    if not line.startswith(b"listening"):
+        proc.kill()
+        raise RuntimeError(f"pypacs did not start: {log_path.read_text(errors='replace')[-3000:]}")
+    fields = dict(part.split("=", 1) for part in line.decode().split()[1:])
+    return RunningServer(
+        proc,
+        data,
+        int(fields["dicom"].rsplit(":", 1)[1]),
+        int(fields["http"].rsplit(":", 1)[1]),
+        log_path,
+        extra=list(args),
+    )
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[object]:
+    started: list[RunningServer] = []
+
+    def factory(*args: str, data: Path | None = None) -> RunningServer:
+        srv = start_pypacs(data or tmp_path / f"data{len(started)}", *args)
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        if srv.proc.poll() is None:
+            srv.kill()
+
+
+@pytest.fixture
+def server(server_factory: object) -> RunningServer:
+    return server_factory()  # type: ignore[operator, no-any-return]
+
+
+def _pg_database() -> Iterator[str]:
+    name = "pypacs_test_" + secrets.token_hex(4)
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty index database on each backend the index supports."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+    else:
+        yield from _pg_database()
