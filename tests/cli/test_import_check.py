@@ -86,8 +86,7 @@ def test_check_reindexes_orphans_and_reports_missing_blobs(tmp_path: Path) -> No
     # An orphan: a blob written before a crash, its index row never committed.
     orphan_source = write(Spec("P1", "A^B", 1, 2, 9), tmp_path)
     name = "0123456789abcdef0123456789abcdef"
-    orphan = data / "blobs" / name[:2] / name[2:4] / name
-    orphan.parent.mkdir(parents=True)
+    orphan = data / "blobs" / name[:2] / name
     shutil.copy(orphan_source, orphan)
     # A lost file: its row stays, its blob is gone.
     engine = sa.create_engine(f"sqlite:///{data / 'index.sqlite'}")

@@ -30,9 +30,10 @@ def test_keys_are_generated_and_fanned_out(tmp_path: Path) -> None:
     keys = {store.put([b"x"])[0] for _ in range(50)}
     assert len(keys) == 50
     for key in keys:
-        first, second, name = key.split("/")
-        assert (first, second) == (name[:2], name[2:4]) and len(name) == 32
+        folder, name = key.split("/")
+        assert folder == name[:2] and len(name) == 32
         assert (tmp_path / key).is_file()
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 256
 
 
 @pytest.mark.parametrize(
@@ -71,11 +72,13 @@ def test_scan_groups_by_folder_and_drops_temporary_leftovers(tmp_path: Path) -> 
     leftover = tmp_path / key.rsplit("/", 1)[0] / ("f" * 32 + ".tmp")
     leftover.write_bytes(b"half")
     groups = list(store.scan())
-    assert groups == [(key[:6], [key])]
+    assert [g for g in groups if g[1]] == [(key[:3], [key])]
+    assert len(groups) == 256
     assert not leftover.exists()
-    low, high = store.prefix_bounds(key[:6])
+    low, high = store.prefix_bounds(key[:3])
     assert low <= key < high
-    assert not (low <= key[:3] + "z" * 29 < high)
+    other = ("00" if key[:2] != "00" else "01") + "/" + "0" * 32
+    assert not (low <= other < high)
 
 
 def test_unknown_scheme_is_a_clear_error(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from pypacs.index.schema import instance, patient, series, study
 
@@ -18,13 +18,11 @@ class InstanceLocation:
     blob_size: int
 
 
+_INSTANCE_EXISTS = select(instance.c.pk).where(instance.c.sop_instance_uid == bindparam("_uid"))
+
+
 def instance_exists(conn: Connection, sop_instance_uid: str) -> bool:
-    return (
-        conn.execute(
-            select(instance.c.pk).where(instance.c.sop_instance_uid == sop_instance_uid)
-        ).first()
-        is not None
-    )
+    return conn.execute(_INSTANCE_EXISTS, {"_uid": sop_instance_uid}).first() is not None
 
 
 def locate_instance(conn: Connection, sop_instance_uid: str) -> InstanceLocation | None:

@@ -128,6 +128,9 @@ class GroupWriter:
 
         def run_all(conn: Connection) -> None:
             results.clear()
+            if len(batch) == 1:  # alone in its transaction: no savepoint needed
+                results.append((batch[0], batch[0].fn(conn), None))
+                return
             for item in batch:
                 try:
                     with conn.begin_nested():
@@ -138,6 +141,9 @@ class GroupWriter:
         try:
             write(self._engine, run_all)
         except Exception as exc:
+            if len(batch) == 1 and not isinstance(exc, DBAPIError | IndexUnavailable):
+                batch[0].future.set_exception(exc)  # the caller's own error, as raised
+                return
             failure = (
                 exc
                 if isinstance(exc, IndexUnavailable)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy import Connection, Table, and_, func, select, update
+from sqlalchemy import Connection, Integer, String, Table, and_, bindparam, func, select, update
 
 from pypacs.index.schema import demographics_conflict, instance, patient, series, study
 
@@ -108,13 +108,57 @@ def _add_to_list(current: str | None, value: str | None) -> str | None:
     return "\\".join(sorted(values | {value}))
 
 
+# Statements of the ingest path are built once: building and cache-keying a statement per
+# call would cost more than executing it.
+_FIND_INSTANCE = select(instance.c.pk, instance.c.blob_key, instance.c.series_pk).where(
+    instance.c.sop_instance_uid == bindparam("_uid")
+)
+_FIND_SERIES = (
+    select(
+        series.c.pk,
+        study.c.pk,
+        study.c.patient_pk,
+        study.c.sop_classes_in_study,
+        study.c.modalities_in_study,
+    )
+    .join(study, series.c.study_pk == study.c.pk)
+    .where(series.c.series_instance_uid == bindparam("_uid"))
+)
+_FIND_STUDY = select(
+    study.c.pk, study.c.patient_pk, study.c.sop_classes_in_study, study.c.modalities_in_study
+).where(study.c.study_instance_uid == bindparam("_uid"))
+_INSERT_STUDY = study.insert().returning(study.c.pk)
+_INSERT_SERIES = series.insert().returning(series.c.pk)
+_INSERT_INSTANCE = instance.insert()
+_BUMP_SERIES = (
+    update(series)
+    .where(series.c.pk == bindparam("_pk"))
+    .values(num_instances=series.c.num_instances + 1)
+)
+_BUMP_STUDY = (
+    update(study)
+    .where(study.c.pk == bindparam("_pk"))
+    .values(
+        num_instances=study.c.num_instances + 1,
+        num_series=study.c.num_series + bindparam("_new_series", type_=Integer),
+        sop_classes_in_study=bindparam("_sop_classes", type_=String),
+        modalities_in_study=bindparam("_modalities", type_=String),
+    )
+)
+_BUMP_PATIENT = (
+    update(patient)
+    .where(patient.c.pk == bindparam("_pk"))
+    .values(
+        num_instances=patient.c.num_instances + 1,
+        num_series=patient.c.num_series + bindparam("_new_series", type_=Integer),
+        num_studies=patient.c.num_studies + bindparam("_new_study", type_=Integer),
+    )
+)
+
+
 def upsert_instance(conn: Connection, rec: InstanceRecord, *, replace: bool) -> WriteResult:
     """Insert ``rec`` and its parents, or handle it as a duplicate of a stored instance."""
-    existing = conn.execute(
-        select(instance.c.pk, instance.c.blob_key, instance.c.series_pk).where(
-            instance.c.sop_instance_uid == rec.sop_instance_uid
-        )
-    ).first()
+    existing = conn.execute(_FIND_INSTANCE, {"_uid": rec.sop_instance_uid}).first()
     if existing is not None:
         if not replace:
             return WriteResult(Outcome.DUPLICATE)
@@ -128,25 +172,14 @@ def upsert_instance(conn: Connection, rec: InstanceRecord, *, replace: bool) -> 
 
 def _insert(conn: Connection, rec: InstanceRecord) -> WriteResult:
     result = WriteResult(Outcome.STORED)
-    found = conn.execute(
-        select(series.c.pk, study.c.pk, study.c.patient_pk, study.c.sop_classes_in_study)
-        .join(study, series.c.study_pk == study.c.pk)
-        .where(series.c.series_instance_uid == rec.series.values["series_instance_uid"])
-    ).first()
+    found = conn.execute(_FIND_SERIES, {"_uid": rec.series.values["series_instance_uid"]}).first()
     new_series = new_study = False
-    modalities_update: dict[str, str | None] = {}
     if found is not None:
-        series_pk, study_pk, patient_pk, sop_classes = found
+        series_pk, study_pk, patient_pk, sop_classes, modalities = found
     else:
         new_series = True
-        study_row = conn.execute(
-            select(
-                study.c.pk,
-                study.c.patient_pk,
-                study.c.sop_classes_in_study,
-                study.c.modalities_in_study,
-            ).where(study.c.study_instance_uid == rec.study.values["study_instance_uid"])
-        ).first()
+        study_uid = rec.study.values["study_instance_uid"]
+        study_row = conn.execute(_FIND_STUDY, {"_uid": study_uid}).first()
         if study_row is not None:
             study_pk, patient_pk, sop_classes, modalities = study_row
         else:
@@ -154,53 +187,39 @@ def _insert(conn: Connection, rec: InstanceRecord) -> WriteResult:
             patient_pk, new_patient = _patient_pk(conn, rec)
             if not new_patient:
                 result.conflicts = _record_conflicts(conn, patient_pk, rec)
-            study_pk = _insert_returning_pk(
-                conn,
-                study,
+            study_pk = conn.execute(
+                _INSERT_STUDY,
                 {**rec.study.values, "patient_pk": patient_pk, "attrs": rec.study.attrs},
-            )
+            ).scalar_one()
             sop_classes, modalities = None, None
-        modalities_update["modalities_in_study"] = _add_to_list(
-            modalities, rec.series.values.get("modality")
-        )
-        series_pk = _insert_returning_pk(
-            conn, series, {**rec.series.values, "study_pk": study_pk, "attrs": rec.series.attrs}
-        )
+        modalities = _add_to_list(modalities, rec.series.values.get("modality"))
+        series_pk = conn.execute(
+            _INSERT_SERIES, {**rec.series.values, "study_pk": study_pk, "attrs": rec.series.attrs}
+        ).scalar_one()
     conn.execute(
-        instance.insert().values(
+        _INSERT_INSTANCE,
+        {
             **rec.instance.values,
-            series_pk=series_pk,
-            blob_key=rec.blob_key,
-            blob_size=rec.blob_size,
-            stored_at=rec.stored_at,
-            attrs=rec.instance.attrs,
-        )
+            "series_pk": series_pk,
+            "blob_key": rec.blob_key,
+            "blob_size": rec.blob_size,
+            "stored_at": rec.stored_at,
+            "attrs": rec.instance.attrs,
+        },
+    )
+    conn.execute(_BUMP_SERIES, {"_pk": series_pk})
+    conn.execute(
+        _BUMP_STUDY,
+        {
+            "_pk": study_pk,
+            "_new_series": int(new_series),
+            "_sop_classes": _add_to_list(sop_classes, rec.instance.values.get("sop_class_uid")),
+            "_modalities": modalities,
+        },
     )
     conn.execute(
-        update(series)
-        .where(series.c.pk == series_pk)
-        .values(num_instances=series.c.num_instances + 1)
-    )
-    conn.execute(
-        update(study)
-        .where(study.c.pk == study_pk)
-        .values(
-            num_instances=study.c.num_instances + 1,
-            num_series=study.c.num_series + int(new_series),
-            sop_classes_in_study=_add_to_list(
-                sop_classes, rec.instance.values.get("sop_class_uid")
-            ),
-            **modalities_update,
-        )
-    )
-    conn.execute(
-        update(patient)
-        .where(patient.c.pk == patient_pk)
-        .values(
-            num_instances=patient.c.num_instances + 1,
-            num_series=patient.c.num_series + int(new_series),
-            num_studies=patient.c.num_studies + int(new_study),
-        )
+        _BUMP_PATIENT,
+        {"_pk": patient_pk, "_new_series": int(new_series), "_new_study": int(new_study)},
     )
     return result
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from pynetdicom import AE, AllStoragePresentationContexts, _config
 from pynetdicom.presentation import VerificationPresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.utils import make_target
 
 from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
 from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions
+from pypacs.net.reactor import PromptRequestHandler
 
 
 def configure_pynetdicom() -> None:
@@ -43,9 +46,16 @@ def start_server(
 ) -> tuple[AE, ThreadedAssociationServer]:
     """Start listening; returns once the socket is bound (port 0 picks a free port)."""
     ae = build_ae(options)
-    server = ae.start_server(
-        (options.host, options.port), block=False, evt_handlers=handlers.bindings()
+    # What ae.start_server(block=False) does, with our request handler (net/reactor.py).
+    server = ae.make_server(
+        (options.host, options.port),
+        evt_handlers=handlers.bindings(),
+        server_class=ThreadedAssociationServer,
+        request_handler=PromptRequestHandler,
     )
-    if server is None:  # pragma: no cover - only a blocking start returns None
-        raise RuntimeError("the association server did not start")
+    thread = threading.Thread(
+        target=make_target(server.serve_forever), name="pypacs-dicom-server", daemon=True
+    )
+    thread.start()
+    ae._servers.append(server)
     return ae, server

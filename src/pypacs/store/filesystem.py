@@ -18,10 +18,11 @@ _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class FilesystemStore:
-    """Blobs as files under ``root``, fanned out as ``ab/cd/<32 hex>``.
+    """Blobs as files under ``root``, fanned out over 256 folders as ``ab/<32 hex>``.
 
     Keys are random; a key is checked against its shape before use, so no key can name
-    a path outside the root.
+    a path outside the root. The folders are made (and made durable) once, at start, so
+    that a write never has to create one.
     """
 
     def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
@@ -29,33 +30,31 @@ class FilesystemStore:
         self._fsync = fsync
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            created = False
+            for i in range(256):
+                folder = self.root / f"{i:02x}"
+                if not folder.is_dir():
+                    folder.mkdir()
+                    created = True
+            if created and fsync:
+                self._fsync_dir(self.root)
         except OSError as exc:
-            raise StoreError(f"cannot create the blob folder {self.root}: {exc}") from exc
-        self._known_dirs: set[str] = set()
+            raise StoreError(f"cannot create the blob folders under {self.root}: {exc}") from exc
 
     def _path(self, key: BlobKey) -> Path:
-        # Containment: the key's shape is ours ("ab/cd/" + 32 lower-case hex digits).
-        parts = key.split("/")
-        if (
-            len(parts) != 3
-            or len(parts[2]) != 32
-            or parts[0] != parts[2][:2]
-            or parts[1] != parts[2][2:4]
-            or not all(c in "0123456789abcdef" for c in parts[2])
-        ):
+        # Containment: the key's shape is ours ("ab/" + 32 lower-case hex digits).
+        folder, _, name = key.partition("/")
+        if len(name) != 32 or folder != name[:2] or not all(c in "0123456789abcdef" for c in name):
             raise StoreError(f"not a blob key of this store: {key!r}")
-        return self.root / parts[0] / parts[1] / parts[2]
+        return self.root / folder / name
 
     def put(self, chunks: Iterable[bytes | memoryview]) -> tuple[BlobKey, int]:
         name = secrets.token_hex(16)
-        key = BlobKey(f"{name[:2]}/{name[2:4]}/{name}")
+        key = BlobKey(f"{name[:2]}/{name}")
         path = self._path(key)
         folder = path.parent
         tmp = folder / (name + _TMP_SUFFIX)
         try:
-            if str(folder) not in self._known_dirs:
-                folder.mkdir(parents=True, exist_ok=True)
-                self._known_dirs.add(str(folder))
             size = 0
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -117,18 +116,17 @@ class FilesystemStore:
             raise StoreError(f"cannot stat blob {key}: {exc}") from exc
 
     def scan(self) -> Iterator[tuple[str, list[BlobKey]]]:
-        for first in sorted(_subdirs(self.root)):
-            for second in sorted(_subdirs(self.root / first)):
-                prefix = f"{first}/{second}/"
-                keys: list[BlobKey] = []
-                with os.scandir(self.root / first / second) as entries:
-                    for entry in entries:
-                        if entry.name.endswith(_TMP_SUFFIX):
-                            # An interrupted write: never acknowledged, safe to drop.
-                            _unlink_quietly(Path(entry.path))
-                        elif entry.is_file():
-                            keys.append(BlobKey(prefix + entry.name))
-                yield prefix, sorted(keys)
+        for folder in sorted(_subdirs(self.root)):
+            prefix = f"{folder}/"
+            keys: list[BlobKey] = []
+            with os.scandir(self.root / folder) as entries:
+                for entry in entries:
+                    if entry.name.endswith(_TMP_SUFFIX):
+                        # An interrupted write: never acknowledged, safe to drop.
+                        _unlink_quietly(Path(entry.path))
+                    elif entry.is_file():
+                        keys.append(BlobKey(prefix + entry.name))
+            yield prefix, sorted(keys)
 
     def prefix_bounds(self, prefix: str) -> tuple[str, str]:
         return prefix, prefix[:-1] + chr(ord("/") + 1)

@@ -1,0 +1,184 @@
+"""Event-driven waits for pynetdicom's acceptor threads.
+
+pynetdicom's reactors poll: the DUL thread sleeps a fixed millisecond whenever it finds
+nothing to do, and the association thread sleeps a millisecond on every loop. Each C-STORE
+round trip pays those sleeps several times, which caps one association at a few hundred
+instances per second however fast the archive is. Here the DUL thread waits in ``select``
+on its socket and on a wake-up pipe instead (so it answers the moment data arrives or a
+response is queued), and the association thread blocks on its DIMSE queue, woken by the
+DUL when anything reaches it. The state machine, PDUs and DIMSE are pynetdicom's, untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import time
+from typing import Any
+
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import RequestHandler
+
+log = logging.getLogger(__name__)
+
+# Longest wait without an event: bounds how late timers (ARTIM, idle) are noticed.
+_MAX_WAIT = 0.05
+
+
+class PromptDUL(DULServiceProvider):
+    """The DUL provider, waiting on its socket instead of sleeping."""
+
+    def prepare(self) -> None:
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"\0")
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        self.wake()
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self.wake()
+
+    def _wait(self) -> None:
+        transport = self.socket
+        sock = transport.socket if transport is not None else None
+        waitables: list[Any] = [self._wake_r]
+        if sock is not None and sock.fileno() >= 0:
+            waitables.append(sock)
+        try:
+            ready, _, _ = select.select(waitables, [], [], _MAX_WAIT)
+        except (OSError, ValueError):
+            time.sleep(0.001)
+            return
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._wake_r.recv(4096)
+
+    def _notify_user(self) -> None:
+        # Whatever the state machine handed to the association (a DIMSE message, a
+        # release or abort), wake the association thread blocked on its message queue.
+        with contextlib.suppress(Exception):
+            self.assoc.dimse.msg_queue.put_nowait((None, None))
+
+    def run(self) -> None:
+        # Thread.__init__ bound pynetdicom's own loop as the target; run ours instead.
+        self.run_reactor()
+
+    def run_reactor(self) -> None:
+        self._idle_timer.start()
+        try:
+            self._loop()
+        finally:
+            self._notify_user()
+            for end in (self._wake_r, self._wake_w):
+                end.close()
+
+    def _loop(self) -> None:
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if self._kill_thread:
+                return
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception:
+                log.exception("DUL failure: aborting the association")
+                self._hard_abort()
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                self._wait()
+                continue
+            self.state_machine.do_action(event)
+            self._notify_user()
+
+    def _hard_abort(self) -> None:
+        abort = A_ABORT_RQ()
+        abort.source = 0x02
+        abort.reason_diagnostic = 0x00
+        with contextlib.suppress(Exception):
+            if self.socket is not None:
+                self.socket.send(abort.encode())
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
+
+class PromptAssociation(Association):
+    """An acceptor association whose reactor blocks on its DIMSE queue between messages."""
+
+    def _run_reactor(self) -> None:
+        self._is_paused = False
+        wait = _MAX_WAIT
+        while not self._kill:
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            try:
+                context_id, msg = self.dimse.msg_queue.get(timeout=wait)
+            except queue.Empty:
+                context_id, msg = None, None
+            if msg:
+                self._serve_request(msg, context_id)  # type: ignore[arg-type]
+            if self._finish_if_ended():
+                return
+
+    def _finish_if_ended(self) -> bool:
+        """The checks pynetdicom's acceptor loop makes after each message."""
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            self.is_released = True
+            self.is_established = False
+            from pynetdicom import evt
+
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return True
+        if self.acse.is_aborted():
+            from pynetdicom import evt
+
+            self.dul.receive_pdu(wait=False)
+            self.is_aborted = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return True
+        if not self.dul.is_alive():
+            self.kill()
+            return True
+        if self.dul.idle_timer_expired():
+            log.error("network timeout reached: aborting the association")
+            self.abort()
+            self.kill()
+            return True
+        return False
+
+
+class PromptRequestHandler(RequestHandler):
+    """Creates acceptor associations that use the prompt reactors above."""
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        # The objects are pynetdicom's, already configured; only their wait loops change.
+        assoc.__class__ = PromptAssociation
+        assoc.dul.__class__ = PromptDUL
+        assoc.dul.prepare()  # type: ignore[attr-defined]
+        return assoc
