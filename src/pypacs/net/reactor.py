@@ -16,6 +16,7 @@ import logging
 import queue
 import select
 import socket
+import threading
 import time
 from typing import Any
 
@@ -67,9 +68,11 @@ class PromptDUL(DULServiceProvider):
 
     def _notify_user(self) -> None:
         # Whatever the state machine handed to the association (a DIMSE message, a
-        # release or abort), wake the association thread blocked on its message queue.
-        with contextlib.suppress(Exception):
-            self.assoc.dimse.msg_queue.put_nowait((None, None))
+        # release or abort), wake the association thread waiting for it. (A marker in the
+        # DIMSE queue would not do: pynetdicom reads (None, None) there as a timeout.)
+        wake = getattr(self.assoc, "wake", None)
+        if wake is not None:
+            wake.set()
 
     def run(self) -> None:
         # Thread.__init__ bound pynetdicom's own loop as the target; run ours instead.
@@ -123,19 +126,25 @@ class PromptDUL(DULServiceProvider):
 
 
 class PromptAssociation(Association):
-    """An acceptor association whose reactor blocks on its DIMSE queue between messages."""
+    """An acceptor association whose reactor sleeps until its DUL has news for it."""
+
+    wake: threading.Event
+
+    def prepare(self) -> None:
+        self.wake = threading.Event()
 
     def _run_reactor(self) -> None:
         self._is_paused = False
-        wait = _MAX_WAIT
         while not self._kill:
             self._is_paused = True
             self._reactor_checkpoint.wait()
             self._is_paused = False
-            try:
-                context_id, msg = self.dimse.msg_queue.get(timeout=wait)
-            except queue.Empty:
-                context_id, msg = None, None
+            if self.dimse.peek_msg()[1] is None:
+                # Clear after waking, then look: anything that arrived before the clear is
+                # seen below; anything after it sets the event again.
+                self.wake.wait(_MAX_WAIT)
+                self.wake.clear()
+            context_id, msg = self.dimse.get_msg(block=False)
             if msg:
                 self._serve_request(msg, context_id)  # type: ignore[arg-type]
             if self._finish_if_ended():
@@ -179,6 +188,7 @@ class PromptRequestHandler(RequestHandler):
         assoc = super()._create_association()
         # The objects are pynetdicom's, already configured; only their wait loops change.
         assoc.__class__ = PromptAssociation
+        assoc.prepare()  # type: ignore[attr-defined]
         assoc.dul.__class__ = PromptDUL
         assoc.dul.prepare()  # type: ignore[attr-defined]
         return assoc
