@@ -120,7 +120,8 @@ def server(server_factory: object) -> RunningServer:
     return server_factory()  # type: ignore[operator, no-any-return]
 
 
-def _pg_database() -> Iterator[str]:
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
     name = "pypacs_test_" + secrets.token_hex(4)
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -139,4 +140,4 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'index.sqlite'}"
     else:
-        yield from _pg_database()
+        yield from pg_database()

@@ -48,6 +48,11 @@ def _positive_int(value: Any) -> str | None:
     return None if ok else "a positive integer"
 
 
+def _non_negative_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return None if ok else "an integer >= 0"
+
+
 def _non_empty(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "a non-empty string"
 
@@ -113,6 +118,21 @@ SETTINGS: tuple[Setting, ...] = (
         "SQLAlchemy URL of the index (default: SQLite in the storage folder)",
     ),
     Setting(
+        "query",
+        "pn_case_insensitive",
+        bool,
+        True,
+        "match person names without regard to case (PS3.4 C.2.2.2.1 leaves it to the SCP)",
+    ),
+    Setting(
+        "query",
+        "max_results",
+        int,
+        0,
+        "most C-FIND matches answered; past it the query fails with 0xA700 (0: no maximum)",
+        _non_negative_int,
+    ),
+    Setting(
         "logging",
         "level",
         str,
@@ -163,6 +183,8 @@ class Settings:
             max_associations=self.values[("server", "max_associations")],
             max_pdu_size=self.values[("server", "max_pdu_size")],
             remotes=self.remotes,
+            pn_case_insensitive=self.values[("query", "pn_case_insensitive")],
+            max_results=self.values[("query", "max_results")],
         )
 
     def web_options(self) -> WebOptions:

@@ -55,7 +55,7 @@ def run(settings: Settings) -> None:
                 len(report.unreadable),
             )
         net = settings.net_options()
-        ae, dicom_server = start_server(net, DimseHandlers(archive))
+        ae, dicom_server = start_server(net, DimseHandlers(archive, net))
         web = settings.web_options()
         http_socket = _listen(web.host, web.port)
         dicom_port = dicom_server.server_address[1]

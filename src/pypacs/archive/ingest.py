@@ -21,6 +21,7 @@ from pypacs.index.writes import InstanceRecord, LevelRow
 from pypacs.model.attributes import BULK_DATA_THRESHOLD, BULK_DATA_VRS, level_of
 from pypacs.model.keys import keys_at
 from pypacs.model.levels import Level
+from pypacs.model.vr import normalise_time, pn_match_form
 
 # PS3.4 B.2.3 / C.4.2.1: without these a stored instance cannot be placed in the hierarchy.
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -87,6 +88,18 @@ def _dictionary_vr(tag: int) -> str:
         return "UN"
 
 
+def _match_form(vr: str, value: str | None) -> str | None:
+    """The normalised form matching compares against (see Key.match_column)."""
+    if value is None:
+        return None
+    if vr == "PN":
+        return pn_match_form(value)
+    try:
+        return normalise_time(value)
+    except ValueError:  # not a time: such a row never matches a time range
+        return None
+
+
 def _is_bulk(ds: Dataset, tag: int) -> bool:
     raw = ds.get_item(tag)
     if isinstance(raw, RawDataElement):
@@ -122,11 +135,13 @@ def build_record(header: Header, blob_key: str, blob_size: int) -> InstanceRecor
     parts = _split_attributes(ds)
     rows: dict[Level, LevelRow] = {}
     for level in Level:
-        values = {
-            key.column: _column_value(ds, key.tag)
-            for key in keys_at(level)
-            if key.column is not None and not key.derived
-        }
+        values: dict[str, str | None] = {}
+        for key in keys_at(level):
+            if key.column is None or key.derived:
+                continue
+            value = values[key.column] = _column_value(ds, key.tag)
+            if key.match_column != key.column:
+                values[str(key.match_column)] = _match_form(key.vr, value)
         rows[level] = LevelRow(values, _pack(parts[level]))
     image = rows[Level.IMAGE]
     image.values["transfer_syntax_uid"] = str(header.meta.TransferSyntaxUID)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
+from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
 from pypacs.archive.ingest import Header, build_record, read_header
@@ -15,6 +18,9 @@ from pypacs.index import reads, tx
 from pypacs.index.engine import make_engine
 from pypacs.index.migrations import migrate
 from pypacs.index.writes import Outcome, upsert_instance
+from pypacs.query.respond import ResponseContext, Row, build_identifier, passes_residual
+from pypacs.query.to_sql import compile_query
+from pypacs.query.types import Query, TooManyMatches
 from pypacs.store import BlobKey, BlobStore, open_store
 
 log = logging.getLogger(__name__)
@@ -131,6 +137,38 @@ class Archive:
         header = read_header(data)
         # A blob found after a crash never replaces what the index already holds.
         return self._index(header, key, len(data), replace=False)
+
+    def find(
+        self, query: Query, context: ResponseContext, *, sql_matching: bool = True
+    ) -> Generator[Dataset, None, None]:
+        """Response identifiers of the entities matching ``query``, streamed.
+
+        ``sql_matching=False`` matches every key in Python over the stored attributes
+        instead of in SQL: slower, same answers (the property tests hold both to that).
+
+        Raises:
+            TooManyMatches: after ``query.max_results`` identifiers, when more match.
+            IndexUnavailable: the index cannot be read.
+        """
+        compiled = compile_query(query, sql_matching=sql_matching)
+        residual = bool(compiled.residual) or compiled.combined_residual is not None
+        skip = query.offset if residual else 0
+        limit = query.limit
+        sent = 0
+        with self.engine.connect() as conn:
+            for mapping in reads.stream(conn, compiled.statement):
+                row = Row(compiled, cast(Mapping[str, Any], mapping))
+                if residual and not passes_residual(compiled, row):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                if query.max_results and sent == query.max_results:
+                    raise TooManyMatches(f"more than {query.max_results} matches; refine the query")
+                yield build_identifier(query, compiled, row, context)
+                sent += 1
+                if limit and sent == limit:
+                    return
 
     def statistics(self) -> reads.Statistics:
         return tx.read(self.engine, reads.statistics)

@@ -49,6 +49,9 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # DICOM matching is case-sensitive (PS3.4 C.2.2.2); SQLite's LIKE is not, by default.
+        # (Case-insensitive PN matching uses upper-cased match columns instead.)
+        cursor.execute("PRAGMA case_sensitive_like=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

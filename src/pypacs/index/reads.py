@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, RowMapping, Select, bindparam, func, select
 
 from pypacs.index.schema import instance, patient, series, study
 
@@ -36,6 +38,12 @@ def locate_instance(conn: Connection, sop_instance_uid: str) -> InstanceLocation
         ).where(instance.c.sop_instance_uid == sop_instance_uid)
     ).first()
     return None if row is None else InstanceLocation(*row)
+
+
+def stream(conn: Connection, statement: Select[Any], batch: int = 500) -> Iterator[RowMapping]:
+    """Rows of a compiled query, fetched in batches (a server-side cursor on PostgreSQL)."""
+    result = conn.execution_options(yield_per=batch).execute(statement)
+    yield from result.mappings()
 
 
 def blob_keys_between(conn: Connection, low: str, high: str) -> dict[str, str]:

@@ -31,6 +31,9 @@ def _key_columns(level: Level) -> list[Column[object]]:
             continue
         if key.derived and key.column.startswith("num_"):
             columns.append(Column(key.column, Integer, nullable=False, server_default="0"))
+        elif key.match_column != key.column:
+            columns.append(Column(key.column, String, nullable=True))
+            columns.append(Column(key.match_column, String, nullable=True))
         elif key.keyword == "IssuerOfPatientID":
             # Part of the patient's identity: never NULL, or the unique constraint won't hold.
             columns.append(Column(key.column, String, nullable=False, server_default=""))
@@ -40,10 +43,13 @@ def _key_columns(level: Level) -> list[Column[object]]:
 
 
 def _indexes(table: str, level: Level) -> list[Index]:
+    # Indexes serve matching, so they are on the match columns.
     return [
-        Index(f"ix_{table}_{key.column}", key.column)
+        Index(f"ix_{table}_{key.match_column}", key.match_column)
         for key in keys_at(level)
-        if key.column is not None and not key.column.startswith("num_") and key.requirement != "U"
+        if key.match_column is not None
+        and not key.match_column.startswith("num_")
+        and key.requirement != "U"
     ]
 
 

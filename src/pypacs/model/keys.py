@@ -41,6 +41,18 @@ class Key:
     def vr(self) -> str:
         return dictionary_VR(self.tag)
 
+    @property
+    def match_column(self) -> str | None:
+        """The column matching reads: a normalised form for PN (upper-cased alphabetic
+        group) and TM (HHMMSS.FFFFFF), the value column otherwise."""
+        if self.column is None or self.derived:
+            return self.column
+        if self.vr == "PN":
+            return self.column + "_ci"
+        if self.vr == "TM":
+            return self.column + "_norm"
+        return self.column
+
     def requirement_in(self, model: InformationModel) -> str:
         """The key's type in ``model`` (PS3.4 C.6.2.1: in Study Root the patient's unique
         key is only required, since patients are not a level of their own there)."""
@@ -87,6 +99,7 @@ KEYS: tuple[Key, ...] = (
 )
 
 KEYS_BY_KEYWORD: dict[str, Key] = {key.keyword: key for key in KEYS}
+_KEYS_BY_TAG: dict[int, Key] = {key.tag: key for key in KEYS}
 
 
 def keys_at(level: Level) -> tuple[Key, ...]:
@@ -98,6 +111,10 @@ def unique_key(level: Level) -> Key:
     """The unique key of a level (PS3.4 C.2.2.1.1)."""
     (key,) = (k for k in keys_at(level) if k.requirement == "U")
     return key
+
+
+def key_for_tag(tag: int) -> Key | None:
+    return _KEYS_BY_TAG.get(tag)
 
 
 def indexed_columns(level: Level) -> tuple[Key, ...]:

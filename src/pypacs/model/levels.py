@@ -17,6 +17,13 @@ class Level(StrEnum):
     def depth(self) -> int:
         return LEVEL_ORDER.index(self)
 
+    @property
+    def parent(self) -> Level:
+        """The level above (PATIENT has none)."""
+        if self is Level.PATIENT:
+            raise ValueError("PATIENT is the top level")
+        return LEVEL_ORDER[self.depth - 1]
+
 
 LEVEL_ORDER: tuple[Level, ...] = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
 

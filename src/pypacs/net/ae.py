@@ -10,7 +10,7 @@ from pynetdicom.presentation import VerificationPresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
-from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
+from pypacs.model.sop import QR_FIND, QR_TRANSFER_SYNTAXES, STORAGE_TRANSFER_SYNTAXES
 from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions
 from pypacs.net.reactor import PromptRequestHandler
@@ -38,6 +38,8 @@ def build_ae(options: NetOptions) -> AE:
     for context in (*VerificationPresentationContexts, *AllStoragePresentationContexts):
         if context.abstract_syntax is not None:
             ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
+    for sop_class in QR_FIND:
+        ae.add_supported_context(sop_class, QR_TRANSFER_SYNTAXES)
     return ae
 
 

@@ -7,16 +7,21 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 
 from pypacs.archive import Archive
+from pypacs.model.sop import QR_FIND, QR_GET, QR_MOVE
+from pypacs.net.options import NetOptions
 from pypacs.net.status import Status, status_for
+from pypacs.query.from_dimse import parse_identifier
+from pypacs.query.respond import ResponseContext
+from pypacs.query.types import InvalidQuery, QueryOptions
 
 log = logging.getLogger("pypacs.net")
 
@@ -27,13 +32,17 @@ class _AssociationLog:
     started: float = field(default_factory=time.monotonic)
     outcome: str = "closed"
     counts: Counter[str] = field(default_factory=Counter)
+    # SOP Class Extended Negotiation we accepted: SOP Class UID -> (relational, combined).
+    extended: dict[str, tuple[bool, bool]] = field(default_factory=dict)
 
 
 class DimseHandlers:
     """The handlers bound to pypacs' application entity; one instance per server."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, options: NetOptions) -> None:
         self.archive = archive
+        self.options = options
+        self._context = ResponseContext(ae_title=options.ae_title)
         self._associations: dict[int, _AssociationLog] = {}
         self._lock = threading.Lock()
 
@@ -47,6 +56,8 @@ class DimseHandlers:
             (evt.EVT_CONN_CLOSE, self.on_conn_close),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_SOP_EXTENDED, self.on_sop_extended),
         ]
 
     # -- association bookkeeping: one log line per association ---------------------------
@@ -111,6 +122,64 @@ class DimseHandlers:
         self._count(event, "stored" if result.outcome.value != "duplicate" else "already present")
         return int(Status.SUCCESS)
 
+    def on_sop_extended(self, event: evt.Event) -> dict[str, bytes]:
+        """PS3.4 C.5.1.1: accept relational queries and combined date-time matching when asked;
+        fuzzy person-name matching and timezone adjustment are declined."""
+        entry = self._associations.get(id(event.assoc))
+        accepted: dict[str, bytes] = {}
+        app_info: dict[str, bytes] = getattr(event, "app_info", None) or {}
+        for sop_class, info in app_info.items():
+            if str(sop_class) not in QR_FIND and str(sop_class) not in QR_MOVE | QR_GET:
+                continue
+            relational = len(info) > 0 and info[0] == 1
+            combined = len(info) > 1 and info[1] == 1 and str(sop_class) in QR_FIND
+            reply = bytearray(len(info))
+            if relational:
+                reply[0] = 1
+            if combined:
+                reply[1] = 1
+            accepted[str(sop_class)] = bytes(reply)
+            if entry is not None:
+                entry.extended[str(sop_class)] = (relational, combined)
+        return accepted
+
+    def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        request = cast(C_FIND, event.request)
+        sop_class = str(request.AffectedSOPClassUID)
+        entry = self._associations.get(id(event.assoc))
+        relational, combined = (
+            entry.extended.get(sop_class, (False, False)) if entry else (False, False)
+        )
+        self._count(event, "find")
+        try:
+            try:
+                identifier = event.identifier
+            except Exception as exc:
+                raise InvalidQuery(f"identifier does not parse: {exc}", unsupported=True) from exc
+            query = parse_identifier(
+                identifier,
+                QR_FIND[sop_class],
+                QueryOptions(
+                    pn_case_insensitive=self.options.pn_case_insensitive,
+                    relational=relational,
+                    combined_datetime=combined,
+                    max_results=self.options.max_results,
+                ),
+            )
+            results = self.archive.find(query, self._context)
+            try:
+                for identifier_out in results:
+                    # PS3.4 C.4.1.2.3: a C-CANCEL stops the matching between two responses.
+                    if event.is_cancelled:
+                        self._count(event, "cancelled")
+                        yield int(Status.CANCEL), None
+                        return
+                    yield int(Status.PENDING), identifier_out
+            finally:
+                results.close()
+        except Exception as exc:  # the one boundary where every failure becomes a status
+            yield self._failure(event, "C-FIND", exc, sop_class), None
+
     def _failure(self, event: evt.Event, service: str, exc: Exception, uid: object) -> Dataset:
         status = status_for(exc)
         self._count(event, "failed")
@@ -125,4 +194,7 @@ class DimseHandlers:
         answer.Status = int(status)
         # ErrorComment is LO: at most 64 characters (PS3.7 C.4, PS3.5 6.2).
         answer.ErrorComment = str(exc)[:64]
+        tag = getattr(exc, "tag", None)
+        if tag is not None:
+            answer.OffendingElement = [tag]
         return answer

@@ -25,4 +25,7 @@ class NetOptions:
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     network_timeout: float = 300.0
+    # PS3.4 C.2.2.2.1 leaves PN case sensitivity to the SCP; users expect insensitive.
+    pn_case_insensitive: bool = True
+    max_results: int = 0  # per C-FIND; 0: no maximum
     remotes: tuple[RemoteAE, ...] = field(default_factory=tuple)

@@ -10,24 +10,34 @@ from pypacs.errors import (
     OutOfResources,
     StoreError,
 )
+from pypacs.query.types import InvalidQuery, TooManyMatches
 
 
 class Status(IntEnum):
     SUCCESS = 0x0000  # PS3.7 C.1
+    CANCEL = 0xFE00  # PS3.4 C.4.1.1.4
+    PENDING = 0xFF00  # PS3.4 C.4.1.1.4: matches are continuing
     # PS3.4 B.2.3, C-STORE
-    OUT_OF_RESOURCES = 0xA700  # Refused: Out of Resources
+    OUT_OF_RESOURCES = 0xA700  # Refused: Out of Resources (also C-FIND, C.4.1.1.4)
     DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # Error: Data Set does not match SOP Class
-    CANNOT_UNDERSTAND = 0xC000  # Error: Cannot understand
+    CANNOT_UNDERSTAND = 0xC000  # Error: Cannot understand (C-FIND: Unable to process)
     # PS3.7 C.4: general failure when nothing more precise applies.
     PROCESSING_FAILURE = 0x0110
 
 
+# PS3.4 C.4.1.1.4: C-FIND's "Identifier Does Not Match SOP Class" has the same code.
+IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+UNABLE_TO_PROCESS = Status.CANNOT_UNDERSTAND
+
+
 def status_for(exc: BaseException) -> Status:
-    """The C-STORE status that answers ``exc`` (a table, not a chain of special cases)."""
+    """The failure status that answers ``exc`` (a table, not a chain of special cases)."""
     if isinstance(exc, InvalidInstance):
         if exc.kind in ("unparsable", "not-dicom"):
             return Status.CANNOT_UNDERSTAND
         return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
-    if isinstance(exc, OutOfResources | IndexUnavailable | StoreError):
+    if isinstance(exc, InvalidQuery):
+        return UNABLE_TO_PROCESS if exc.unsupported else IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    if isinstance(exc, TooManyMatches | OutOfResources | IndexUnavailable | StoreError):
         return Status.OUT_OF_RESOURCES
     return Status.PROCESSING_FAILURE

@@ -1,0 +1,149 @@
+"""A matched row → the response identifier: every requested key, zero-length when unknown."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.charset import python_encoding
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from pypacs.model.keys import Key
+from pypacs.model.levels import Level
+from pypacs.model.vr import TEXT_VRS, vr_of
+from pypacs.query.residual import combined_matches, matches
+from pypacs.query.to_sql import Compiled, column_key, label
+from pypacs.query.types import Match, Query
+
+QUERY_RETRIEVE_LEVEL = 0x00080052
+RETRIEVE_AE_TITLE = 0x00080054
+INSTANCE_AVAILABILITY = 0x00080056
+
+
+@dataclass(frozen=True)
+class ResponseContext:
+    """What a response needs beyond the row: our AE title (RetrieveAETitle)."""
+
+    ae_title: str = "PYPACS"
+
+
+class Row:
+    """One result row: column values and, where selected, decoded attribute sets."""
+
+    def __init__(self, compiled: Compiled, mapping: Mapping[str, Any]) -> None:
+        self._compiled = compiled
+        self._map = mapping
+        self._attrs: dict[Level, dict[str, Any]] = {}
+
+    def column(self, level: Level, column: str) -> Any:
+        return self._map.get(label(level, column))
+
+    def attrs(self, level: Level) -> dict[str, Any]:
+        if level not in self._attrs:
+            raw = self._map.get(label(level, "attrs"))
+            self._attrs[level] = json.loads(zlib.decompress(raw)) if raw else {}
+        return self._attrs[level]
+
+    def element(self, tag: int, level: Level) -> dict[str, Any] | None:
+        """An attribute as DICOM JSON, from the attribute set when selected, else the column."""
+        key = column_key(tag)
+        if level in self._compiled.attrs and (key is None or not key.derived):
+            found = self.attrs(level).get(f"{tag:08X}")
+            if found is not None or key is None:
+                return found
+        if key is not None:
+            return _from_column(key, self.column(level, str(key.column)))
+        return None
+
+    def match(self, m: Match) -> dict[str, Any] | None:
+        return self.element(m.tag, m.level)
+
+
+def _from_column(key: Key, value: Any) -> dict[str, Any] | None:
+    if value is None or value == "":
+        return {"vr": key.vr}
+    if key.vr == "PN":
+        groups = str(value).split("=")
+        names = ("Alphabetic", "Ideographic", "Phonetic")
+        return {"vr": "PN", "Value": [{n: g for n, g in zip(names, groups, strict=False) if g}]}
+    if key.vr == "IS":
+        return {
+            "vr": "IS",
+            "Value": [int(value)] if str(value).lstrip("-").isdigit() else [str(value)],
+        }
+    return {"vr": key.vr, "Value": str(value).split("\\")}
+
+
+def passes_residual(compiled: Compiled, row: Row) -> bool:
+    if not all(matches(m, row.match(m)) for m in compiled.residual):
+        return False
+    c = compiled.combined_residual
+    if c is None:
+        return True
+    return combined_matches(
+        c, row.column(Level.STUDY, "study_date"), row.column(Level.STUDY, "study_time")
+    )
+
+
+def _texts(ds: Dataset) -> Iterator[str]:
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _texts(item)
+        elif elem.VR in TEXT_VRS and elem.value is not None:
+            yield str(elem.value)
+
+
+def _encodes(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeError, LookupError):
+        return False
+    return True
+
+
+def _charset(ds: Dataset, requested: tuple[str, ...]) -> list[str] | None:
+    """PS3.5 6.1.2.3: declare a character set when a value is not ASCII: the request's own
+    when it can hold every value, else UTF-8 (ISO_IR 192), which holds them all."""
+    texts = [t for t in _texts(ds) if not t.isascii()]
+    if not texts:
+        return None
+    if requested:
+        encodings = [python_encoding.get(term.strip() or "ISO_IR 6") for term in requested]
+        usable = [e for e in encodings if e]
+        if usable and all(any(_encodes(t, e) for e in usable) for t in texts):
+            return list(requested)
+    return ["ISO_IR 192"]
+
+
+def build_identifier(
+    query: Query, compiled: Compiled, row: Row, context: ResponseContext
+) -> Dataset:
+    """The response identifier of one match (PS3.4 C.4.1.1.3.2)."""
+    found: dict[str, Any] = {}
+    empty: list[int] = []
+    for tag, level in query.return_tags:
+        if tag == RETRIEVE_AE_TITLE:
+            found[f"{tag:08X}"] = {"vr": "AE", "Value": [context.ae_title]}
+            continue
+        if tag == INSTANCE_AVAILABILITY:
+            found[f"{tag:08X}"] = {"vr": "CS", "Value": ["ONLINE"]}
+            continue
+        element = row.element(tag, level) if level in compiled.levels else None
+        if element is None:
+            empty.append(tag)
+        else:
+            found[f"{tag:08X}"] = element
+    ds = Dataset.from_json(found) if found else Dataset()
+    for tag in empty:
+        vr = vr_of(tag)
+        ds.add_new(tag, vr, Sequence() if vr == "SQ" else None)
+    ds.QueryRetrieveLevel = query.level.value
+    charset = _charset(ds, query.charset)
+    if charset is not None:
+        ds.SpecificCharacterSet = charset if len(charset) > 1 else charset[0]
+    return ds

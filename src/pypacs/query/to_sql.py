@@ -1,0 +1,192 @@
+"""Query → one SQLAlchemy Select over the level tables; what SQL cannot decide is residual."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, FromClause, Select, String, and_, func, literal, or_, select
+from sqlalchemy.sql.elements import ColumnClause
+
+from pypacs.index.schema import LEVEL_TABLES, instance, patient, series, study
+from pypacs.model.keys import Key, key_for_tag, keys_at
+from pypacs.model.levels import LEVEL_ORDER, Level
+from pypacs.model.vr import may_be_multivalued, pn_match_form
+from pypacs.query.like import ESCAPE, escape_literal, like_pattern
+from pypacs.query.types import CombinedDateTime, Exact, Match, Pattern, Query, Range
+
+_PARENT_JOIN = {
+    Level.STUDY: (study.c.patient_pk, patient.c.pk),
+    Level.SERIES: (series.c.study_pk, study.c.pk),
+    Level.IMAGE: (instance.c.series_pk, series.c.pk),
+}
+
+
+def label(level: Level, column: str) -> str:
+    return f"{level.value.lower()}__{column}"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    statement: Select[tuple[object, ...]]
+    levels: tuple[Level, ...]  # joined: the query level and every level above it
+    residual: tuple[Match, ...]  # matched in Python after SQL
+    combined_residual: CombinedDateTime | None
+    attrs: frozenset[Level]  # levels whose attribute sets are selected
+
+
+def _levels(query: Query) -> tuple[Level, ...]:
+    return LEVEL_ORDER[: query.level.depth + 1]
+
+
+def column_key(tag: int) -> Key | None:
+    """The key table entry of a tag when it has a column."""
+    key = key_for_tag(tag)
+    return key if key is not None and key.column is not None else None
+
+
+def _exact_multi(col: ColumnElement[str], value: str) -> ColumnElement[bool]:
+    # A value stored among several ("CT\MR"): equal, first, last, or in between.
+    v = escape_literal(value)
+    sep = "\\\\"
+    return or_(
+        col == value,
+        col.like(v + sep + "%", escape=ESCAPE),
+        col.like("%" + sep + v, escape=ESCAPE),
+        col.like("%" + sep + v + sep + "%", escape=ESCAPE),
+    )
+
+
+def _pn_predicate(match: Match, col: ColumnElement[str]) -> tuple[ColumnElement[bool] | None, bool]:
+    """PN on its match column (upper-cased alphabetic group): exact when the key is
+    case-insensitive and names the alphabetic group only; otherwise a superset or nothing."""
+    preds: list[ColumnElement[bool]] = []
+    for term in match.terms:
+        text: str = (
+            term.value
+            if isinstance(term, Exact)
+            else term.pattern
+            if isinstance(term, Pattern)
+            else ""
+        )
+        if "=" in text:
+            return None, False
+        form = pn_match_form(text)
+        if isinstance(term, Exact):
+            preds.append(col == form)
+        else:
+            preds.append(col.like(like_pattern(form), escape=ESCAPE))
+    return or_(*preds), match.case_insensitive
+
+
+def predicate(
+    match: Match, key: Key, table_col: ColumnClause[str]
+) -> tuple[ColumnElement[bool] | None, bool]:
+    """The SQL predicate of a key with a column, and whether it decides the key exactly."""
+    col: ColumnElement[str] = table_col
+    if match.items:
+        return None, False
+    if key.vr == "PN":
+        return _pn_predicate(match, col)
+    multi = may_be_multivalued(key.tag)
+    preds: list[ColumnElement[bool]] = []
+    for term in match.terms:
+        if isinstance(term, Range):
+            bounds: list[ColumnElement[bool]] = [col.is_not(None)]
+            if term.low is not None:
+                bounds.append(col >= term.low)
+            if term.high is not None:
+                bounds.append(col <= term.high)
+            preds.append(and_(*bounds))
+        elif isinstance(term, Exact):
+            preds.append(_exact_multi(col, term.value) if multi else col == term.value)
+        else:
+            if multi:
+                return None, False
+            preds.append(col.like(like_pattern(term.pattern), escape=ESCAPE))
+    return or_(*preds), True
+
+
+def _combined_predicate(c: CombinedDateTime) -> ColumnElement[bool]:
+    moment = study.c.study_date.concat(
+        func.coalesce(study.c.study_time_norm, literal("000000.000000", String))
+    )
+    bounds: list[ColumnElement[bool]] = [study.c.study_date.is_not(None)]
+    if c.low is not None:
+        bounds.append(moment >= c.low)
+    if c.high is not None:
+        bounds.append(moment <= c.high)
+    return and_(*bounds)
+
+
+def _joined(query: Query, levels: tuple[Level, ...]) -> FromClause:
+    joined: FromClause = LEVEL_TABLES[query.level]
+    for level in reversed(levels[1:]):
+        child_col, parent_col = _PARENT_JOIN[level]
+        joined = joined.join(LEVEL_TABLES[level.parent], child_col == parent_col)
+    return joined
+
+
+def _where(
+    query: Query, levels: tuple[Level, ...], sql_matching: bool
+) -> tuple[list[ColumnElement[bool]], list[Match], set[Level]]:
+    where: list[ColumnElement[bool]] = []
+    residual: list[Match] = []
+    attrs: set[Level] = set()
+    for match in query.matches:
+        key = column_key(match.tag)
+        if key is not None and match.level in levels and (sql_matching or key.derived):
+            col = LEVEL_TABLES[match.level].c[str(key.match_column)]
+            pred, exact = predicate(match, key, col)
+            if pred is not None:
+                where.append(pred)
+            if exact:
+                continue
+        residual.append(match)
+        if key is None or not key.derived:
+            attrs.add(match.level)
+    return where, residual, attrs
+
+
+def _columns(levels: tuple[Level, ...], attrs: set[Level]) -> list[ColumnElement[Any]]:
+    columns: list[ColumnElement[Any]] = []
+    for level in levels:
+        table = LEVEL_TABLES[level]
+        columns.append(table.c.pk.label(label(level, "pk")))
+        for key in keys_at(level):
+            if key.column is not None:
+                columns.append(table.c[key.column].label(label(level, key.column)))
+        if level in attrs:
+            columns.append(table.c.attrs.label(label(level, "attrs")))
+    return columns
+
+
+def compile_query(query: Query, *, sql_matching: bool = True) -> Compiled:
+    """The Select for ``query``. With ``sql_matching=False`` every key is left to the
+    residual matcher over stored attributes (the property tests compare both paths)."""
+    levels = _levels(query)
+    where, residual, attrs = _where(query, levels, sql_matching)
+    combined_residual = None
+    if query.combined is not None:
+        if sql_matching:
+            where.append(_combined_predicate(query.combined))
+        else:
+            combined_residual = query.combined
+    attrs.update(
+        level for tag, level in query.return_tags if level in levels and column_key(tag) is None
+    )
+    base = LEVEL_TABLES[query.level]
+    statement = (
+        select(*_columns(levels, attrs))
+        .select_from(_joined(query, levels))
+        .where(*where)
+        .order_by(base.c.pk)
+    )
+    if not residual and combined_residual is None:
+        # One row past the maximum tells that the maximum was passed.
+        limit = query.limit or (query.max_results + 1 if query.max_results else 0)
+        if limit:
+            statement = statement.limit(limit)
+        if query.offset:
+            statement = statement.offset(query.offset)
+    return Compiled(statement, levels, tuple(residual), combined_residual, frozenset(attrs))

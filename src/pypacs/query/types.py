@@ -1,0 +1,105 @@
+"""The typed query: one Match per key, each a disjunction of terms (PS3.4 C.2.2.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pypacs.errors import PypacsError
+from pypacs.model.levels import InformationModel, Level
+
+
+class TooManyMatches(PypacsError):
+    """More entities match than the configured maximum; the first ones were answered."""
+
+
+class InvalidQuery(PypacsError):
+    """An identifier the standard does not allow; ``tag`` names the offending element."""
+
+    def __init__(self, reason: str, tag: int | None = None, *, unsupported: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tag = tag
+        # True when the request is valid but asks for something pypacs cannot do.
+        self.unsupported = unsupported
+
+
+@dataclass(frozen=True)
+class Exact:
+    """Single value matching (C.2.2.2.1); also each value of a UID list (C.2.2.2.2)."""
+
+    value: str
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Wildcard matching (C.2.2.2.4): ``*`` any run, ``?`` one character."""
+
+    pattern: str
+
+
+@dataclass(frozen=True)
+class Range:
+    """Range matching (C.2.2.2.5) on normalised values; ``None`` is an open end."""
+
+    low: str | None
+    high: str | None
+
+
+Term = Exact | Pattern | Range
+
+
+@dataclass(frozen=True)
+class Match:
+    """One key: matches when any term matches (C.2.2.2.8 multiple value matching).
+
+    No terms is universal matching (C.2.2.2.3). ``items`` holds the item keys of a
+    sequence key (C.2.2.2.6). ``case_insensitive`` is set for PN when so configured.
+    """
+
+    tag: int
+    vr: str
+    level: Level
+    terms: tuple[Term, ...] = ()
+    items: tuple[Match, ...] = ()
+    case_insensitive: bool = False
+
+    @property
+    def universal(self) -> bool:
+        return not self.terms and not self.items
+
+
+@dataclass(frozen=True)
+class CombinedDateTime:
+    """StudyDate and StudyTime ranges read as one date-time range (C.2.2.2.5.1)."""
+
+    date_tag: int
+    time_tag: int
+    low: str | None  # "YYYYMMDDHHMMSS.FFFFFF"
+    high: str | None
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """Choices the standard leaves to the SCP (documented in the conformance statement)."""
+
+    pn_case_insensitive: bool = True
+    relational: bool = False  # negotiated per association (C.4.1.2.2)
+    combined_datetime: bool = False  # negotiated per association (C.2.2.2.5.1)
+    max_results: int = 0  # 0: no limit
+
+
+@dataclass(frozen=True)
+class Query:
+    level: Level
+    model: InformationModel
+    matches: tuple[Match, ...]
+    # Tags to return, in request order, with their level: every key of the request.
+    return_tags: tuple[tuple[int, Level], ...] = ()
+    combined: CombinedDateTime | None = None
+    charset: tuple[str, ...] = field(default_factory=tuple)  # of the request
+    limit: int = 0  # 0: all (QIDO-RS limit/offset)
+    offset: int = 0
+    max_results: int = 0  # 0: no maximum; past it the query fails (TooManyMatches)
+
+    def levels_used(self) -> set[Level]:
+        return {m.level for m in self.matches} | {level for _, level in self.return_tags}
