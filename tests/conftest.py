@@ -43,11 +43,18 @@ class RunningServer:
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+        code = self.proc.wait(timeout=30)
+        self._close()
+        return code
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(timeout=30)
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_pypacs(data: Path, *args: str, timeout: float = 30.0) -> RunningServer:
@@ -111,8 +118,7 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
 
     yield factory
     for srv in started:
-        if srv.proc.poll() is None:
-            srv.kill()
+        srv.kill()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,11 @@ ROOT = "1.2.826.0.1.3680043.10.1255."  # a UID root for test data only
 
 def uid(*parts: int | str) -> str:
     return ROOT + ".".join(str(p) for p in parts)
+
+
+def patient_number(patient_id: str) -> int:
+    """A UID component derived from a Patient ID (digits only, as UIDs require)."""
+    return zlib.crc32(patient_id.encode()) + 1
 
 
 @dataclass(frozen=True)
@@ -46,21 +52,21 @@ def make_dataset(spec: Spec, transfer_syntax: str = ExplicitVRLittleEndian) -> D
     if spec.charset:
         ds.SpecificCharacterSet = spec.charset
     ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = uid(spec.patient_id.encode().hex(), spec.study, spec.series, spec.instance)
+    ds.SOPInstanceUID = uid(patient_number(spec.patient_id), spec.study, spec.series, spec.instance)
     ds.PatientName = spec.patient_name
     ds.PatientID = spec.patient_id
     if spec.issuer is not None:
         ds.IssuerOfPatientID = spec.issuer
     ds.PatientBirthDate = spec.birth_date
     ds.PatientSex = spec.sex
-    ds.StudyInstanceUID = uid(spec.patient_id.encode().hex(), spec.study)
+    ds.StudyInstanceUID = uid(patient_number(spec.patient_id), spec.study)
     ds.StudyDate = spec.study_date
     ds.StudyTime = "101500.25"
     ds.AccessionNumber = f"ACC{spec.study:04d}"
     ds.StudyID = f"S{spec.study}"
     ds.ReferringPhysicianName = "Doe^Referring"
     ds.StudyDescription = f"Study {spec.study} of {spec.patient_id}"
-    ds.SeriesInstanceUID = uid(spec.patient_id.encode().hex(), spec.study, spec.series)
+    ds.SeriesInstanceUID = uid(patient_number(spec.patient_id), spec.study, spec.series)
     ds.Modality = spec.modality
     ds.SeriesNumber = spec.series
     ds.SeriesDescription = f"Series {spec.series}"

@@ -60,6 +60,55 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_setting_flags(imp, ("storage", "database", "logging"))
 
+    find = sub.add_parser("find", help="C-FIND on a remote archive, like DCMTK's findscu")
+    find.add_argument("remote", metavar="REMOTE", help="a [remotes] name or host:port:AE")
+    model = find.add_mutually_exclusive_group()
+    model.add_argument(
+        "-P",
+        dest="model",
+        action="store_const",
+        const="PATIENT_ROOT",
+        help="Patient Root information model",
+    )
+    model.add_argument(
+        "-S",
+        dest="model",
+        action="store_const",
+        const="STUDY_ROOT",
+        help="Study Root information model (default)",
+    )
+    model.add_argument(
+        "-O",
+        dest="model",
+        action="store_const",
+        const="PATIENT_STUDY_ONLY",
+        help="Patient/Study Only information model",
+    )
+    find.add_argument(
+        "-k",
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="a key by keyword or gggg,eeee; no value: return it",
+    )
+    find.add_argument(
+        "-L", "--level", default=None, help="QueryRetrieveLevel (default STUDY, or PATIENT with -P)"
+    )
+    find.add_argument(
+        "--relational",
+        action="store_true",
+        help="ask for relational queries (extended negotiation)",
+    )
+    find.add_argument("--json", action="store_true", help="print DICOM JSON, one object a line")
+    _add_setting_flags(find, ("logging",))
+    find.add_argument(
+        "--ae-title",
+        dest="server__ae_title",
+        metavar="VALUE",
+        help="our calling AE title ([server] ae_title)",
+    )
+
     chk = sub.add_parser("check", help="re-index orphan files, report index rows without files")
     chk.add_argument("--no-repair", action="store_true", help="only report")
     _add_setting_flags(chk, ("storage", "database", "logging"))
@@ -76,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run(settings)
             return 0
+        if args.command == "find":
+            from pypacs.findcmd import run_find
+
+            return run_find(settings, args)
         if args.command == "import":
             return _import(settings, [Path(p) for p in args.paths], progress=not args.no_progress)
         return _check(settings, repair=not args.no_repair)

@@ -75,11 +75,9 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return (
-            "--" + self.key.replace("_", "-")
-            if self.section != "storage" or self.key != "path"
-            else "--data"
-        )
+        """The command-line flag: the key's name, except where that would be ambiguous."""
+        special = {("storage", "path"): "--data", ("logging", "level"): "--log-level"}
+        return special.get((self.section, self.key), "--" + self.key.replace("_", "-"))
 
     @property
     def dest(self) -> str:
