@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from dicomgen import Spec, write
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
