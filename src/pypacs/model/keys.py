@@ -8,6 +8,7 @@ pydicom's data dictionary, so this table cannot disagree with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
@@ -30,18 +31,18 @@ class Key:
     column: str | None = None
     derived: bool = False
 
-    @property
+    @cached_property
     def tag(self) -> int:
         tag = tag_for_keyword(self.keyword)
         if tag is None:  # pragma: no cover - guarded by the table test
             raise KeyError(self.keyword)
         return tag
 
-    @property
+    @cached_property
     def vr(self) -> str:
         return dictionary_VR(self.tag)
 
-    @property
+    @cached_property
     def match_column(self) -> str | None:
         """The column matching reads: a normalised form for PN (upper-cased alphabetic
         group) and TM (HHMMSS.FFFFFF), the value column otherwise."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from pydicom.datadict import dictionary_VM, dictionary_VR
 
@@ -49,6 +50,7 @@ _TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 _DT = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
 
 
+@lru_cache(maxsize=4096)
 def vr_of(tag: int) -> str:
     """The dictionary VR of a tag ("UN" for private and unknown tags)."""
     try:
@@ -59,6 +61,7 @@ def vr_of(tag: int) -> str:
     return vr.split(" or ")[0]
 
 
+@lru_cache(maxsize=4096)
 def may_be_multivalued(tag: int) -> bool:
     """Whether the dictionary allows more than one value (VM other than 1)."""
     try:

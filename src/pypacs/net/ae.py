@@ -13,7 +13,7 @@ from pynetdicom.utils import make_target
 from pypacs.model.sop import QR_FIND, QR_TRANSFER_SYNTAXES, STORAGE_TRANSFER_SYNTAXES
 from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions
-from pypacs.net.reactor import PromptRequestHandler
+from pypacs.net.reactor import PromptRequestHandler, SharedContexts
 
 
 def configure_pynetdicom() -> None:
@@ -55,6 +55,7 @@ def start_server(
         server_class=ThreadedAssociationServer,
         request_handler=PromptRequestHandler,
     )
+    server.contexts = SharedContexts(server.contexts)
     thread = threading.Thread(
         target=make_target(server.serve_forever), name="pypacs-dicom-server", daemon=True
     )

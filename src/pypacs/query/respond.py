@@ -120,25 +120,42 @@ def _charset(ds: Dataset, requested: tuple[str, ...]) -> list[str] | None:
     return ["ISO_IR 192"]
 
 
+def _add_column_value(ds: Dataset, key: Key, value: Any) -> None:
+    """A column value straight into the response (no JSON round trip on the common path)."""
+    if value is None or value == "":
+        ds.add_new(key.tag, key.vr, None)
+    else:
+        ds.add_new(key.tag, key.vr, value if isinstance(value, int) else str(value))
+
+
 def build_identifier(
     query: Query, compiled: Compiled, row: Row, context: ResponseContext
 ) -> Dataset:
     """The response identifier of one match (PS3.4 C.4.1.1.3.2)."""
     found: dict[str, Any] = {}
     empty: list[int] = []
+    ds = Dataset()
     for tag, level in query.return_tags:
         if tag == RETRIEVE_AE_TITLE:
-            found[f"{tag:08X}"] = {"vr": "AE", "Value": [context.ae_title]}
+            ds.add_new(tag, "AE", context.ae_title)
             continue
         if tag == INSTANCE_AVAILABILITY:
-            found[f"{tag:08X}"] = {"vr": "CS", "Value": ["ONLINE"]}
+            ds.add_new(tag, "CS", "ONLINE")
             continue
-        element = row.element(tag, level) if level in compiled.levels else None
+        if level not in compiled.levels:
+            empty.append(tag)
+            continue
+        key = column_key(tag)
+        if key is not None and (key.derived or level not in compiled.attrs):
+            _add_column_value(ds, key, row.column(level, str(key.column)))
+            continue
+        element = row.element(tag, level)
         if element is None:
             empty.append(tag)
         else:
             found[f"{tag:08X}"] = element
-    ds = Dataset.from_json(found) if found else Dataset()
+    if found:
+        ds.update(Dataset.from_json(found))
     for tag in empty:
         vr = vr_of(tag)
         ds.add_new(tag, vr, Sequence() if vr == "SQ" else None)
