@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
+from pypacs.archive.dicomjson import element_json
 from pypacs.errors import InvalidInstance
 from pypacs.index.writes import InstanceRecord, LevelRow
 from pypacs.model.attributes import BULK_DATA_THRESHOLD, BULK_DATA_VRS, level_of
@@ -117,8 +118,7 @@ def _split_attributes(ds: Dataset) -> dict[Level, dict[str, Any]]:
         if _is_bulk(ds, tag):
             continue
         try:
-            elem = ds[tag]
-            encoded = elem.to_json_dict(None, BULK_DATA_THRESHOLD)
+            encoded = element_json(ds[tag])
         except Exception:  # a value pydicom cannot express in JSON stays in the blob only
             continue
         parts[level_of(int(tag))][f"{int(tag):08X}"] = encoded
