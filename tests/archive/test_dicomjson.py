@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from dicomgen import Spec, make_dataset
 from pydicom.dataset import Dataset
 
 from pypacs.archive.dicomjson import element_json
 from pypacs.archive.ingest import configure_pydicom
+
+from dicomgen import Spec, make_dataset
 
 
 def rich() -> Dataset:

@@ -46,4 +46,4 @@ def element_json(elem: DataElement) -> dict[str, Any]:
         return {"vr": vr, "Value": [_pn(v) if str(v) else None for v in values]}
     if vr in _BINARY_NUMBERS and all(isinstance(v, int | float) for v in values):
         return {"vr": vr, "Value": values}
-    return elem.to_json_dict(None, BULK_DATA_THRESHOLD)  # type: ignore[no-any-return]
+    return elem.to_json_dict(None, BULK_DATA_THRESHOLD)
