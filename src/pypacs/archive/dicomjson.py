@@ -36,9 +36,9 @@ def element_json(elem: DataElement) -> dict[str, Any]:
     """
     vr = elem.VR
     value = elem.value
-    if value is None or value == "" or (isinstance(value, MultiValue | list) and not value):
-        if vr in _STRINGS or vr == "PN" or vr in _BINARY_NUMBERS:
-            return {"vr": vr}
+    empty = value is None or value == "" or (isinstance(value, MultiValue | list) and not value)
+    if empty and (vr in _STRINGS or vr == "PN" or vr in _BINARY_NUMBERS):
+        return {"vr": vr}
     values = list(value) if isinstance(value, MultiValue | list) else [value]
     if vr in _STRINGS:
         return {"vr": vr, "Value": [str(v) for v in values]}
