@@ -56,6 +56,7 @@ def start_server(
         request_handler=PromptRequestHandler,
     )
     server.contexts = SharedContexts(server.contexts)
+    server.on_association_finished = handlers.on_finished  # type: ignore[attr-defined]
     thread = threading.Thread(
         target=make_target(server.serve_forever), name="pypacs-dicom-server", daemon=True
     )

@@ -7,12 +7,13 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 
 from pypacs.archive import Archive
@@ -49,11 +50,6 @@ class DimseHandlers:
     def bindings(self) -> list[evt.EventHandlerType]:
         return [
             (evt.EVT_CONN_OPEN, self.on_conn_open),
-            (evt.EVT_ACCEPTED, self._outcome("accepted")),
-            (evt.EVT_REJECTED, self._outcome("rejected")),
-            (evt.EVT_RELEASED, self._outcome("released")),
-            (evt.EVT_ABORTED, self._outcome("aborted")),
-            (evt.EVT_CONN_CLOSE, self.on_conn_close),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_FIND, self.on_find),
@@ -73,33 +69,35 @@ class DimseHandlers:
         with self._lock:
             self._associations[id(event.assoc)] = _AssociationLog(address)
 
-    def _outcome(self, outcome: str) -> Callable[[evt.Event], None]:
-        def handler(event: evt.Event) -> None:
-            entry = self._associations.get(id(event.assoc))
-            if entry is not None and entry.outcome != "aborted":
-                entry.outcome = outcome
-
-        return handler
-
     def _count(self, event: evt.Event, what: str) -> None:
         entry = self._associations.get(id(event.assoc))
         if entry is not None:
             entry.counts[what] += 1
 
-    def on_conn_close(self, event: evt.Event) -> None:
+    def on_finished(self, assoc: Association) -> None:
+        """Called by the association's own thread once it has ended: one line saying who,
+        from where, what it did and how it ended (logged here, after the end, so the
+        outcome is known whichever thread saw the connection close first)."""
         with self._lock:
-            entry = self._associations.pop(id(event.assoc), None)
+            entry = self._associations.pop(id(assoc), None)
         if entry is None:
             return
-        requestor = event.assoc.requestor
+        if assoc.is_rejected:
+            outcome = "rejected"
+        elif assoc.is_aborted:
+            outcome = "aborted"
+        elif assoc.is_released:
+            outcome = "released"
+        else:
+            outcome = "closed without release"
         did = ", ".join(f"{n} {what}" for what, n in sorted(entry.counts.items())) or "nothing"
         log.info(
             "association from %s at %s to %s: %s; %s after %.3f s",
-            (requestor.ae_title or "?").strip() if requestor else "?",
+            (assoc.requestor.ae_title or "?").strip(),
             entry.address,
-            (event.assoc.acceptor.ae_title or "").strip(),
+            (assoc.acceptor.ae_title or "").strip(),
             did,
-            entry.outcome,
+            outcome,
             time.monotonic() - entry.started,
         )
 

@@ -18,6 +18,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom.association import Association
@@ -129,9 +130,18 @@ class PromptAssociation(Association):
     """An acceptor association whose reactor sleeps until its DUL has news for it."""
 
     wake: threading.Event
+    on_finished: Callable[[Association], None] | None
 
-    def prepare(self) -> None:
+    def prepare(self, on_finished: Callable[[Association], None] | None) -> None:
         self.wake = threading.Event()
+        self.on_finished = on_finished
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.on_finished is not None:
+                self.on_finished(self)
 
     def _run_reactor(self) -> None:
         self._is_paused = False
@@ -153,8 +163,8 @@ class PromptAssociation(Association):
     def _finish_if_ended(self) -> bool:
         """The checks pynetdicom's acceptor loop makes after each message."""
         if self.is_established and self.acse.is_release_requested():
-            self.acse.send_release(is_response=True)
             self.is_released = True
+            self.acse.send_release(is_response=True)
             self.is_established = False
             from pynetdicom import evt
 
@@ -199,7 +209,7 @@ class PromptRequestHandler(RequestHandler):
         assoc = super()._create_association()
         # The objects are pynetdicom's, already configured; only their wait loops change.
         assoc.__class__ = PromptAssociation
-        assoc.prepare()  # type: ignore[attr-defined]
+        assoc.prepare(getattr(self.server, "on_association_finished", None))  # type: ignore[attr-defined]
         assoc.dul.__class__ = PromptDUL
         assoc.dul.prepare()  # type: ignore[attr-defined]
         return assoc
