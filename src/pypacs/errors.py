@@ -23,6 +23,10 @@ class IndexUnavailable(PypacsError):
     """The SQL index cannot be reached or refused a write for reasons outside the data."""
 
 
+class IndexConflict(PypacsError):
+    """A write met a row another writer (another node) inserted first; retrying resolves it."""
+
+
 class InvalidInstance(PypacsError):
     """A received dataset cannot be archived: it does not parse or lacks a required UID.
 

@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 
 from pypacs.archive.ingest import Header, build_record, read_header
 from pypacs.archive.options import ArchiveOptions
-from pypacs.errors import InvalidInstance, OutOfResources, StoreError
+from pypacs.errors import IndexConflict, InvalidInstance, OutOfResources, StoreError
 from pypacs.index import reads, tx
 from pypacs.index.engine import make_engine
 from pypacs.index.migrations import migrate
-from pypacs.index.writes import Outcome, upsert_instance
+from pypacs.index.writes import InstanceRecord, Outcome, WriteResult, upsert_instance
 from pypacs.query.respond import ResponseContext, Row, build_identifier, passes_residual
 from pypacs.query.to_sql import compile_query
 from pypacs.query.types import Query, TooManyMatches
@@ -82,9 +82,7 @@ class Archive:
     def _index(self, header: Header, key: BlobKey, size: int, *, replace: bool) -> StoreResult:
         record = build_record(header, key, size)
         try:
-            result = self._writer.submit(
-                lambda conn: upsert_instance(conn, record, replace=replace)
-            )
+            result = self._submit(record, replace)
         except Exception as exc:
             # Two-phase write: the index refused, so the blob is revoked.
             self._revoke(key)
@@ -107,6 +105,19 @@ class Archive:
         return StoreResult(
             header.sop_instance_uid, header.sop_class_uid, result.outcome, result.conflicts
         )
+
+    def _submit(self, record: InstanceRecord, replace: bool) -> WriteResult:
+        # Another node may insert the same patient, study or series between our look-up and
+        # our insert (PostgreSQL, several nodes); the retry then finds the row.
+        for attempt in range(3):
+            try:
+                return self._writer.submit(
+                    lambda conn: upsert_instance(conn, record, replace=replace)
+                )
+            except IndexConflict:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _revoke(self, key: BlobKey) -> None:
         try:

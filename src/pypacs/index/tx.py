@@ -12,9 +12,9 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from pypacs.errors import IndexUnavailable
+from pypacs.errors import IndexConflict, IndexUnavailable
 from pypacs.index.engine import WRITE_OPTION
 
 T = TypeVar("T")
@@ -136,20 +136,14 @@ class GroupWriter:
                     with conn.begin_nested():
                         results.append((item, item.fn(conn), None))
                 except Exception as exc:  # one caller's failure stays that caller's
-                    results.append((item, None, exc))
+                    results.append((item, None, _translated(exc)))
 
         try:
             write(self._engine, run_all)
         except Exception as exc:
-            if len(batch) == 1 and not isinstance(exc, DBAPIError | IndexUnavailable):
-                batch[0].future.set_exception(exc)  # the caller's own error, as raised
-                return
-            failure = (
-                exc
-                if isinstance(exc, IndexUnavailable)
-                else IndexUnavailable(f"index commit failed: {exc}")
-            )
-            if failure is not exc:
+            failure = _translated(exc)
+            if len(batch) > 1 and not isinstance(failure, IndexUnavailable | IndexConflict):
+                failure = IndexUnavailable(f"index commit failed: {exc}")
                 failure.__cause__ = exc
             for item in batch:
                 item.future.set_exception(failure)
@@ -159,3 +153,16 @@ class GroupWriter:
                 item.future.set_exception(error)
             else:
                 item.future.set_result(result)
+
+
+def _translated(exc: Exception) -> Exception:
+    """Database errors become ours (the cause kept); a caller's own errors stay as raised."""
+    if isinstance(exc, IntegrityError):
+        conflict = IndexConflict(f"concurrent write: {exc.orig}")
+        conflict.__cause__ = exc
+        return conflict
+    if isinstance(exc, DBAPIError):
+        unavailable = IndexUnavailable(f"index write failed: {exc.orig}")
+        unavailable.__cause__ = exc
+        return unavailable
+    return exc
