@@ -76,7 +76,11 @@ class Setting:
     @property
     def flag(self) -> str:
         """The command-line flag: the key's name, except where that would be ambiguous."""
-        special = {("storage", "path"): "--data", ("logging", "level"): "--log-level"}
+        special = {
+            ("storage", "path"): "--data",
+            ("logging", "level"): "--log-level",
+            ("database", "url"): "--database-url",
+        }
         return special.get((self.section, self.key), "--" + self.key.replace("_", "-"))
 
     @property

@@ -146,3 +146,49 @@ def test_cli_unknown_command_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "invalid choice: 'launch'" in result.stderr
+
+
+def test_cli_database_url_errors(tmp_path: Path) -> None:
+    for url, message in [
+        ("not a url", "is not a URL"),
+        ("mysql://root@127.0.0.1/x", "unsupported database 'mysql'"),
+    ]:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pypacs",
+                "check",
+                "--data",
+                str(tmp_path),
+                "--database-url",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_cli_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pypacs",
+            "check",
+            "--data",
+            str(tmp_path),
+            "--database-url",
+            "postgresql+psycopg://postgres@127.0.0.1:1/none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "pypacs: index unavailable" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -15,7 +15,7 @@ from pypacs.archive.ingest import Header, build_record, read_header
 from pypacs.archive.options import ArchiveOptions
 from pypacs.errors import IndexConflict, InvalidInstance, OutOfResources, StoreError
 from pypacs.index import reads, tx
-from pypacs.index.engine import make_engine
+from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import migrate
 from pypacs.index.writes import InstanceRecord, Outcome, WriteResult, upsert_instance
 from pypacs.query.respond import ResponseContext, Row, build_identifier, passes_residual
@@ -52,7 +52,7 @@ class Archive:
 
     def close(self) -> None:
         self._writer.close()
-        self.engine.dispose()
+        close_engine(self.engine)
 
     def store_instance(
         self,

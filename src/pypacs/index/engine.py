@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from pypacs.errors import ConfigError
 
@@ -19,15 +20,31 @@ def make_engine(url: str) -> Engine:
     Raises:
         ConfigError: the URL names a backend pypacs does not support.
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database url {url!r} is not a URL: {exc}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url)
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        try:
+            return create_engine(parsed, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"{url!r} needs the PostgreSQL driver: pip install 'pypacs[postgresql]'"
+            ) from exc
     raise ConfigError(f"unsupported database {backend!r} in {url!r}: expected sqlite or postgresql")
+
+
+def close_engine(engine: Engine) -> None:
+    """Release the engine; SQLite folds its write-ahead log back into the database file."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
 
 
 def _sqlite_engine(url: str) -> Engine:
