@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,8 +57,13 @@ class RunningServer:
             self.proc.stdout.close()
 
 
-def start_pypacs(data: Path, *args: str, timeout: float = 30.0) -> RunningServer:
-    """Start ``pypacs serve`` on free ports and wait for its 'listening' line."""
+def start_pypacs(
+    data: Path, *args: str, timeout: float = 30.0, preexec: Callable[[], None] | None = None
+) -> RunningServer:
+    """Start ``pypacs serve`` on free ports and wait for its 'listening' line.
+
+    ``preexec`` runs in the child before ``exec`` (e.g. to set resource limits).
+    """
     data.mkdir(parents=True, exist_ok=True)
     log_path = data.parent / f"{data.name}-server.log"
     with log_path.open("ab") as log:
@@ -78,6 +83,7 @@ def start_pypacs(data: Path, *args: str, timeout: float = 30.0) -> RunningServer
             ],
             stdout=subprocess.PIPE,
             stderr=log,
+            preexec_fn=preexec,
         )
     assert proc.stdout is not None
     selector = selectors.DefaultSelector()

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MRImageStorage,
@@ -98,6 +102,35 @@ def write(spec: Spec, folder: Path, transfer_syntax: str = ExplicitVRLittleEndia
     return path
 
 
+def write_as(spec: Spec, folder: Path, transfer_syntax: str) -> Path:
+    """Like ``write``, in any transfer syntax: compressed ones through pydicom's encoders
+    (pylibjpeg-openjpeg for JPEG 2000), big endian with its pixel words swapped."""
+    ds = make_dataset(spec)
+    syntax = UID(transfer_syntax)
+    if syntax.is_compressed:
+        ds.compress(syntax)
+    else:
+        if syntax == ExplicitVRBigEndian:
+            ds.PixelData = np.frombuffer(ds.PixelData, "<u2").byteswap().tobytes()
+        ds.file_meta.TransferSyntaxUID = syntax
+    return write_dataset(ds, folder)
+
+
+def write_dataset(ds: Dataset, folder: Path) -> Path:
+    """Save any dataset, valid or not, named after its file meta's SOP Instance UID."""
+    path = folder / f"{ds.file_meta.MediaStorageSOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_part10(path: Path, meta: FileMetaDataset, body: bytes) -> Path:
+    """A Part 10 file of the given meta information followed by arbitrary dataset bytes."""
+    encoded = DicomBytesIO()
+    write_file_meta_info(encoded, meta, enforce_standard=True)
+    path.write_bytes(b"\0" * 128 + b"DICM" + encoded.getvalue() + body)
+    return path
+
+
 def dataset_bytes(path: Path) -> bytes:
     """The bytes of a Part 10 file after its meta information (what C-STORE carries)."""
     from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -115,4 +148,7 @@ __all__ = [
     "generate_uid",
     "make_dataset",
     "write",
+    "write_as",
+    "write_dataset",
+    "write_part10",
 ]

@@ -55,10 +55,14 @@ def read_header(data: bytes | memoryview) -> Header:
         InvalidInstance: the bytes are not a DICOM file, do not parse, or lack a required UID.
     """
     try:
-        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
-        # Touch every top-level element now, so a broken one fails here, not halfway in.
-        for _ in ds:
-            pass
+        ds = pydicom.dcmread(BytesIO(data))
+        _check_complete(ds)
+        # Bulk data is kept in the blob, never in the index: drop it from the header now.
+        for tag in _PIXEL_TAGS:
+            if tag in ds:
+                del ds[tag]
+    except InvalidInstance:
+        raise
     except InvalidDicomError as exc:
         raise InvalidInstance(f"not a DICOM file: {exc}", "not-dicom") from exc
     except Exception as exc:  # pydicom raises many types on truncated or corrupt input
@@ -70,6 +74,35 @@ def read_header(data: bytes | memoryview) -> Header:
     if missing:
         raise InvalidInstance(f"dataset lacks {', '.join(missing)}", "mismatch")
     return Header(ds, meta)
+
+
+_UNDEFINED = 0xFFFFFFFF
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
+def _check_complete(ds: Dataset) -> None:
+    """Every element holds as many bytes as its header announced (PS3.5 7.1).
+
+    pydicom returns a short value at the end of the data without complaint, so a dataset
+    cut short, or bytes that are not a dataset at all, would otherwise pass as one.
+
+    Raises:
+        InvalidInstance: an element is shorter than announced.
+    """
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        if isinstance(raw, RawDataElement) and raw.length != _UNDEFINED:
+            got = len(raw.value or b"")
+            if got != raw.length:
+                where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+                raise InvalidInstance(
+                    f"dataset does not parse: cut short in {where}: {got} of {raw.length} bytes",
+                    "unparsable",
+                )
+        elem = ds[tag]  # converting now makes a broken value fail here, not halfway in
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _check_complete(item)
 
 
 def _column_value(ds: Dataset, tag: int) -> str | None:
