@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import cast
 
 from pydicom.dataset import Dataset
@@ -19,6 +20,7 @@ from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pypacs.archive import Archive
 from pypacs.model.sop import QR_FIND, QR_GET, QR_MOVE
 from pypacs.net.options import NetOptions
+from pypacs.net.part10 import file_meta
 from pypacs.net.status import Status, status_for
 from pypacs.query.from_dimse import parse_identifier
 from pypacs.query.respond import ResponseContext
@@ -110,8 +112,15 @@ class DimseHandlers:
     def on_store(self, event: evt.Event) -> int | Dataset:
         request = cast(C_STORE, event.request)
         try:
+            context = event.context
+            meta = file_meta(
+                str(request.AffectedSOPClassUID),
+                str(request.AffectedSOPInstanceUID),
+                str(context.transfer_syntax),
+            )
+            data = cast(BytesIO, request.DataSet).getvalue()
             result = self.archive.store_instance(
-                event.encoded_dataset(include_meta=True),
+                meta + data,
                 expected_sop_class=request.AffectedSOPClassUID,
                 expected_sop_instance=request.AffectedSOPInstanceUID,
             )
