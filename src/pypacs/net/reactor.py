@@ -97,21 +97,34 @@ class PromptDUL(DULServiceProvider):
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
             try:
-                if self._process_recv_primitive():
-                    pass
-                elif self._is_transport_event():
+                # Send one queued primitive and also look at the socket, every loop: while a
+                # long C-FIND streams responses out, a C-CANCEL coming in must still be read
+                # (pynetdicom's loop does one or the other, so it reads only once all is sent).
+                self._process_recv_primitive()
+                # Sta1: the association is over and its connection closed; nothing to read.
+                if self.state_machine.current_state != "Sta1" and self._is_transport_event():
                     self._idle_timer.restart()
             except Exception:
                 log.exception("DUL failure: aborting the association")
                 self._hard_abort()
                 return
-            try:
-                event = self.event_queue.get(block=False)
-            except queue.Empty:
+            # Act on every event before looking again: an outgoing primitive is only peeked
+            # at above, so its event must be handled before the next look, or it would be
+            # announced twice.
+            handled = False
+            while True:
+                try:
+                    event = self.event_queue.get(block=False)
+                except queue.Empty:
+                    break
+                if event == "Evt17" and self.state_machine.current_state == "Sta1":
+                    continue  # the connection closing after the association ended
+                self.state_machine.do_action(event)
+                handled = True
+            if handled:
+                self._notify_user()
+            else:
                 self._wait()
-                continue
-            self.state_machine.do_action(event)
-            self._notify_user()
 
     def _hard_abort(self) -> None:
         abort = A_ABORT_RQ()
