@@ -246,6 +246,13 @@ class Target(ABC):
             self.stop()
             raise
 
+    def log_text(self) -> str:
+        """What the target wrote to its log file so far ("" before the first start)."""
+        if self.workdir is None:
+            return ""
+        path = self.workdir / f"{self.name}.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
     def peak_rss_mib(self) -> float:
         """Peak resident memory (VmHWM) so far; call it before stop()."""
         return self._rss.mib() if self._rss else 0.0
@@ -451,6 +458,17 @@ class DcmqrscpTarget(Target):
     default_ae = "DCMQRSCP"
     MAX_STUDIES = 500  # dcmqrscp's own upper bound; it deletes the oldest study past it
 
+    def __init__(
+        self,
+        ae_title: str | None = None,
+        peers: Sequence[Peer] = (),
+        max_studies: int = MAX_STUDIES,
+    ) -> None:
+        """``max_studies`` is the AETable quota as written; dcmqrscp itself lowers a quota
+        above MAX_STUDIES to MAX_STUDIES (and says so in its log)."""
+        super().__init__(ae_title, peers)
+        self.max_studies = max_studies
+
     @property
     def storage(self) -> Path:
         assert self.workdir is not None
@@ -474,7 +492,7 @@ class DcmqrscpTarget(Target):
             "VendorTable BEGIN",
             "VendorTable END",
             "AETable BEGIN",
-            f"{self.ae_title} {self.storage} RW ({self.MAX_STUDIES}, 1024mb) ANY",
+            f"{self.ae_title} {self.storage} RW ({self.max_studies}, 1024mb) ANY",
             "AETable END",
         ]
         path = workdir / "dcmqrscp.cfg"
