@@ -172,7 +172,10 @@ def build_record(header: Header, blob_key: str, blob_size: int) -> InstanceRecor
         for key in keys_at(level):
             if key.column is None or key.derived:
                 continue
-            value = values[key.column] = _column_value(ds, key.tag)
+            value = _column_value(ds, key.tag)
+            if key.vr == "IS" and value is not None and value.lstrip("+-").isdigit():
+                value = str(int(value))  # integers compare by value (query/from_dimse.py)
+            values[key.column] = value
             if key.match_column != key.column:
                 values[str(key.match_column)] = _match_form(key.vr, value)
         rows[level] = LevelRow(values, _pack(parts[level]))

@@ -37,6 +37,9 @@ class _AssociationLog:
     counts: Counter[str] = field(default_factory=Counter)
     # SOP Class Extended Negotiation we accepted: SOP Class UID -> (relational, combined).
     extended: dict[str, tuple[bool, bool]] = field(default_factory=dict)
+    # Message IDs a C-CANCEL named. pynetdicom forgets a cancel that arrives before its
+    # request is started, so they are kept here too.
+    cancelled: set[int] = field(default_factory=set)
 
 
 class DimseHandlers:
@@ -56,6 +59,7 @@ class DimseHandlers:
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_SOP_EXTENDED, self.on_sop_extended),
+            (evt.EVT_DIMSE_RECV, self.on_dimse_recv),
         ]
 
     # -- association bookkeeping: one log line per association ---------------------------
@@ -150,6 +154,13 @@ class DimseHandlers:
                 entry.extended[str(sop_class)] = (relational, combined)
         return accepted
 
+    def on_dimse_recv(self, event: evt.Event) -> None:
+        message = event.message
+        if type(message).__name__ == "C_CANCEL_RQ":
+            entry = self._associations.get(id(event.assoc))
+            if entry is not None:
+                entry.cancelled.add(int(message.command_set.MessageIDBeingRespondedTo))
+
     def on_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         request = cast(C_FIND, event.request)
         sop_class = str(request.AffectedSOPClassUID)
@@ -177,7 +188,9 @@ class DimseHandlers:
             try:
                 for identifier_out in results:
                     # PS3.4 C.4.1.2.3: a C-CANCEL stops the matching between two responses.
-                    if event.is_cancelled:
+                    if event.is_cancelled or (
+                        entry is not None and request.MessageID in entry.cancelled
+                    ):
                         self._count(event, "cancelled")
                         yield int(Status.CANCEL), None
                         return

@@ -30,12 +30,16 @@ log = logging.getLogger(__name__)
 
 # Longest wait without an event: bounds how late timers (ARTIM, idle) are noticed.
 _MAX_WAIT = 0.05
+# PDUs queued for sending before the association thread waits: results stream at the
+# pace of the socket, so memory stays bounded and a C-CANCEL still finds results unsent.
+_SEND_QUEUE_LIMIT = 8
 
 
 class PromptDUL(DULServiceProvider):
     """The DUL provider, waiting on its socket instead of sleeping."""
 
     def prepare(self) -> None:
+        self._space = threading.Condition()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -47,6 +51,15 @@ class PromptDUL(DULServiceProvider):
     def send_pdu(self, primitive: Any) -> None:
         super().send_pdu(primitive)
         self.wake()
+        if threading.current_thread() is self:
+            return  # the DUL never waits for itself
+        with self._space:
+            while (
+                self.to_provider_queue.qsize() > _SEND_QUEUE_LIMIT
+                and not self._kill_thread
+                and self.is_alive()
+            ):
+                self._space.wait(_MAX_WAIT)
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -123,6 +136,8 @@ class PromptDUL(DULServiceProvider):
                 handled = True
             if handled:
                 self._notify_user()
+                with self._space:
+                    self._space.notify_all()
             else:
                 self._wait()
 

@@ -58,6 +58,8 @@ def _term(tag: int, vr: str, raw: str) -> Term | None:
     if vr == "UI":
         # PS3.4 C.2.2.2.4: no wildcards for UIDs; each value of a list is exact (C.2.2.2.2).
         return Exact(values.check_uid(value, tag))
+    if vr == "IS" and value.lstrip("+-").isdigit():
+        return Exact(str(int(value)))  # integers compare by value ("02" is 2)
     if vr in RANGE_VRS:
         return _range_or_exact(tag, vr, value)
     if vr in WILDCARD_VRS and ("*" in value or "?" in value):
@@ -107,10 +109,20 @@ def parse_match(elem: DataElement, level: Level, options: QueryOptions) -> Match
         item_matches = tuple(
             parse_match(e, level, options) for item in items for e in item if e.tag != 0xFFFEE000
         )
-        return Match(tag, vr, level, items=tuple(m for m in item_matches if not m.universal))
-    terms = tuple(t for t in (_term(tag, vr, raw) for raw in _texts(elem)) if t is not None)
-    if len(terms) < len(_texts(elem)):
-        terms = ()  # one universal value makes the whole key universal
+        return Match(
+            tag,
+            vr,
+            level,
+            items=tuple(m for m in item_matches if not m.universal),
+            item_tags=tuple(m.tag for m in item_matches),
+        )
+    texts = _texts(elem)
+    # An empty value among several matches nothing by itself (an empty UID is no UID,
+    # C.2.2.2.2); only a wholly empty key, or a lone "*", is universal.
+    texts = [t for t in texts if normalise(t, vr)] if len(texts) > 1 else texts
+    terms = tuple(t for t in (_term(tag, vr, raw) for raw in texts) if t is not None)
+    if len(terms) < len(texts):
+        terms = ()  # a lone "*" among the values makes the whole key universal
     return Match(tag, vr, level, terms, case_insensitive=vr == "PN" and options.pn_case_insensitive)
 
 
@@ -165,6 +177,7 @@ def parse_identifier(identifier: Dataset, model: InformationModel, options: Quer
     level = parse_level(identifier, model)
     allowed = model.levels[: model.levels.index(level) + 1]
     matches: dict[int, Match] = {}
+    sequences: list[Match] = []
     return_tags: list[tuple[int, Level]] = []
     for elem in _elements(identifier):
         tag = int(elem.tag)
@@ -177,6 +190,8 @@ def parse_identifier(identifier: Dataset, model: InformationModel, options: Quer
         if not in_model:
             continue
         match = parse_match(elem, stored_at, options)
+        if match.item_tags:
+            sequences.append(match)
         if not match.universal:
             matches[tag] = match
     if not options.relational:
@@ -198,6 +213,7 @@ def parse_identifier(identifier: Dataset, model: InformationModel, options: Quer
         combined=combined,
         charset=tuple(_texts(charset)) if charset is not None else (),
         max_results=options.max_results,
+        sequences=tuple(sequences),
     )
 
 

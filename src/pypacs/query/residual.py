@@ -101,7 +101,8 @@ def term_matches(term: Term, stored: str, match: Match) -> bool:
     return _text_match(term, stored, match)
 
 
-def _item_matches(item: dict[str, Any], keys: tuple[Match, ...]) -> bool:
+def item_matches(item: dict[str, Any], keys: tuple[Match, ...]) -> bool:
+    """Whether one stored sequence item (DICOM JSON) satisfies every key of a query item."""
     return all(matches(key, item.get(f"{key.tag:08X}")) for key in keys)
 
 
@@ -112,7 +113,7 @@ def matches(match: Match, element: dict[str, Any] | None) -> bool:
     if match.items:
         # C.2.2.2.6: some item of the stored sequence matches every key of the query item.
         items = (element or {}).get("Value") or []
-        return any(_item_matches(item, match.items) for item in items)
+        return any(item_matches(item, match.items) for item in items)
     values = stored_values(element)
     # C.2.2.2.8: any query value against any stored value.
     return any(term_matches(t, v, match) for t in match.terms for v in values)

@@ -15,7 +15,7 @@ from pydicom.sequence import Sequence
 from pypacs.model.keys import Key
 from pypacs.model.levels import Level
 from pypacs.model.vr import TEXT_VRS, vr_of
-from pypacs.query.residual import combined_matches, matches
+from pypacs.query.residual import combined_matches, item_matches, matches
 from pypacs.query.to_sql import Compiled, column_key, label
 from pypacs.query.types import Match, Query
 
@@ -120,6 +120,19 @@ def _charset(ds: Dataset, requested: tuple[str, ...]) -> list[str] | None:
     return ["ISO_IR 192"]
 
 
+def _returned_items(query: Query, tag: int, element: dict[str, Any]) -> dict[str, Any]:
+    """PS3.4 C.2.2.2.6: of a sequence key with an item, only the matching items come back,
+    each with only the keys the request's item named (zero-length where absent)."""
+    for match in query.sequences:
+        if match.tag != tag:
+            continue
+        items = [i for i in element.get("Value") or [] if item_matches(i, match.items)]
+        keys = [f"{t:08X}" for t in match.item_tags]
+        kept = [{k: item.get(k) or {"vr": vr_of(int(k, 16))} for k in keys} for item in items]
+        return {"vr": "SQ", "Value": kept}
+    return element
+
+
 def _add_column_value(ds: Dataset, key: Key, value: Any) -> None:
     """A column value straight into the response (no JSON round trip on the common path)."""
     if value is None or value == "":
@@ -153,7 +166,7 @@ def build_identifier(
         if element is None:
             empty.append(tag)
         else:
-            found[f"{tag:08X}"] = element
+            found[f"{tag:08X}"] = _returned_items(query, tag, element)
     if found:
         ds.update(Dataset.from_json(found))
     for tag in empty:

@@ -62,6 +62,8 @@ class Match:
     terms: tuple[Term, ...] = ()
     items: tuple[Match, ...] = ()
     case_insensitive: bool = False
+    # The keys the request's sequence item names (returned in each matching item).
+    item_tags: tuple[int, ...] = ()
 
     @property
     def universal(self) -> bool:
@@ -100,6 +102,8 @@ class Query:
     limit: int = 0  # 0: all (QIDO-RS limit/offset)
     offset: int = 0
     max_results: int = 0  # 0: no maximum; past it the query fails (TooManyMatches)
+    # Sequence keys with an item: which items and which of their keys come back (C.2.2.2.6).
+    sequences: tuple[Match, ...] = ()
 
     def levels_used(self) -> set[Level]:
         return {m.level for m in self.matches} | {level for _, level in self.return_tags}
