@@ -26,7 +26,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from targets import (
     nodelay_env,
     require_binary,
     require_pypacs,
+    tool_versions,
 )
 
 TMP = Path(tempfile.gettempdir())
@@ -414,26 +414,6 @@ def format_ratios(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _first_line(command: Sequence[str]) -> str:
-    try:
-        out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
-    except OSError as exc:
-        return f"unknown ({exc})"
-    text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0] if text else "unknown"
-
-
-def versions(names: Sequence[str]) -> dict[str, str]:
-    found = {"findscu": _first_line([require_binary("findscu"), "--version"])}
-    if "pypacs" in names:
-        found["pypacs"] = metadata.version("pypacs")
-    if "orthanc" in names:
-        found["orthanc"] = _first_line([require_binary("Orthanc", "orthanc"), "--version"])
-    if "dcmqrscp" in names:
-        found["dcmqrscp"] = _first_line([require_binary("dcmqrscp"), "--version"])
-    return found
-
-
 def check_prerequisites(names: Sequence[str]) -> None:
     for program in ("storescu", "echoscu", "findscu"):
         require_binary(program)
@@ -507,7 +487,7 @@ def report(
         "benchmark": "find",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions(names),
+        "versions": tool_versions(names, "findscu"),
         "params": {
             "studies": args.studies,
             "repeat": args.repeat,

@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from targets import (
     make_target,
     require_binary,
     require_pypacs,
+    tool_versions,
 )
 
 TMP = Path(tempfile.gettempdir())
@@ -161,26 +161,6 @@ def format_ratios(table: dict[str, dict[str, float]], ours: str = "pypacs") -> s
     return "\n".join(lines)
 
 
-def _first_line(command: Sequence[str]) -> str:
-    try:
-        out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
-    except OSError as exc:
-        return f"unknown ({exc})"
-    text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0] if text else "unknown"
-
-
-def versions(names: Sequence[str]) -> dict[str, str]:
-    found = {"storescu": _first_line([require_binary("storescu"), "--version"])}
-    if "pypacs" in names:
-        found["pypacs"] = metadata.version("pypacs")
-    if "orthanc" in names:
-        found["orthanc"] = _first_line([require_binary("Orthanc", "orthanc"), "--version"])
-    if "dcmqrscp" in names:
-        found["dcmqrscp"] = _first_line([require_binary("dcmqrscp"), "--version"])
-    return found
-
-
 def check_prerequisites(names: Sequence[str]) -> None:
     """Fail early, naming what is missing."""
     require_binary("storescu")
@@ -266,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         "benchmark": "ingest",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions(names),
+        "versions": tool_versions(names, "storescu"),
         "params": {"small": args.small, "ct": args.ct, "associations": associations},
         "results": [r.as_json() for r in results],
         "ratios_instances_per_second": table,

@@ -536,3 +536,26 @@ def make_target(name: str, peers: Sequence[Peer] = ()) -> Target:
     except KeyError:
         raise BenchError(f"unknown target {name!r}; expected one of {', '.join(TARGETS)}") from None
     return cls(peers=peers)
+
+
+def _first_line(command: Sequence[str]) -> str:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+    except OSError as exc:
+        return f"unknown ({exc})"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def tool_versions(names: Sequence[str], client: str) -> dict[str, str]:
+    """The versions of the client program and of each target, for the results file."""
+    from importlib import metadata
+
+    found = {client: _first_line([require_binary(client), "--version"])}
+    if "pypacs" in names:
+        found["pypacs"] = metadata.version("pypacs")
+    if "orthanc" in names:
+        found["orthanc"] = _first_line([require_binary("Orthanc", "orthanc"), "--version"])
+    if "dcmqrscp" in names:
+        found["dcmqrscp"] = _first_line([require_binary("dcmqrscp"), "--version"])
+    return found
