@@ -10,34 +10,11 @@ from sqlalchemy import Connection, RowMapping, Select, bindparam, func, select
 
 from pypacs.index.schema import instance, patient, series, study
 
-
-@dataclass(frozen=True)
-class InstanceLocation:
-    sop_instance_uid: str
-    sop_class_uid: str | None
-    transfer_syntax_uid: str
-    blob_key: str
-    blob_size: int
-
-
 _INSTANCE_EXISTS = select(instance.c.pk).where(instance.c.sop_instance_uid == bindparam("_uid"))
 
 
 def instance_exists(conn: Connection, sop_instance_uid: str) -> bool:
     return conn.execute(_INSTANCE_EXISTS, {"_uid": sop_instance_uid}).first() is not None
-
-
-def locate_instance(conn: Connection, sop_instance_uid: str) -> InstanceLocation | None:
-    row = conn.execute(
-        select(
-            instance.c.sop_instance_uid,
-            instance.c.sop_class_uid,
-            instance.c.transfer_syntax_uid,
-            instance.c.blob_key,
-            instance.c.blob_size,
-        ).where(instance.c.sop_instance_uid == sop_instance_uid)
-    ).first()
-    return None if row is None else InstanceLocation(*row)
 
 
 def stream(conn: Connection, statement: Select[Any], batch: int = 500) -> Iterator[RowMapping]:

@@ -116,8 +116,3 @@ def unique_key(level: Level) -> Key:
 
 def key_for_tag(tag: int) -> Key | None:
     return _KEYS_BY_TAG.get(tag)
-
-
-def indexed_columns(level: Level) -> tuple[Key, ...]:
-    """Keys of a level that have a typed column and are read from the dataset."""
-    return tuple(k for k in keys_at(level) if k.column is not None and not k.derived)

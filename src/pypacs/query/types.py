@@ -104,6 +104,3 @@ class Query:
     max_results: int = 0  # 0: no maximum; past it the query fails (TooManyMatches)
     # Sequence keys with an item: which items and which of their keys come back (C.2.2.2.6).
     sequences: tuple[Match, ...] = ()
-
-    def levels_used(self) -> set[Level]:
-        return {m.level for m in self.matches} | {level for _, level in self.return_tags}
