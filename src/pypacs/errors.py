@@ -43,3 +43,7 @@ class InvalidInstance(PypacsError):
 
 class NotFound(PypacsError):
     """An entity named by its UID is not in the archive."""
+
+
+class TranscodeError(PypacsError):
+    """A stored instance cannot be converted to the transfer syntax a peer accepts."""
