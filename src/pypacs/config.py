@@ -43,6 +43,11 @@ def _ae_title(value: Any) -> str | None:
     return None if ok else "an AE title of 1-16 printable ASCII characters without backslash"
 
 
+def _ae_titles(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(_ae_title(v) is None for v in value)
+    return None if ok else "a list of AE titles (1-16 printable ASCII characters each)"
+
+
 def _positive_int(value: Any) -> str | None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
     return None if ok else "a positive integer"
@@ -135,6 +140,22 @@ SETTINGS: tuple[Setting, ...] = (
         _non_negative_int,
     ),
     Setting(
+        "retrieve",
+        "allowed_aes",
+        list,
+        [],
+        "calling AE titles that may C-MOVE or C-GET (empty: any)",
+        _ae_titles,
+    ),
+    Setting(
+        "retrieve",
+        "max_move_associations",
+        int,
+        8,
+        "associations to C-MOVE destinations open at once; more moves wait",
+        _positive_int,
+    ),
+    Setting(
         "logging",
         "level",
         str,
@@ -187,6 +208,8 @@ class Settings:
             remotes=self.remotes,
             pn_case_insensitive=self.values[("query", "pn_case_insensitive")],
             max_results=self.values[("query", "max_results")],
+            retrieve_allowed_aes=tuple(self.values[("retrieve", "allowed_aes")]),
+            max_move_associations=self.values[("retrieve", "max_move_associations")],
         )
 
     def web_options(self) -> WebOptions:
@@ -213,7 +236,8 @@ def _validate(
 
 
 def _type_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", bool: "true or false"}.get(kind, kind.__name__)
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+    return names.get(kind, kind.__name__)
 
 
 def _show(value: Any) -> str:
@@ -301,6 +325,8 @@ def parse_flag(setting: Setting, text: str) -> Any:
             value = text
     elif setting.type is bool:
         value = {"true": True, "false": False}.get(text.lower(), text)
+    elif setting.type is list:
+        value = [part.strip() for part in text.split(",") if part.strip()]
     expected = None if _typed(setting.type, value) else _type_name(setting.type)
     if expected is None and setting.check is not None:
         expected = setting.check(value)

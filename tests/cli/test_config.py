@@ -95,6 +95,15 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ),
         ('[remotes.WS]\naet = "WS"\n', "[remotes.WS] aet: unknown key"),
         ("[server\n", "not valid TOML"),
+        ('[retrieve]\nallowed_aes = "WS"\n', '[retrieve] allowed_aes = "WS": expected a list'),
+        (
+            '[retrieve]\nallowed_aes = ["WS", ""]\n',
+            "[retrieve] allowed_aes = ['WS', '']: expected a list of AE titles",
+        ),
+        (
+            "[retrieve]\nmax_move_associations = 0\n",
+            "[retrieve] max_move_associations = 0: expected a positive integer",
+        ),
     ],
 )
 def test_wrong_values_name_file_key_value_and_expectation(
@@ -105,6 +114,17 @@ def test_wrong_values_name_file_key_value_and_expectation(
         load(path)
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
+
+
+def test_retrieve_settings_reach_the_network_options(tmp_path: Path) -> None:
+    path = write(tmp_path, '[retrieve]\nallowed_aes = ["WS1", "WS2"]\nmax_move_associations = 3\n')
+    options = load(path).net_options()
+    assert options.retrieve_allowed_aes == ("WS1", "WS2")
+    assert options.max_move_associations == 3
+    flag = next(s for s in SETTINGS if s.key == "allowed_aes")
+    assert parse_flag(flag, "A, B") == ["A", "B"]
+    with pytest.raises(ConfigError, match="--allowed-aes 'A,THIS-TITLE-IS-TOO-LONG'"):
+        parse_flag(flag, "A,THIS-TITLE-IS-TOO-LONG")
 
 
 def test_missing_file(tmp_path: Path) -> None:

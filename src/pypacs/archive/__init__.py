@@ -5,6 +5,14 @@ Owns transactions (through ``index.tx``) and the durability rule. May import ``q
 """
 
 from pypacs.archive.options import ArchiveOptions
+from pypacs.archive.retrieve import Retrieval, StoredInstance, dataset_offset
 from pypacs.archive.service import Archive, StoreResult
 
-__all__ = ["Archive", "ArchiveOptions", "StoreResult"]
+__all__ = [
+    "Archive",
+    "ArchiveOptions",
+    "Retrieval",
+    "StoreResult",
+    "StoredInstance",
+    "dataset_offset",
+]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -13,13 +14,14 @@ from sqlalchemy import Engine
 
 from pypacs.archive.ingest import Header, build_record, read_header
 from pypacs.archive.options import ArchiveOptions
+from pypacs.archive.retrieve import Retrieval, StoredInstance
 from pypacs.errors import IndexConflict, InvalidInstance, OutOfResources, StoreError
 from pypacs.index import reads, tx
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import migrate
 from pypacs.index.writes import InstanceRecord, Outcome, WriteResult, upsert_instance
 from pypacs.query.respond import ResponseContext, Row, build_identifier, passes_residual
-from pypacs.query.to_sql import compile_query
+from pypacs.query.to_sql import compile_locate, compile_query
 from pypacs.query.types import Query, TooManyMatches
 from pypacs.store import BlobKey, BlobStore, open_store
 
@@ -180,6 +182,51 @@ class Archive:
                 sent += 1
                 if limit and sent == limit:
                     return
+
+    @contextmanager
+    def retrieve(self, query: Query) -> Iterator[Retrieval]:
+        """The instances under the entities ``query`` names (a retrieve identifier):
+        counted, then streamed, from one snapshot of the index.
+
+        Raises:
+            IndexUnavailable: the index cannot be read.
+        """
+        located = compile_locate(query)
+        with tx.snapshot(self.engine) as conn:
+            count = int(conn.execute(located.count).scalar_one())
+            syntaxes = [(str(c), str(t)) for c, t in conn.execute(located.syntaxes)]
+            rows = reads.stream(conn, located.instances)
+            yield Retrieval(
+                count,
+                syntaxes,
+                (
+                    StoredInstance(
+                        row["sop_instance_uid"],
+                        row["sop_class_uid"],
+                        row["transfer_syntax_uid"],
+                        row["blob_key"],
+                        row["blob_size"],
+                    )
+                    for row in rows
+                ),
+            )
+
+    def read_instance(self, stored: StoredInstance) -> bytes:
+        """The stored Part 10 file of an instance, as received.
+
+        Raises:
+            StoreError: the blob is missing, unreadable or not of its recorded size.
+        """
+        try:
+            with self.store.open(BlobKey(stored.blob_key)) as fp:
+                data = fp.read()
+        except OSError as exc:
+            raise StoreError(f"cannot read the stored {stored.sop_instance_uid}: {exc}") from exc
+        if len(data) != stored.size:
+            raise StoreError(
+                f"stored {stored.sop_instance_uid} has {len(data)} bytes, {stored.size} recorded"
+            )
+        return data
 
     def statistics(self) -> reads.Statistics:
         return tx.read(self.engine, reads.statistics)

@@ -7,8 +7,9 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -37,6 +38,20 @@ def read(engine: Engine, fn: Callable[[Connection], T]) -> T:
     try:
         with engine.connect() as conn, conn.begin():
             return fn(conn)
+    except OperationalError as exc:
+        raise IndexUnavailable(f"index unavailable: {exc.orig}") from exc
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read transaction whose statements all see one state of the index: SQLite's WAL
+    snapshot (taken by the first read), PostgreSQL's REPEATABLE READ."""
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
     except OperationalError as exc:
         raise IndexUnavailable(f"index unavailable: {exc.orig}") from exc
 

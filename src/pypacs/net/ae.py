@@ -10,7 +10,13 @@ from pynetdicom.presentation import VerificationPresentationContexts
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
-from pypacs.model.sop import QR_FIND, QR_TRANSFER_SYNTAXES, STORAGE_TRANSFER_SYNTAXES
+from pypacs.model.sop import (
+    QR_FIND,
+    QR_GET,
+    QR_MOVE,
+    QR_TRANSFER_SYNTAXES,
+    STORAGE_TRANSFER_SYNTAXES,
+)
 from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions
 from pypacs.net.reactor import PromptRequestHandler, SharedContexts
@@ -28,17 +34,23 @@ def configure_pynetdicom() -> None:
 
 
 def build_ae(options: NetOptions) -> AE:
-    """The acceptor: Verification and every storage SOP class pynetdicom knows."""
+    """The acceptor: Verification, every storage SOP class pynetdicom knows (as SCP, and as
+    SCU for C-GET through role selection), and the Query/Retrieve SOP classes."""
     ae = AE(ae_title=options.ae_title)
     ae.maximum_associations = options.max_associations
     ae.maximum_pdu_size = options.max_pdu_size
     ae.acse_timeout = options.acse_timeout
     ae.dimse_timeout = options.dimse_timeout
     ae.network_timeout = options.network_timeout
-    for context in (*VerificationPresentationContexts, *AllStoragePresentationContexts):
-        if context.abstract_syntax is not None:
-            ae.add_supported_context(context.abstract_syntax, STORAGE_TRANSFER_SYNTAXES)
-    for sop_class in QR_FIND:
+    for context in VerificationPresentationContexts:
+        ae.add_supported_context(str(context.abstract_syntax), STORAGE_TRANSFER_SYNTAXES)
+    for context in AllStoragePresentationContexts:
+        # PS3.4 C.4.3.1 / PS3.7 D.3.3.4: a C-GET SCU proposes the storage classes it takes
+        # with itself as SCP; we accept the role and send over that association.
+        ae.add_supported_context(
+            str(context.abstract_syntax), STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+        )
+    for sop_class in (*QR_FIND, *QR_MOVE, *QR_GET):
         ae.add_supported_context(sop_class, QR_TRANSFER_SYNTAXES)
     return ae
 
@@ -57,6 +69,7 @@ def start_server(
     )
     server.contexts = SharedContexts(server.contexts)
     server.on_association_finished = handlers.on_finished  # type: ignore[attr-defined]
+    server.on_retrieve = handlers.retrieve.serve  # type: ignore[attr-defined]
     thread = threading.Thread(
         target=make_target(server.serve_forever), name="pypacs-dicom-server", daemon=True
     )

@@ -21,6 +21,7 @@ from pypacs.archive import Archive
 from pypacs.model.sop import QR_FIND, QR_GET, QR_MOVE
 from pypacs.net.options import NetOptions
 from pypacs.net.part10 import file_meta
+from pypacs.net.retrieve import RetrieveService
 from pypacs.net.status import Status, status_for
 from pypacs.query.from_dimse import parse_identifier
 from pypacs.query.respond import ResponseContext
@@ -49,6 +50,7 @@ class DimseHandlers:
         self.archive = archive
         self.options = options
         self._context = ResponseContext(ae_title=options.ae_title)
+        self.retrieve = RetrieveService(archive, options, self)
         self._associations: dict[int, _AssociationLog] = {}
         self._lock = threading.Lock()
 
@@ -75,10 +77,22 @@ class DimseHandlers:
         with self._lock:
             self._associations[id(event.assoc)] = _AssociationLog(address)
 
-    def _count(self, event: evt.Event, what: str) -> None:
-        entry = self._associations.get(id(event.assoc))
+    def count(self, assoc: Association, what: str, n: int = 1) -> None:
+        entry = self._associations.get(id(assoc))
         if entry is not None:
-            entry.counts[what] += 1
+            entry.counts[what] += n
+
+    def cancelled(self, assoc: Association, message_id: int) -> bool:
+        """Whether a C-CANCEL named ``message_id`` (PS3.7 9.3.2.3, 9.3.3.3, 9.3.4.3)."""
+        entry = self._associations.get(id(assoc))
+        return (entry is not None and message_id in entry.cancelled) or (
+            message_id in assoc.dimse.cancel_req
+        )
+
+    def relational(self, assoc: Association, sop_class: str) -> bool:
+        """Whether relational queries/retrieves were negotiated for ``sop_class``."""
+        entry = self._associations.get(id(assoc))
+        return entry is not None and entry.extended.get(sop_class, (False, False))[0]
 
     def on_finished(self, assoc: Association) -> None:
         """Called by the association's own thread once it has ended: one line saying who,
@@ -110,7 +124,7 @@ class DimseHandlers:
     # -- services ------------------------------------------------------------------------
 
     def on_echo(self, event: evt.Event) -> int:
-        self._count(event, "echo")
+        self.count(event.assoc, "echo")
         return int(Status.SUCCESS)
 
     def on_store(self, event: evt.Event) -> int | Dataset:
@@ -129,8 +143,10 @@ class DimseHandlers:
                 expected_sop_instance=request.AffectedSOPInstanceUID,
             )
         except Exception as exc:  # the one boundary where every failure becomes a status
-            return self._failure(event, "C-STORE", exc, request.AffectedSOPInstanceUID)
-        self._count(event, "stored" if result.outcome.value != "duplicate" else "already present")
+            return self.failure(event.assoc, "C-STORE", exc, request.AffectedSOPInstanceUID)
+        self.count(
+            event.assoc, "stored" if result.outcome.value != "duplicate" else "already present"
+        )
         return int(Status.SUCCESS)
 
     def on_sop_extended(self, event: evt.Event) -> dict[str, bytes]:
@@ -168,7 +184,7 @@ class DimseHandlers:
         relational, combined = (
             entry.extended.get(sop_class, (False, False)) if entry else (False, False)
         )
-        self._count(event, "find")
+        self.count(event.assoc, "find")
         try:
             try:
                 identifier = event.identifier
@@ -191,19 +207,20 @@ class DimseHandlers:
                     if event.is_cancelled or (
                         entry is not None and request.MessageID in entry.cancelled
                     ):
-                        self._count(event, "cancelled")
+                        self.count(event.assoc, "cancelled")
                         yield int(Status.CANCEL), None
                         return
                     yield int(Status.PENDING), identifier_out
             finally:
                 results.close()
         except Exception as exc:  # the one boundary where every failure becomes a status
-            yield self._failure(event, "C-FIND", exc, sop_class), None
+            yield self.failure(event.assoc, "C-FIND", exc, sop_class), None
 
-    def _failure(self, event: evt.Event, service: str, exc: Exception, uid: object) -> Dataset:
+    def failure(self, assoc: Association, service: str, exc: Exception, uid: object) -> Dataset:
+        """The failure response for ``exc``, logged with the calling AE title."""
         status = status_for(exc)
-        self._count(event, "failed")
-        calling = (event.assoc.requestor.ae_title or "?").strip()
+        self.count(assoc, "failed")
+        calling = (assoc.requestor.ae_title or "?").strip()
         if status is Status.PROCESSING_FAILURE:
             log.exception("%s from %s of %s failed unexpectedly", service, calling, uid)
         else:

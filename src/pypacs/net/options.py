@@ -29,3 +29,7 @@ class NetOptions:
     pn_case_insensitive: bool = True
     max_results: int = 0  # per C-FIND; 0: no maximum
     remotes: tuple[RemoteAE, ...] = field(default_factory=tuple)
+    # C-MOVE/C-GET: calling AE titles allowed to retrieve (empty: any), and how many
+    # associations to move destinations may be open at once.
+    retrieve_allowed_aes: tuple[str, ...] = ()
+    max_move_associations: int = 8

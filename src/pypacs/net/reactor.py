@@ -22,8 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import RequestHandler
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,9 @@ class PromptDUL(DULServiceProvider):
 
     def prepare(self) -> None:
         self._space = threading.Condition()
+        # Whole PDUs only on the wire: the DUL thread and a sending association thread
+        # take turns (see send_pdu).
+        self._send_lock = threading.RLock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -49,6 +54,18 @@ class PromptDUL(DULServiceProvider):
             self._wake_w.send(b"\0")
 
     def send_pdu(self, primitive: Any) -> None:
+        if (
+            isinstance(primitive, P_DATA)
+            and threading.current_thread() is not self
+            and self.state_machine.current_state == "Sta6"
+            and self.to_provider_queue.empty()
+        ):
+            # PS3.8 9.2.1 DT-1: in Sta6 a P-DATA request only sends its P-DATA-TF PDU and
+            # the state stays Sta6, so the association thread sends it itself (blocking
+            # while the socket is full) instead of handing each PDU to the DUL thread.
+            with self._send_lock:
+                self._send(P_DATA_TF(primitive))
+            return
         super().send_pdu(primitive)
         self.wake()
         if threading.current_thread() is self:
@@ -60,6 +77,10 @@ class PromptDUL(DULServiceProvider):
                 and self.is_alive()
             ):
                 self._space.wait(_MAX_WAIT)
+
+    def _send(self, pdu: Any) -> None:
+        with self._send_lock:
+            super()._send(pdu)
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -159,10 +180,35 @@ class PromptAssociation(Association):
 
     wake: threading.Event
     on_finished: Callable[[Association], None] | None
+    on_retrieve: Callable[[Association, Any, Any], None] | None
 
-    def prepare(self, on_finished: Callable[[Association], None] | None) -> None:
+    def prepare(
+        self,
+        on_finished: Callable[[Association], None] | None,
+        on_retrieve: Callable[[Association, Any, Any], None] | None,
+    ) -> None:
         self.wake = threading.Event()
         self.on_finished = on_finished
+        self.on_retrieve = on_retrieve
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        # C-GET and C-MOVE go to our retrieve service (net/retrieve.py), with the checks
+        # pynetdicom makes before it runs a service class.
+        serve = self.on_retrieve
+        if serve is None or not isinstance(msg, C_GET | C_MOVE) or self._sent_release:
+            super()._serve_request(msg, context_id)
+            return
+        context = self._accepted_cx.get(context_id)
+        if context is None or context.abstract_syntax != msg.AffectedSOPClassUID:
+            super()._serve_request(msg, context_id)  # pynetdicom aborts or refuses
+            return
+        self.dimse.cancel_req = {}
+        self._is_paused = True
+        try:
+            serve(self, msg, context)
+        finally:
+            self._is_paused = False
+            self.dimse.cancel_req = {}
 
     def run(self) -> None:
         try:
@@ -237,7 +283,10 @@ class PromptRequestHandler(RequestHandler):
         assoc = super()._create_association()
         # The objects are pynetdicom's, already configured; only their wait loops change.
         assoc.__class__ = PromptAssociation
-        assoc.prepare(getattr(self.server, "on_association_finished", None))  # type: ignore[attr-defined]
+        assoc.prepare(  # type: ignore[attr-defined]
+            getattr(self.server, "on_association_finished", None),
+            getattr(self.server, "on_retrieve", None),
+        )
         assoc.dul.__class__ = PromptDUL
         assoc.dul.prepare()  # type: ignore[attr-defined]
         return assoc

@@ -237,3 +237,44 @@ def _combined(matches: dict[int, Match], options: QueryOptions) -> CombinedDateT
     low = d_low + (t.low or "000000.000000") if d_low else None
     high = d_high + (t.high or "235959.999999") if d_high else None
     return CombinedDateTime(STUDY_DATE, STUDY_TIME, low, high)
+
+
+def parse_retrieve(identifier: Dataset, model: InformationModel, *, relational: bool) -> Query:
+    """Turn a C-MOVE or C-GET identifier into a Query naming the entities to retrieve.
+
+    PS3.4 C.4.2.2.1 / C.4.3.2.1: the unique key of the retrieve level holds one or more
+    values (a list of UIDs at STUDY, SERIES and IMAGE); each level above is named by its
+    unique key with a single value, unless relational-retrieve was negotiated
+    (C.4.2.2.2), which lets those keys be left out. Other keys select nothing and are
+    ignored (SCUs often reuse a C-FIND identifier).
+
+    Raises:
+        InvalidQuery: the level is missing or not in the model, the retrieve level's
+            unique key is missing or empty, a unique key holds a wildcard, range or
+            malformed UID.
+    """
+    level = parse_level(identifier, model)
+    allowed = model.levels[: model.levels.index(level) + 1]
+    unique = {unique_key(lvl).tag: lvl for lvl in allowed}
+    options = QueryOptions(pn_case_insensitive=False)
+    matches: dict[int, Match] = {}
+    for elem in _elements(identifier):
+        tag = int(elem.tag)
+        if tag not in unique:
+            continue
+        match = parse_match(elem, unique[tag], options)
+        if match.universal:
+            continue
+        if not all(isinstance(term, Exact) for term in match.terms):
+            raise InvalidQuery(
+                f"{unique_key(unique[tag]).keyword} in a retrieve takes exact values only", tag
+            )
+        matches[tag] = match
+    own = unique_key(level)
+    if own.tag not in matches:
+        raise InvalidQuery(
+            f"{own.keyword} must name what to retrieve at the {level.value} level", own.tag
+        )
+    if not relational:
+        _require_unique_keys_above(level, model, matches)
+    return Query(level=level, model=model, matches=tuple(matches.values()))

@@ -190,3 +190,50 @@ def compile_query(query: Query, *, sql_matching: bool = True) -> Compiled:
         if query.offset:
             statement = statement.offset(query.offset)
     return Compiled(statement, levels, tuple(residual), combined_residual, frozenset(attrs))
+
+
+@dataclass(frozen=True)
+class Located:
+    """The statements of a retrieve: how many instances, then which (PS3.4 C.4.2.3.1)."""
+
+    count: Select[Any]
+    instances: Select[Any]
+    # The distinct (SOP Class UID, Transfer Syntax UID) pairs: what a C-MOVE proposes.
+    syntaxes: Select[Any]
+
+
+def _all_levels() -> FromClause:
+    return (
+        instance.join(series, instance.c.series_pk == series.c.pk)
+        .join(study, series.c.study_pk == study.c.pk)
+        .join(patient, study.c.patient_pk == patient.c.pk)
+    )
+
+
+def compile_locate(query: Query) -> Located:
+    """The instances under the entities a retrieve names, series by series, in arrival order.
+
+    Retrieve keys are unique keys, all of which have columns: nothing is residual.
+    """
+    where, residual, _ = _where(query, LEVEL_ORDER, True)
+    if residual:
+        raise ValueError(f"retrieve keys without an index column: {residual}")
+    located = _all_levels()
+    columns = (
+        instance.c.sop_instance_uid,
+        instance.c.sop_class_uid,
+        instance.c.transfer_syntax_uid,
+        instance.c.blob_key,
+        instance.c.blob_size,
+    )
+    return Located(
+        count=select(func.count()).select_from(located).where(*where),
+        instances=select(*columns)
+        .select_from(located)
+        .where(*where)
+        .order_by(series.c.pk, instance.c.pk),
+        syntaxes=select(instance.c.sop_class_uid, instance.c.transfer_syntax_uid)
+        .select_from(located)
+        .where(*where)
+        .distinct(),
+    )
