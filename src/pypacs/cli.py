@@ -1,4 +1,4 @@
-"""The command line: ``pypacs serve|import|check``."""
+"""The command line: ``pypacs serve|import|check|find|echo|get|move``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ from pypacs.errors import ConfigError, InvalidInstance, PypacsError
 
 log = logging.getLogger("pypacs.cli")
 DEFAULT_CONFIG = "pypacs.toml"
+_RETRIEVE_EXIT_STATUS = (
+    "exit status: 0 every sub-operation succeeded (also when nothing matched); "
+    "1 some failed or ended with a warning (final status 0xB000 or a cancel); "
+    "2 the remote answered with a failure status, refused, aborted or could not be "
+    "reached, or the arguments are wrong"
+)
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
@@ -47,6 +53,49 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load(Path(path) if path else None, overrides)
 
 
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_mutually_exclusive_group()
+    for flag, const, text in (
+        ("-P", "PATIENT_ROOT", "Patient Root information model"),
+        ("-S", "STUDY_ROOT", "Study Root information model (default)"),
+        ("-O", "PATIENT_STUDY_ONLY", "Patient/Study Only information model"),
+    ):
+        model.add_argument(flag, dest="model", action="store_const", const=const, help=text)
+    parser.add_argument(
+        "-L",
+        "--level",
+        default=None,
+        help="QueryRetrieveLevel (default STUDY, or PATIENT with -P/-O)",
+    )
+
+
+def _add_calling_ae(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ae-title",
+        dest="server__ae_title",
+        metavar="VALUE",
+        help="our calling AE title ([server] ae_title)",
+    )
+
+
+def _add_retrieve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("remote", metavar="REMOTE", help="a [remotes] name or host:port:AE")
+    _add_model_flags(parser)
+    parser.add_argument(
+        "-k",
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a key by keyword or gggg,eeee, e.g. StudyInstanceUID=1.2.3",
+    )
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar on stderr even when it is not a terminal",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pypacs", description="A DICOM archive.")
     parser.add_argument("--version", action="version", version=f"pypacs {__version__}")
@@ -62,28 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
     find = sub.add_parser("find", help="C-FIND on a remote archive, like DCMTK's findscu")
     find.add_argument("remote", metavar="REMOTE", help="a [remotes] name or host:port:AE")
-    model = find.add_mutually_exclusive_group()
-    model.add_argument(
-        "-P",
-        dest="model",
-        action="store_const",
-        const="PATIENT_ROOT",
-        help="Patient Root information model",
-    )
-    model.add_argument(
-        "-S",
-        dest="model",
-        action="store_const",
-        const="STUDY_ROOT",
-        help="Study Root information model (default)",
-    )
-    model.add_argument(
-        "-O",
-        dest="model",
-        action="store_const",
-        const="PATIENT_STUDY_ONLY",
-        help="Patient/Study Only information model",
-    )
+    _add_model_flags(find)
     find.add_argument(
         "-k",
         "--key",
@@ -93,21 +121,50 @@ def _parser() -> argparse.ArgumentParser:
         help="a key by keyword or gggg,eeee; no value: return it",
     )
     find.add_argument(
-        "-L", "--level", default=None, help="QueryRetrieveLevel (default STUDY, or PATIENT with -P)"
-    )
-    find.add_argument(
         "--relational",
         action="store_true",
         help="ask for relational queries (extended negotiation)",
     )
     find.add_argument("--json", action="store_true", help="print DICOM JSON, one object a line")
     _add_setting_flags(find, ("logging",))
-    find.add_argument(
-        "--ae-title",
-        dest="server__ae_title",
-        metavar="VALUE",
-        help="our calling AE title ([server] ae_title)",
+    _add_calling_ae(find)
+
+    echo = sub.add_parser(
+        "echo",
+        help="C-ECHO a remote archive",
+        epilog="exit status: 0 the remote answered success; 2 it refused or did not answer",
     )
+    echo.add_argument("remote", metavar="REMOTE", help="a [remotes] name or host:port:AE")
+    _add_setting_flags(echo, ("logging",))
+    _add_calling_ae(echo)
+
+    get = sub.add_parser(
+        "get",
+        help="C-GET from a remote archive into ours (or --output DIR), like DCMTK's getscu",
+        epilog=_RETRIEVE_EXIT_STATUS,
+    )
+    _add_retrieve_arguments(get)
+    get.add_argument(
+        "--output",
+        metavar="DIR",
+        help="write each instance as DIR/<SOP Instance UID>.dcm instead of archiving it",
+    )
+    _add_setting_flags(get, ("storage", "database", "logging"))
+    _add_calling_ae(get)
+
+    move = sub.add_parser(
+        "move",
+        help="C-MOVE from a remote archive to an AE (default: ours), like DCMTK's movescu",
+        epilog=_RETRIEVE_EXIT_STATUS,
+    )
+    _add_retrieve_arguments(move)
+    move.add_argument(
+        "--dest",
+        metavar="AE",
+        help="move destination AE title, known to the remote (default: [server] ae_title)",
+    )
+    _add_setting_flags(move, ("logging",))
+    _add_calling_ae(move)
 
     chk = sub.add_parser("check", help="re-index orphan files, report index rows without files")
     chk.add_argument("--no-repair", action="store_true", help="only report")
@@ -129,6 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pypacs.findcmd import run_find
 
             return run_find(settings, args)
+        if args.command in ("echo", "get", "move"):
+            from pypacs import retrievecmd
+
+            if args.command == "echo":
+                return retrievecmd.run_echo(settings, args)
+            if args.command == "get":
+                return retrievecmd.run_get(settings, args)
+            return retrievecmd.run_move(settings, args)
         if args.command == "import":
             return _import(settings, [Path(p) for p in args.paths], progress=not args.no_progress)
         return _check(settings, repair=not args.no_repair)
