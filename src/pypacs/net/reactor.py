@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
-from pynetdicom.transport import RequestHandler
+from pynetdicom.transport import AssociationSocket, RequestHandler
 
 log = logging.getLogger(__name__)
 
@@ -290,3 +291,13 @@ class PromptRequestHandler(RequestHandler):
         assoc.dul.__class__ = PromptDUL
         assoc.dul.prepare()  # type: ignore[attr-defined]
         return assoc
+
+
+class PromptAE(AE):
+    """An AE whose requestor associations (C-MOVE to a destination) use the prompt DUL."""
+
+    def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> AssociationSocket:
+        # Called before the association starts its DUL thread: swap the DUL's loop now.
+        assoc.dul.__class__ = PromptDUL
+        assoc.dul.prepare()  # type: ignore[attr-defined]
+        return super()._create_socket(assoc, address, tls_args)

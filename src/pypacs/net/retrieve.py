@@ -21,7 +21,7 @@ from typing import Protocol, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_context, evt
+from pynetdicom import build_context, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import decode, encode
@@ -32,6 +32,7 @@ from pypacs.archive.transcode import choose_syntax, transcode
 from pypacs.errors import IndexUnavailable, PypacsError
 from pypacs.model.sop import QR_GET, QR_MOVE
 from pypacs.net.options import NetOptions, RemoteAE
+from pypacs.net.reactor import PromptAE
 from pypacs.net.status import Refused, Status
 from pypacs.query.from_dimse import parse_retrieve
 from pypacs.query.types import InvalidQuery, Query
@@ -326,7 +327,7 @@ class RetrieveService:
             self._outgoing.release()
 
     def _associate(self, remote: RemoteAE, syntaxes: list[tuple[str, str]]) -> Association:
-        ae = AE(ae_title=self.options.ae_title)
+        ae = PromptAE(ae_title=self.options.ae_title)
         ae.acse_timeout = self.options.acse_timeout
         ae.dimse_timeout = self.options.dimse_timeout
         ae.network_timeout = self.options.network_timeout
