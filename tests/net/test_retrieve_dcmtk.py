@@ -154,22 +154,13 @@ def keys_for(archive: Archive, level: str) -> tuple[list[str], set[str]]:
     )
 
 
-@pytest.mark.parametrize("level", LEVELS)
-def test_movescu_to_storescp(archive: Archive, storescp: Path, level: str) -> None:
-    keys, expected = keys_for(archive, level)
+def retrieve_with(
+    tool: str, flags: list[str], level: str, keys: list[str], archive: Archive
+) -> subprocess.CompletedProcess[str]:
+    """Run DCMTK's movescu or getscu against the archive for ``keys`` at ``level``."""
     model = "-P" if level == "PATIENT" else "-S"
-    run = subprocess.run(
-        [
-            "movescu",
-            "-d",
-            model,
-            "-aec",
-            "PYPACS",
-            "-aem",
-            DEST,
-            "-k",
-            f"QueryRetrieveLevel={level}",
-        ]
+    return subprocess.run(
+        [tool, *flags, model, "-aec", "PYPACS", "-k", f"QueryRetrieveLevel={level}"]
         + [arg for key in keys for arg in ("-k", key)]
         + ["127.0.0.1", str(archive.server.dicom_port)],
         capture_output=True,
@@ -177,6 +168,12 @@ def test_movescu_to_storescp(archive: Archive, storescp: Path, level: str) -> No
         env=NODELAY,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_movescu_to_storescp(archive: Archive, storescp: Path, level: str) -> None:
+    keys, expected = keys_for(archive, level)
+    run = retrieve_with("movescu", ["-d", "-aem", DEST], level, keys, archive)
     assert run.returncode == 0, run.stderr
     got = received(storescp)
     assert set(got) == expected
@@ -202,28 +199,9 @@ def test_getscu_into_a_folder(archive: Archive, tmp_path: Path, level: str) -> N
     keys, expected = keys_for(archive, level)
     out = tmp_path / "got"
     out.mkdir()
-    model = "-P" if level == "PATIENT" else "-S"
-    # getscu offers every storage class with JPEG 2000 lossless, RLE and the uncompressed
-    # syntaxes; which one a context takes decides whether pypacs sends as stored.
-    run = subprocess.run(
-        [
-            "getscu",
-            "-v",
-            model,
-            "-aec",
-            "PYPACS",
-            "-od",
-            str(out),
-            "-k",
-            f"QueryRetrieveLevel={level}",
-        ]
-        + [arg for key in keys for arg in ("-k", key)]
-        + ["127.0.0.1", str(archive.server.dicom_port)],
-        capture_output=True,
-        text=True,
-        env=NODELAY,
-        timeout=60,
-    )
+    # getscu offers every storage class with the uncompressed syntaxes; the JPEG 2000 and
+    # RLE instances are transcoded for it.
+    run = retrieve_with("getscu", ["-v", "-od", str(out)], level, keys, archive)
     assert run.returncode == 0, run.stderr
     got = received(out)
     assert set(got) == expected
