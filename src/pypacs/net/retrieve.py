@@ -124,7 +124,7 @@ class StoreChannel:
             data = self.archive.read_instance(stored)
             if stored.transfer_syntax_uid in syntaxes:
                 syntax = stored.transfer_syntax_uid
-                payload = bytes(memoryview(data)[dataset_offset(data) :])
+                payload: bytes | memoryview = memoryview(data)[dataset_offset(data) :]
             else:
                 target = choose_syntax(stored.transfer_syntax_uid, list(syntaxes))
                 if target is None:
@@ -139,7 +139,7 @@ class StoreChannel:
         return self._store(stored, syntaxes[syntax], payload)
 
     def _store(
-        self, stored: StoredInstance, context_id: int, payload: bytes
+        self, stored: StoredInstance, context_id: int, payload: bytes | memoryview
     ) -> tuple[Status | None, str]:
         self._message_id = self._message_id % 0xFFFF + 1
         req = C_STORE()
@@ -184,7 +184,8 @@ def move_contexts(syntaxes: list[tuple[str, str]]) -> list[PresentationContext]:
     classes = sorted({sop_class for sop_class, _ in syntaxes})
     fallbacks = [build_context(c, list(_UNCOMPRESSED)) for c in classes]
     exact = [build_context(c, [ts]) for c, ts in sorted(set(syntaxes))]
-    # Past 128 contexts the stored-as-is ones go first: transcoding still reaches the peer.
+    # Past 128 contexts the exact ones are left out first: through the fallbacks every
+    # SOP class still reaches the peer, transcoded.
     return (fallbacks + exact)[:_MAX_CONTEXTS]
 
 
