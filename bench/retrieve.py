@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
+
 from clients import store
 from data import Corpus, Layout, generate
 from targets import (
@@ -38,14 +40,14 @@ from targets import (
     BenchError,
     Peer,
     Target,
-    _status_kib,
-    _tree,
     echo,
     free_port,
     make_target,
     nodelay_env,
+    process_tree,
     require_binary,
     require_pypacs,
+    status_kib,
     tool_versions,
 )
 
@@ -96,7 +98,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def current_kib(self) -> int:
-        return sum(_status_kib(pid, "VmRSS") for pid in _tree(self.pid))
+        return sum(status_kib(pid, "VmRSS") for pid in process_tree(self.pid))
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
@@ -203,8 +205,6 @@ def run_target(name: str, corpus: Corpus, repeat: int, workdir: Path) -> Run:
 
 
 def study_uid(corpus: Corpus) -> str:
-    from pydicom import dcmread
-
     return str(dcmread(corpus.files[0], stop_before_pixels=True).StudyInstanceUID)
 
 

@@ -122,7 +122,7 @@ def echo(ae_title: str, port: int) -> bool:
     return result.returncode == 0
 
 
-def _status_kib(pid: int, field: str) -> int:
+def status_kib(pid: int, field: str) -> int:
     """A ``kB`` field of /proc/PID/status (VmHWM, VmRSS), 0 when the process is gone."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
@@ -141,7 +141,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _tree(pid: int) -> Iterator[int]:
+def process_tree(pid: int) -> Iterator[int]:
     pending = [pid]
     while pending:
         current = pending.pop()
@@ -161,8 +161,8 @@ class PeakRss:
         self._thread.start()
 
     def _sample(self) -> None:
-        for pid in _tree(self.pid):
-            self._peak_kib = max(self._peak_kib, _status_kib(pid, "VmHWM"))
+        for pid in process_tree(self.pid):
+            self._peak_kib = max(self._peak_kib, status_kib(pid, "VmHWM"))
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
