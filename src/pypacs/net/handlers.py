@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from io import BytesIO
 from typing import cast
 
 from pydicom.dataset import Dataset
@@ -20,7 +18,8 @@ from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pypacs.archive import Archive
 from pypacs.model.sop import QR_FIND, QR_GET, QR_MOVE
 from pypacs.net.options import NetOptions
-from pypacs.net.part10 import file_meta
+from pypacs.net.part10 import received_part10
+from pypacs.net.reactor import nodelay
 from pypacs.net.retrieve import RetrieveService
 from pypacs.net.status import Status, status_for
 from pypacs.query.from_dimse import parse_identifier
@@ -67,11 +66,7 @@ class DimseHandlers:
     # -- association bookkeeping: one log line per association ---------------------------
 
     def on_conn_open(self, event: evt.Event) -> None:
-        transport = event.assoc.dul.socket
-        sock = transport.socket if transport is not None else None
-        if sock is not None:
-            # Nagle's algorithm would hold each small response back ~40 ms on loopback.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nodelay(event)
         requestor = event.assoc.requestor
         address = f"{requestor.address}:{requestor.port}"
         with self._lock:
@@ -130,15 +125,8 @@ class DimseHandlers:
     def on_store(self, event: evt.Event) -> int | Dataset:
         request = cast(C_STORE, event.request)
         try:
-            context = event.context
-            meta = file_meta(
-                str(request.AffectedSOPClassUID),
-                str(request.AffectedSOPInstanceUID),
-                str(context.transfer_syntax),
-            )
-            data = cast(BytesIO, request.DataSet).getvalue()
             result = self.archive.store_instance(
-                meta + data,
+                received_part10(request, str(event.context.transfer_syntax)),
                 expected_sop_class=request.AffectedSOPClassUID,
                 expected_sop_instance=request.AffectedSOPInstanceUID,
             )

@@ -8,8 +8,11 @@ VR little endian (PS3.10 7.1), written here directly.
 from __future__ import annotations
 
 import struct
+from io import BytesIO
+from typing import cast
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom.dimse_primitives import C_STORE
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 _VERSION = struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01"
@@ -36,3 +39,11 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: st
     )
     length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
     return _PREAMBLE + length + body
+
+
+def received_part10(request: C_STORE, transfer_syntax_uid: str) -> bytes:
+    """A received C-STORE's data set bytes, as they came, behind their file meta header."""
+    meta = file_meta(
+        str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), transfer_syntax_uid
+    )
+    return meta + cast(BytesIO, request.DataSet).getvalue()

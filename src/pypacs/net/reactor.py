@@ -38,6 +38,14 @@ _MAX_WAIT = 0.05
 _SEND_QUEUE_LIMIT = 8
 
 
+def nodelay(event: Any) -> None:
+    """An EVT_CONN_OPEN handler: without TCP_NODELAY, Nagle's algorithm holds each small
+    PDU back (about 40 ms on loopback, waiting for the peer's delayed ACK)."""
+    transport = event.assoc.dul.socket
+    if transport is not None and transport.socket is not None:
+        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class PromptDUL(DULServiceProvider):
     """The DUL provider, waiting on its socket instead of sleeping."""
 

@@ -10,7 +10,6 @@ transfer syntax, and are transcoded only when it did not.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from pypacs.archive.transcode import choose_syntax, transcode
 from pypacs.errors import IndexUnavailable, PypacsError
 from pypacs.model.sop import QR_GET, QR_MOVE
 from pypacs.net.options import NetOptions, RemoteAE
-from pypacs.net.reactor import PromptAE
+from pypacs.net.reactor import PromptAE, nodelay
 from pypacs.net.status import Refused, Status
 from pypacs.query.from_dimse import parse_retrieve
 from pypacs.query.types import InvalidQuery, Query
@@ -338,7 +337,7 @@ class RetrieveService:
             remote.port,
             contexts=move_contexts(syntaxes),
             ae_title=remote.ae_title,
-            evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+            evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
         )
         if not out.is_established:
             raise Refused(
@@ -351,13 +350,6 @@ class RetrieveService:
         while not out._is_paused and out.is_established:
             time.sleep(0.0001)
         return out
-
-
-def _nodelay(event: evt.Event) -> None:
-    # Nagle's algorithm would hold each C-STORE request's last PDU back on loopback.
-    transport = event.assoc.dul.socket
-    if transport is not None and transport.socket is not None:
-        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _end(out: Association) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
@@ -26,7 +24,8 @@ from pypacs.model.sop import (
     STORAGE_TRANSFER_SYNTAXES,
 )
 from pypacs.net.options import RemoteAE
-from pypacs.net.part10 import file_meta
+from pypacs.net.part10 import received_part10
+from pypacs.net.reactor import nodelay
 from pypacs.net.status import Status, status_for
 
 log = logging.getLogger("pypacs.scu")
@@ -130,12 +129,6 @@ def parse_remote(text: str, remotes: tuple[RemoteAE, ...]) -> RemoteAE:
     )
 
 
-def _nodelay(event: evt.Event) -> None:
-    transport = event.assoc.dul.socket
-    if transport is not None and transport.socket is not None:
-        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def _ae(calling_ae: str, timeout: float) -> AE:
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
@@ -163,7 +156,7 @@ def _associate(
         ae_title=remote.ae_title,
         max_pdu=max_pdu,
         ext_neg=ext_neg or [],
-        evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), *(handlers or [])],
+        evt_handlers=[(evt.EVT_CONN_OPEN, nodelay), *(handlers or [])],
     )
     where = f"{remote.ae_title} at {remote.host}:{remote.port}"
     if assoc.is_rejected:
@@ -337,16 +330,10 @@ def _part10(event: evt.Event) -> bytes:
     Raises:
         InvalidInstance: the request's UIDs are not ASCII.
     """
-    request = cast(C_STORE, event.request)
     try:
-        meta = file_meta(
-            str(request.AffectedSOPClassUID),
-            str(request.AffectedSOPInstanceUID),
-            str(event.context.transfer_syntax),
-        )
+        return received_part10(cast(C_STORE, event.request), str(event.context.transfer_syntax))
     except UnicodeError as exc:
         raise InvalidInstance("SOP Class or Instance UID is not ASCII", "unparsable") from exc
-    return meta + cast(BytesIO, request.DataSet).getvalue()
 
 
 def _progress(
