@@ -156,6 +156,22 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "web",
+        "qido_default_limit",
+        int,
+        1000,
+        "QIDO-RS matches answered when the request gives no limit (0: all)",
+        _non_negative_int,
+    ),
+    Setting(
+        "web",
+        "stow_max_bytes",
+        int,
+        2_147_483_648,
+        "largest STOW-RS request body accepted (bytes)",
+        _positive_int,
+    ),
+    Setting(
         "logging",
         "level",
         str,
@@ -214,7 +230,13 @@ class Settings:
 
     def web_options(self) -> WebOptions:
         return WebOptions(
-            host=self.values[("server", "host")], port=self.values[("server", "http_port")]
+            host=self.values[("server", "host")],
+            port=self.values[("server", "http_port")],
+            ae_title=self.values[("server", "ae_title")],
+            pn_case_insensitive=self.values[("query", "pn_case_insensitive")],
+            max_results=self.values[("query", "max_results")],
+            qido_default_limit=self.values[("web", "qido_default_limit")],
+            stow_max_bytes=self.values[("web", "stow_max_bytes")],
         )
 
 

@@ -77,7 +77,7 @@ def run(settings: Settings) -> None:
             )
 
         config = uvicorn.Config(
-            create_app(archive, on_ready=ready),
+            create_app(archive, web, on_ready=ready),
             log_config=None,
             access_log=False,
             lifespan="on",

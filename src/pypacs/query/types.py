@@ -15,10 +15,19 @@ class TooManyMatches(PypacsError):
 class InvalidQuery(PypacsError):
     """An identifier the standard does not allow; ``tag`` names the offending element."""
 
-    def __init__(self, reason: str, tag: int | None = None, *, unsupported: bool = False) -> None:
+    def __init__(
+        self,
+        reason: str,
+        tag: int | None = None,
+        *,
+        unsupported: bool = False,
+        parameter: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.tag = tag
+        # The QIDO-RS query parameter at fault, when the query came over HTTP.
+        self.parameter = parameter
         # True when the request is valid but asks for something pypacs cannot do.
         self.unsupported = unsupported
 

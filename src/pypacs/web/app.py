@@ -1,4 +1,4 @@
-"""create_app(archive): the ASGI application."""
+"""create_app(archive, options): the ASGI application and its routes table."""
 
 from __future__ import annotations
 
@@ -9,14 +9,26 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 import pypacs
 from pypacs.archive import Archive
+from pypacs.web import qido
+from pypacs.web.errors import EXCEPTION_HANDLERS
+from pypacs.web.options import WebOptions
+
+# PS3.18 8.2: every DICOMweb resource lives under one base URL.
+DICOMWEB_BASE = "/dicom-web"
 
 
-def create_app(archive: Archive, on_ready: Callable[[], None] | None = None) -> Starlette:
-    """The HTTP side of pypacs; for now a status endpoint."""
+def create_app(
+    archive: Archive,
+    options: WebOptions | None = None,
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> Starlette:
+    """The HTTP side of pypacs: DICOMweb under /dicom-web, the admin API under /api."""
+    options = options or WebOptions()
 
     async def health(_request: Request) -> JSONResponse:
         stats = await run_in_threadpool(archive.statistics)
@@ -38,4 +50,8 @@ def create_app(archive: Archive, on_ready: Callable[[], None] | None = None) -> 
             on_ready()
         yield
 
-    return Starlette(routes=[Route("/api/health", health)], lifespan=lifespan)
+    routes: list[BaseRoute] = [
+        Route("/api/health", health),
+        *qido.routes(archive, options, DICOMWEB_BASE),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
