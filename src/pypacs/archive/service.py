@@ -20,8 +20,14 @@ from pypacs.index import reads, tx
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import migrate
 from pypacs.index.writes import InstanceRecord, Outcome, WriteResult, upsert_instance
-from pypacs.query.respond import ResponseContext, Row, build_identifier, passes_residual
-from pypacs.query.to_sql import compile_locate, compile_query
+from pypacs.query.respond import (
+    ResponseContext,
+    Row,
+    build_identifier,
+    build_json,
+    passes_residual,
+)
+from pypacs.query.to_sql import Compiled, compile_locate, compile_query
 from pypacs.query.types import Query, TooManyMatches
 from pypacs.store import BlobKey, BlobStore, open_store
 
@@ -163,6 +169,23 @@ class Archive:
             TooManyMatches: after ``query.max_results`` identifiers, when more match.
             IndexUnavailable: the index cannot be read.
         """
+        for compiled, row in self._matches(query, sql_matching):
+            yield build_identifier(query, compiled, row, context)
+
+    def search(
+        self, query: Query, context: ResponseContext
+    ) -> Generator[dict[str, Any], None, None]:
+        """The same matches as ``find``, each as a DICOM JSON object (QIDO-RS).
+
+        Raises:
+            TooManyMatches, IndexUnavailable: as for ``find``.
+        """
+        for compiled, row in self._matches(query, True):
+            yield build_json(query, compiled, row, context)
+
+    def _matches(
+        self, query: Query, sql_matching: bool
+    ) -> Generator[tuple[Compiled, Row], None, None]:
         compiled = compile_query(query, sql_matching=sql_matching)
         residual = bool(compiled.residual) or compiled.combined_residual is not None
         skip = query.offset if residual else 0
@@ -178,7 +201,7 @@ class Archive:
                     continue
                 if query.max_results and sent == query.max_results:
                     raise TooManyMatches(f"more than {query.max_results} matches; refine the query")
-                yield build_identifier(query, compiled, row, context)
+                yield compiled, row
                 sent += 1
                 if limit and sent == limit:
                     return

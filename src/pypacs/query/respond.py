@@ -141,6 +141,41 @@ def _add_column_value(ds: Dataset, key: Key, value: Any) -> None:
         ds.add_new(key.tag, key.vr, value if isinstance(value, int) else str(value))
 
 
+def _stored_json(
+    query: Query, compiled: Compiled, row: Row, tag: int, level: Level
+) -> dict[str, Any] | None:
+    """One requested key of a match as DICOM JSON; ``None`` when nothing is stored."""
+    key = column_key(tag)
+    if key is not None and (key.derived or level not in compiled.attrs):
+        return _from_column(key, row.column(level, str(key.column)))
+    element = row.element(tag, level)
+    return None if element is None else _returned_items(query, tag, element)
+
+
+def build_json(
+    query: Query, compiled: Compiled, row: Row, context: ResponseContext
+) -> dict[str, Any]:
+    """The DICOM JSON object (PS3.18 F.2) of one match: the keys ``build_identifier``
+    returns, or with ``include_all`` every stored attribute of the joined levels too,
+    without building a Dataset in between."""
+    found: dict[str, Any] = {}
+    if query.include_all:
+        for level in compiled.levels:
+            found.update(row.attrs(level))
+    for tag, level in query.return_tags:
+        if tag == RETRIEVE_AE_TITLE:
+            element: dict[str, Any] | None = {"vr": "AE", "Value": [context.ae_title]}
+        elif tag == INSTANCE_AVAILABILITY:
+            element = {"vr": "CS", "Value": ["ONLINE"]}
+        elif level in compiled.levels:
+            element = _stored_json(query, compiled, row, tag, level)
+        else:
+            element = None
+        found[f"{tag:08X}"] = element or {"vr": vr_of(tag)}
+    found.pop(f"{QUERY_RETRIEVE_LEVEL:08X}", None)
+    return dict(sorted(found.items()))
+
+
 def build_identifier(
     query: Query, compiled: Compiled, row: Row, context: ResponseContext
 ) -> Dataset:

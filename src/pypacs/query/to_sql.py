@@ -175,6 +175,8 @@ def compile_query(query: Query, *, sql_matching: bool = True) -> Compiled:
     attrs.update(
         level for tag, level in query.return_tags if level in levels and column_key(tag) is None
     )
+    if query.include_all:
+        attrs.update(levels)
     base = LEVEL_TABLES[query.level]
     statement = (
         select(*_columns(levels, attrs))

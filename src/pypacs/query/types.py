@@ -113,3 +113,5 @@ class Query:
     max_results: int = 0  # 0: no maximum; past it the query fails (TooManyMatches)
     # Sequence keys with an item: which items and which of their keys come back (C.2.2.2.6).
     sequences: tuple[Match, ...] = ()
+    # QIDO-RS includefield=all (PS3.18 8.3.4.3): every stored attribute of the joined levels.
+    include_all: bool = False
