@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the archive: DICOM and HTTP")
-    _add_setting_flags(serve, ("server", "storage", "database", "query", "logging"))
+    _add_setting_flags(
+        serve, ("server", "storage", "database", "query", "retrieve", "web", "logging")
+    )
 
     imp = sub.add_parser("import", help="ingest DICOM files and folders (recursively)")
     imp.add_argument("paths", nargs="+", metavar="PATH")

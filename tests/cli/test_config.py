@@ -104,6 +104,12 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
             "[retrieve]\nmax_move_associations = 0\n",
             "[retrieve] max_move_associations = 0: expected a positive integer",
         ),
+        (
+            "[web]\nqido_default_limit = -5\n",
+            "[web] qido_default_limit = -5: expected an integer >= 0",
+        ),
+        ("[web]\nstow_max_bytes = 0\n", "[web] stow_max_bytes = 0: expected a positive integer"),
+        ('[web]\nstow_max_bytes = "1G"\n', '[web] stow_max_bytes = "1G": expected an integer'),
     ],
 )
 def test_wrong_values_name_file_key_value_and_expectation(
@@ -125,6 +131,16 @@ def test_retrieve_settings_reach_the_network_options(tmp_path: Path) -> None:
     assert parse_flag(flag, "A, B") == ["A", "B"]
     with pytest.raises(ConfigError, match="--allowed-aes 'A,THIS-TITLE-IS-TOO-LONG'"):
         parse_flag(flag, "A,THIS-TITLE-IS-TOO-LONG")
+
+
+def test_web_settings_reach_the_web_options(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nae_title = "ARCH"\n[web]\nqido_default_limit = 0\n')
+    options = load(path, {("web", "stow_max_bytes"): 1000}).web_options()
+    assert (options.qido_default_limit, options.stow_max_bytes) == (0, 1000)
+    assert options.ae_title == "ARCH"
+    flag = next(s for s in SETTINGS if s.key == "qido_default_limit")
+    with pytest.raises(ConfigError, match="--qido-default-limit"):
+        parse_flag(flag, "lots")
 
 
 def test_missing_file(tmp_path: Path) -> None:
