@@ -35,6 +35,8 @@ def check(archive: Archive, *, repair: bool = True) -> CheckReport:
     is read in batches.
     """
     report = CheckReport()
+    if repair and (finished := archive.finish_deletions()):
+        log.warning("finished the removal of %d blobs of deleted instances", finished)
     scanned: set[str] = set()
     for prefix, keys in archive.store.scan():
         scanned.add(prefix)
@@ -43,6 +45,8 @@ def check(archive: Archive, *, repair: bool = True) -> CheckReport:
         indexed = tx.read(archive.engine, partial(reads.blob_keys_between, low=low, high=high))
         for key in keys:
             if indexed.pop(str(key), None) is not None:
+                continue
+            if archive.is_deleted_blob(key):  # its rows were deleted: never re-index it
                 continue
             if repair:
                 _reindex(archive, key, report)

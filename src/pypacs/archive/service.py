@@ -6,17 +6,27 @@ import logging
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from pypacs.archive.ingest import Header, build_record, read_header
+from pypacs.archive.metadata import InstanceAttributes, instance_attributes
 from pypacs.archive.options import ArchiveOptions
 from pypacs.archive.retrieve import Retrieval, StoredInstance
-from pypacs.errors import IndexConflict, InvalidInstance, OutOfResources, StoreError
-from pypacs.index import reads, tx
+from pypacs.errors import (
+    IndexConflict,
+    IndexUnavailable,
+    InvalidInstance,
+    NotFound,
+    OutOfResources,
+    StoreError,
+)
+from pypacs.index import deletes, reads, tx
+from pypacs.index.deletes import Removed
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import migrate
 from pypacs.index.writes import InstanceRecord, Outcome, WriteResult, upsert_instance
@@ -27,7 +37,7 @@ from pypacs.query.respond import (
     build_json,
     passes_residual,
 )
-from pypacs.query.to_sql import Compiled, compile_locate, compile_query
+from pypacs.query.to_sql import Compiled, compile_attributes, compile_locate, compile_query
 from pypacs.query.types import Query, TooManyMatches
 from pypacs.store import BlobKey, BlobStore, open_store
 
@@ -253,6 +263,84 @@ class Archive:
 
     def statistics(self) -> reads.Statistics:
         return tx.read(self.engine, reads.statistics)
+
+    @contextmanager
+    def attributes(self, query: Query) -> Iterator[Iterator[InstanceAttributes]]:
+        """The stored attributes of the instances under the entities ``query`` names (a
+        retrieve identifier), in retrieve order, from one snapshot of the index; no blob
+        is opened.
+
+        Raises:
+            IndexUnavailable: the index cannot be read.
+        """
+        statement = compile_attributes(query)
+        with tx.snapshot(self.engine) as conn:
+            yield instance_attributes(reads.stream(conn, statement))
+
+    def delete(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> Removed:
+        """Remove a study, a series of it, or an instance of that series: index rows first
+        (parents left empty go too, derived values are recomputed), then the blobs. See
+        index/deletes.py for why that order and what a crash in between leaves.
+
+        Raises:
+            NotFound: the entity is not in the archive.
+            IndexUnavailable: the index cannot be written.
+        """
+
+        def remove(conn: Connection) -> Removed | None:
+            return deletes.delete_entity(conn, study_uid, series_uid, sop_instance_uid)
+
+        # A store into the same branch may commit meanwhile (PostgreSQL): the retry sees it.
+        for attempt in range(3):
+            try:
+                removed = self._writer.submit(remove)
+                break
+            except IndexConflict:
+                if attempt == 2:
+                    raise
+        if removed is None:
+            what = f"study {study_uid}"
+            if series_uid is not None:
+                what = f"series {series_uid} of {what}"
+            if sop_instance_uid is not None:
+                what = f"instance {sop_instance_uid} of {what}"
+            raise NotFound(f"{what} is not in the archive")
+        self._remove_deleted_blobs(removed.blob_keys)
+        return removed
+
+    def finish_deletions(self) -> int:
+        """Remove the blobs that deletes interrupted by a crash left; return how many
+        recorded blobs were settled (removed now, or found gone already)."""
+        finished, after = 0, ""
+        while keys := tx.read(self.engine, partial(deletes.recorded_deletions, after=after)):
+            finished += self._remove_deleted_blobs(keys)
+            after = keys[-1]
+        return finished
+
+    def is_deleted_blob(self, key: BlobKey) -> bool:
+        """Whether ``key`` is the blob of a deleted instance: never to be re-indexed."""
+        return tx.read(self.engine, lambda conn: deletes.is_recorded(conn, key))
+
+    def _remove_deleted_blobs(self, keys: list[str]) -> int:
+        gone: list[str] = []
+        for key in keys:
+            try:
+                self.store.delete(BlobKey(key))
+            except StoreError as exc:  # still recorded: the next check removes it
+                log.error("could not remove the blob %s of a deleted instance: %s", key, exc)
+                continue
+            gone.append(key)
+        if gone:
+            try:
+                self._writer.submit(lambda conn: deletes.forget_deletions(conn, gone))
+            except (IndexUnavailable, IndexConflict) as exc:  # forgotten by the next check
+                log.warning("deleted blobs stay recorded until the next check: %s", exc)
+        return len(gone)
 
 
 def _check_expected(header: Header, sop_class: str | None, sop_instance: str | None) -> None:

@@ -116,6 +116,17 @@ demographics_conflict = Table(
     Column("seen_at", String, nullable=False),
 )
 
+# Blobs of deleted instances: recorded in the transaction that removes their rows, forgotten
+# once the blobs are gone. A crash in between leaves blobs that the consistency check removes
+# instead of re-indexing them (index/deletes.py).
+blob_deletion = Table(
+    "blob_deletion",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("blob_key", String, nullable=False, unique=True),
+    Column("requested_at", String, nullable=False),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,

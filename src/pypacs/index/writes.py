@@ -272,21 +272,28 @@ def recount(conn: Connection, *, series_pk: int, study_pk: int, patient_pk: int)
                 or None,
             )
         )
-    studies = conn.execute(
+    refresh_patient(conn, patient_pk)
+
+
+def refresh_patient(conn: Connection, patient_pk: int) -> int:
+    """Recompute a patient's counts from its studies, or remove it if it has none left;
+    return the number of patients removed (0 or 1)."""
+    n_studies, n_series, n_instances = conn.execute(
         select(
             func.count(),
             func.coalesce(func.sum(study.c.num_series), 0),
             func.coalesce(func.sum(study.c.num_instances), 0),
         ).where(study.c.patient_pk == patient_pk)
     ).one()
-    if studies[0] == 0:
-        conn.execute(
-            demographics_conflict.delete().where(demographics_conflict.c.patient_pk == patient_pk)
-        )
-        conn.execute(patient.delete().where(patient.c.pk == patient_pk))
-    else:
+    if n_studies:
         conn.execute(
             update(patient)
             .where(patient.c.pk == patient_pk)
-            .values(num_studies=studies[0], num_series=studies[1], num_instances=studies[2])
+            .values(num_studies=n_studies, num_series=n_series, num_instances=n_instances)
         )
+        return 0
+    conn.execute(
+        demographics_conflict.delete().where(demographics_conflict.c.patient_pk == patient_pk)
+    )
+    conn.execute(patient.delete().where(patient.c.pk == patient_pk))
+    return 1

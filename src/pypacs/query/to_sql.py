@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, FromClause, Select, String, and_, func, literal, or_, select
@@ -22,6 +23,7 @@ _PARENT_JOIN = {
 }
 
 
+@cache  # called for every returned key of every match
 def label(level: Level, column: str) -> str:
     return f"{level.value.lower()}__{column}"
 
@@ -39,6 +41,7 @@ def _levels(query: Query) -> tuple[Level, ...]:
     return LEVEL_ORDER[: query.level.depth + 1]
 
 
+@cache
 def column_key(tag: int) -> Key | None:
     """The key table entry of a tag when it has a column."""
     key = key_for_tag(tag)
@@ -238,4 +241,34 @@ def compile_locate(query: Query) -> Located:
         .select_from(located)
         .where(*where)
         .distinct(),
+    )
+
+
+def compile_attributes(query: Query) -> Select[Any]:
+    """Each instance under the entities a retrieve names, with the attribute sets of its
+    four levels, in the order ``compile_locate`` streams them (PS3.18 10.4.1.1.2 metadata).
+
+    Retrieve keys all have columns: nothing is residual.
+    """
+    where, residual, _ = _where(query, LEVEL_ORDER, True)
+    if residual:
+        raise ValueError(f"retrieve keys without an index column: {residual}")
+    columns = (
+        patient.c.pk.label("patient_pk"),
+        patient.c.attrs.label("patient_attrs"),
+        study.c.pk.label("study_pk"),
+        study.c.study_instance_uid,
+        study.c.attrs.label("study_attrs"),
+        series.c.pk.label("series_pk"),
+        series.c.series_instance_uid,
+        series.c.attrs.label("series_attrs"),
+        instance.c.sop_instance_uid,
+        instance.c.transfer_syntax_uid,
+        instance.c.attrs.label("instance_attrs"),
+    )
+    return (
+        select(*columns)
+        .select_from(_all_levels())
+        .where(*where)
+        .order_by(series.c.pk, instance.c.pk)
     )
