@@ -1,0 +1,66 @@
+"""DELETE of a study, a series or an instance (an administrative extension: PS3.18 defines
+no delete transaction; the resource URLs are those of PS3.18 10.4.1.1).
+
+Success is 204 No Content. The archive removes the index rows first, with every derived
+count, then the files (index/deletes.py says why, and what a crash in between leaves).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from pypacs.archive import Archive
+from pypacs.web.errors import bad_parameter
+from pypacs.web.options import WebOptions
+
+log = logging.getLogger("pypacs.web.delete")
+
+# PS3.5 9.1: digits and dots, at most 64 characters. Leading zeros, which 9.1 forbids, are
+# let through: a UID received with them must still be deletable.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def path_uid(value: str, name: str) -> str:
+    """A UID from the request path.
+
+    Raises:
+        HttpProblem: 400 naming the path segment, when ``value`` is not a UID.
+    """
+    if len(value) > 64 or _UID.fullmatch(value) is None:
+        raise bad_parameter(name, f"{name} {value!r} is not a UID (PS3.5 9.1)")
+    return value
+
+
+def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
+    """DELETE {base}/studies/{study}[/series/{series}[/instances/{instance}]]."""
+
+    async def delete(request: Request) -> Response:
+        params = request.path_params
+        study = path_uid(params["study"], "study")
+        series = path_uid(params["series"], "series") if "series" in params else None
+        instance = path_uid(params["instance"], "instance") if "instance" in params else None
+        removed = await run_in_threadpool(archive.delete, study, series, instance)
+        log.info(
+            "DELETE from %s: %s: %d patients, %d studies, %d series, %d instances removed",
+            request.client.host if request.client else "?",
+            request.url.path,
+            removed.patients,
+            removed.studies,
+            removed.series,
+            removed.instances,
+        )
+        return Response(status_code=204)
+
+    study = f"{base}/studies/{{study}}"
+    series = f"{study}/series/{{series}}"
+    return [
+        Route(study, delete, methods=["DELETE"]),
+        Route(series, delete, methods=["DELETE"]),
+        Route(f"{series}/instances/{{instance}}", delete, methods=["DELETE"]),
+    ]

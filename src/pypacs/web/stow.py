@@ -1,0 +1,402 @@
+"""STOW-RS: store instances sent over HTTP (PS3.18 10.5).
+
+Each part of a ``multipart/related; type="application/dicom"`` body is a PS3.10 file, stored
+as received through ``Archive.store_instance`` as soon as it has arrived: memory holds one
+part. (A part that lacks the 128-byte preamble and "DICM" gets them; nothing else changes.)
+The answer goes out once the whole body has been read and every part stored or refused, so
+a 200 or 202 acknowledges only durable instances (DESIGN rule 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import pydicom
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from pypacs.archive import Archive
+from pypacs.errors import IndexUnavailable, InvalidInstance, StoreError
+from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
+from pypacs.web.delete import path_uid
+from pypacs.web.errors import HttpProblem, bad_parameter, not_acceptable
+from pypacs.web.multipart import MultipartError, Part, boundary_of, media_type, read_parts
+from pypacs.web.options import WebOptions
+
+log = logging.getLogger("pypacs.web.stow")
+
+DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+_RESPONSE_TYPES = (DICOM_JSON, "application/json")
+
+
+class FailureReason(IntEnum):
+    """FailureReason (0008,1197) values, PS3.18 I.2.2 Table I.2-2."""
+
+    PROCESSING_FAILURE = 0x0110
+    OUT_OF_RESOURCES = 0xA700
+    # Also a Study Instance UID other than the request's (PS3.18 10.5.3.1, 409's example).
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+    TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+
+
+class WarningReason(IntEnum):
+    """WarningReason (0008,1196) values (PS3.18 I.2.1 Table I.2-1, and codes of ours, which
+    I.2.1 lets the conformance statement define)."""
+
+    # Ours: the SOP Instance UID was already stored; the stored copy was kept and the
+    # received one dropped (the "B" of a warning, then 0111H, PS3.7 C's Duplicate SOP
+    # Instance). With [storage] overwrite_duplicates the received copy replaces it instead.
+    ALREADY_STORED = 0xB111
+
+
+# Tags of the Store Instances Response Module (PS3.18 I.1 Table I.1-1) and its items.
+_RETRIEVE_URL = "00081190"
+_FAILED_SOP_SEQUENCE = "00081198"
+_REFERENCED_SOP_SEQUENCE = "00081199"
+_REFERENCED_SOP_CLASS = "00081150"
+_REFERENCED_SOP_INSTANCE = "00081155"
+_WARNING_REASON = "00081196"
+_FAILURE_REASON = "00081197"
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """What a part says it is, read from its header before it is stored (any may be None)."""
+
+    sop_class: str | None = None
+    sop_instance: str | None = None
+    study: str | None = None
+    series: str | None = None
+    transfer_syntax: str | None = None
+
+
+_IDENTITY_TAGS = [0x00080016, 0x00080018, 0x0020000D, 0x0020000E]
+
+
+def _identify(data: bytearray) -> _Identity:
+    """The UIDs of a received PS3.10 file, from its data set, else from its meta information
+    alone; never raises (a file that does not parse is for the archive to refuse)."""
+    for length in (len(data), _meta_length(data)):
+        try:
+            ds = pydicom.dcmread(
+                _ViewFile(data, length), stop_before_pixels=True, specific_tags=_IDENTITY_TAGS
+            )
+        except Exception:  # pydicom raises many types on input that is not DICOM
+            continue
+        meta = ds.file_meta
+        return _Identity(
+            sop_class=_text(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")),
+            sop_instance=_text(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID")),
+            study=_text(ds.get("StudyInstanceUID")),
+            series=_text(ds.get("SeriesInstanceUID")),
+            transfer_syntax=_text(meta.get("TransferSyntaxUID")),
+        )
+    return _Identity()
+
+
+class _ViewFile:
+    """The first ``length`` bytes of a buffer as a read-only file, without the copy that
+    BytesIO would make of a part that may be large."""
+
+    def __init__(self, data: bytearray, length: int) -> None:
+        self._view = memoryview(data)[:length]
+        self._pos = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else self._pos + size
+        chunk = self._view[self._pos : end].tobytes()
+        self._pos += len(chunk)
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._pos, len(self._view))[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _meta_length(data: bytearray) -> int:
+    """Where the File Meta Information ends, from its group length (PS3.10 7.1), or 0."""
+    # Preamble, "DICM", then (0002,0000) UL, explicit VR little endian: tag, "UL", 2 + 4 bytes.
+    if data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        return 0
+    return 144 + int.from_bytes(data[140:144], "little")
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else (str(value).strip() or None)
+
+
+def _instances(n: int) -> str:
+    return f"{n} instance" if n == 1 else f"{n} instances"
+
+
+@dataclass
+class _Outcomes:
+    """The Store Instances Response Module being built (PS3.18 I.1)."""
+
+    root: str  # the DICOMweb base URL, absolute
+    referenced: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    warnings: int = 0
+    studies: set[str] = field(default_factory=set)
+
+    def stored(self, ident: _Identity, sop_class: str, sop_instance: str, duplicate: bool) -> None:
+        url = None
+        if ident.study and ident.series:
+            url = (
+                f"{self.root}/studies/{ident.study}/series/{ident.series}/instances/{sop_instance}"
+            )
+            self.studies.add(ident.study)
+        item = _reference(sop_class, sop_instance)
+        item[_RETRIEVE_URL] = _value("UR", url)
+        if duplicate:
+            item[_WARNING_REASON] = _value("US", int(WarningReason.ALREADY_STORED))
+            self.warnings += 1
+        self.referenced.append(item)
+
+    def failure(self, ident: _Identity, reason: FailureReason) -> None:
+        item = _reference(ident.sop_class, ident.sop_instance)
+        item[_FAILURE_REASON] = _value("US", int(reason))
+        self.failed.append(item)
+
+    @property
+    def status(self) -> int:
+        # PS3.18 10.5.3.1 Table 10.5.3-1: 200 all stored; 202 some stored, with warnings or
+        # failures for others; 409 none stored (also for a mixture of reasons).
+        if not self.referenced:
+            return 409
+        return 202 if self.failed or self.warnings else 200
+
+    def module(self) -> dict[str, Any]:
+        # RetrieveURL of the study (Type 2): empty unless what was stored is one study.
+        study = next(iter(self.studies)) if len(self.studies) == 1 else None
+        body: dict[str, Any] = {
+            _RETRIEVE_URL: _value("UR", f"{self.root}/studies/{study}" if study else None)
+        }
+        if self.failed:
+            body[_FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": self.failed}
+        if self.referenced:
+            body[_REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": self.referenced}
+        return body
+
+
+def _value(vr: str, value: object | None) -> dict[str, Any]:
+    """One DICOM JSON element (PS3.18 F.2.2); no ``Value`` when empty."""
+    return {"vr": vr} if value is None else {"vr": vr, "Value": [value]}
+
+
+def _reference(sop_class: str | None, sop_instance: str | None) -> dict[str, Any]:
+    # PS3.3 Table 10-11 SOP Instance Reference Macro; empty when the part was unreadable.
+    return {
+        _REFERENCED_SOP_CLASS: _value("UI", sop_class),
+        _REFERENCED_SOP_INSTANCE: _value("UI", sop_instance),
+    }
+
+
+def _response_type(request: Request) -> str:
+    """The media type of the answer: DICOM JSON (or plain JSON when only that is accepted).
+
+    PS3.18 10.5.2 also names application/dicom+xml, which pypacs does not produce.
+
+    Raises:
+        HttpProblem: 406, when the Accept header admits neither.
+    """
+    header = ",".join(request.headers.getlist("accept"))
+    if not header.strip():
+        return DICOM_JSON
+    admitted: list[tuple[float, int, str]] = []
+    for order, item in enumerate(header.split(",")):
+        kind, params = media_type(item)
+        try:
+            quality = float(params.get("q", "1"))
+        except ValueError:
+            raise bad_parameter("Accept", f"{item.strip()!r} has no valid quality value") from None
+        for candidate in _RESPONSE_TYPES:
+            if quality > 0 and kind in (candidate, "application/*", "*/*"):
+                admitted.append((-quality, order, candidate))
+                break
+    if not admitted:
+        raise not_acceptable(
+            f"the Store Instances Response is sent as {DICOM_JSON} or application/json; "
+            f"the request accepts only {header!r}"
+        )
+    return min(admitted)[2]
+
+
+def _boundary(request: Request) -> str:
+    """The boundary of a ``multipart/related; type="application/dicom"`` body.
+
+    Raises:
+        HttpProblem: 415 for any other media type, 400 when the boundary is missing.
+    """
+    content_type = request.headers.get("content-type", "")
+    kind, params = media_type(content_type)
+    part_type = media_type(params.get("type", DICOM))[0]
+    if kind != "multipart/related" or part_type != DICOM:
+        # PS3.18 10.5.1.4 also allows metadata and bulk data parts (type
+        # application/dicom+xml or +json): pypacs stores PS3.10 instances only.
+        raise HttpProblem(
+            415,
+            "unsupported-media-type",
+            f'STOW-RS takes multipart/related; type="{DICOM}" (one PS3.10 instance per part); '
+            f"the request is {content_type or 'without Content-Type'}",
+            parameter="Content-Type",
+        )
+    try:
+        return boundary_of(content_type)
+    except MultipartError as exc:
+        raise bad_parameter("Content-Type", str(exc)) from exc
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body, up to ``limit`` bytes: parts complete within them are stored."""
+    received = 0
+    async for chunk in request.stream():
+        if received + len(chunk) > limit:
+            yield chunk[: limit - received]
+            raise _TooLarge
+        received += len(chunk)
+        yield chunk
+
+
+def _too_large(limit: int, stored: int) -> HttpProblem:
+    kept = f"; stored before it: {_instances(stored)}" if stored else ""
+    return HttpProblem(
+        413,
+        "too-large",
+        f"the request body is larger than {limit} bytes ([web] stow_max_bytes){kept}",
+    )
+
+
+class _Stow:
+    def __init__(self, archive: Archive, options: WebOptions, base: str) -> None:
+        self.archive = archive
+        self.options = options
+        self.base = base
+
+    async def store(self, request: Request) -> Response:
+        study = request.path_params.get("study")
+        if study is not None:
+            path_uid(study, "study")
+        boundary = _boundary(request)
+        answer_type = _response_type(request)
+        limit = self.options.stow_max_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit, 0)
+        outcomes = _Outcomes(str(request.base_url).rstrip("/") + self.base)
+        client = request.client.host if request.client else "?"
+        try:
+            async for part in read_parts(_limited(request, limit), boundary):
+                await self._store(part, study, outcomes, client)
+                del part  # not held while the next part arrives
+        except _TooLarge:
+            log.info("STOW-RS from %s: body past %d bytes", client, limit)
+            raise _too_large(limit, len(outcomes.referenced)) from None
+        except MultipartError as exc:
+            log.info("STOW-RS from %s: malformed body: %s", client, exc)
+            kept = len(outcomes.referenced)
+            stored = f" (stored before the fault: {_instances(kept)})" if kept else ""
+            raise HttpProblem(400, "bad-multipart", f"{exc}{stored}") from exc
+        except ClientDisconnect:
+            log.info("STOW-RS from %s: the client left before the end of its request", client)
+            return Response(status_code=400)
+        if not outcomes.referenced and not outcomes.failed:
+            raise HttpProblem(400, "bad-multipart", "the request holds no instance")
+        log.info(
+            "STOW-RS from %s: %d stored, %d failed",
+            client,
+            len(outcomes.referenced),
+            len(outcomes.failed),
+        )
+        return JSONResponse(outcomes.module(), outcomes.status, media_type=answer_type)
+
+    async def _store(self, part: Part, study: str | None, outcomes: _Outcomes, client: str) -> None:
+        if part.content_type not in (None, DICOM):
+            log.info("STOW-RS from %s: a part of type %s refused", client, part.content_type)
+            outcomes.failure(_Identity(), FailureReason.CANNOT_UNDERSTAND)
+            return
+        _frame_as_part10(part.body)
+        ident = await run_in_threadpool(_identify, part.body)
+        refusal = _refusal(ident, study)
+        if refusal is not None:
+            reason, why = refusal
+            log.info("STOW-RS from %s: %s refused: %s", client, ident.sop_instance or "a part", why)
+            outcomes.failure(ident, reason)
+            return
+        try:
+            result = await run_in_threadpool(self.archive.store_instance, memoryview(part.body))
+        except InvalidInstance as exc:
+            log.info("STOW-RS from %s: %s refused: %s", client, ident.sop_instance or "a part", exc)
+            unreadable = exc.kind in ("not-dicom", "unparsable")
+            outcomes.failure(
+                ident,
+                FailureReason.CANNOT_UNDERSTAND
+                if unreadable
+                else FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            )
+            return
+        except (StoreError, IndexUnavailable) as exc:  # OutOfResources is a StoreError
+            log.error("STOW-RS from %s: %s not stored: %s", client, ident.sop_instance, exc)
+            outcomes.failure(ident, FailureReason.OUT_OF_RESOURCES)
+            return
+        outcomes.stored(
+            ident,
+            result.sop_class_uid,
+            result.sop_instance_uid,
+            duplicate=result.outcome.value == "duplicate",
+        )
+
+
+_PREAMBLE = bytes(128) + b"DICM"
+
+
+def _frame_as_part10(body: bytearray) -> None:
+    """Put the PS3.10 preamble and prefix before a part that starts with its File Meta
+    Information group (0002) directly, as pydicom writes a data set that has no preamble
+    (and so dicomweb-client sends it). Meta and data set bytes stay as received."""
+    if body[128:132] != b"DICM" and body[:2] == b"\x02\x00":
+        body[0:0] = _PREAMBLE
+
+
+def _refusal(ident: _Identity, study: str | None) -> tuple[FailureReason, str] | None:
+    """Why a readable part is refused before it is stored, if it is."""
+    if study is not None and ident.study is not None and ident.study != study:
+        # PS3.18 10.5.1.1: every instance sent to /studies/{study} belongs to that study.
+        return (
+            FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            f"Study Instance UID {ident.study} is not the request's {study}",
+        )
+    if ident.transfer_syntax is not None and ident.transfer_syntax not in (
+        STORAGE_TRANSFER_SYNTAXES
+    ):
+        # The same transfer syntaxes as C-STORE accepts (model/sop.py).
+        return (
+            FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED,
+            f"transfer syntax {ident.transfer_syntax} is not one pypacs stores",
+        )
+    return None
+
+
+def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
+    """POST {base}/studies and {base}/studies/{study} (PS3.18 10.5.1.1 Table 10.5.1-1)."""
+    store = _Stow(archive, options, base).store
+    return [
+        Route(f"{base}/studies", store, methods=["POST"]),
+        Route(f"{base}/studies/{{study}}", store, methods=["POST"]),
+    ]
