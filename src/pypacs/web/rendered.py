@@ -1,0 +1,261 @@
+"""WADO-RS rendered resources and thumbnails (PS3.18 Tables 10.4.1-3 and
+10.4.1-4, 8.3.5.1, 8.7.4)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+from typing import Any
+
+from pydicom.dataset import Dataset
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from pypacs.archive import Archive, Retrieval
+from pypacs.web.errors import bad_parameter, not_acceptable, not_found
+from pypacs.web.frames import number_of_frames, parse_frames
+from pypacs.web.multipart import closing, new_boundary, part_head, part_tail, related_type
+from pypacs.web.negotiate import MediaRange, acceptable, describe
+from pypacs.web.render import (
+    FUNCTIONS,
+    RENDERED_TYPES,
+    Region,
+    Rendering,
+    Window,
+    has_pixels,
+    render,
+)
+from pypacs.web.resources import Entity, entered, entity_of, load, locate, middle
+
+THUMBNAIL_BOUND = 128  # a thumbnail fits in 128 x 128 unless the viewport says otherwise
+
+
+def rendered_media(ranges: list[MediaRange]) -> str:
+    """The first acceptable rendered media type; image/jpeg for a wildcard.
+
+    Raises:
+        HttpProblem: 406 when neither image/jpeg nor image/png is acceptable.
+    """
+    for r in ranges:
+        for media in RENDERED_TYPES:
+            if r.matches(media):
+                return media
+    raise not_acceptable(
+        f"rendered images are sent as {' or '.join(RENDERED_TYPES)}; accepted: {describe(ranges)}"
+    )
+
+
+def _number(text: str, parameter: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise bad_parameter(parameter, f"{what} {text!r} is not a decimal number")
+    return value
+
+
+def parse_window(text: str) -> Window:
+    """PS3.18 8.3.5.1.4: ``center,width,function``.
+
+    Raises:
+        HttpProblem: 400 naming ``window``.
+    """
+    values = [v.strip() for v in text.split(",")]
+    if len(values) not in (2, 3):
+        raise bad_parameter("window", f"{text!r} is not center,width,function")
+    center = _number(values[0], "window", "center")
+    width = _number(values[1], "window", "width")
+    function = values[2].lower() if len(values) == 3 else "linear"
+    if function not in FUNCTIONS:
+        raise bad_parameter("window", f"function {values[2]!r} is not one of {FUNCTIONS}")
+    if width < 1 if function == "linear" else width <= 0:
+        least = "at least 1" if function == "linear" else "above 0"
+        raise bad_parameter("window", f"width {values[1]} of a {function} window must be {least}")
+    return Window(center, width, function)
+
+
+def _integer(text: str, parameter: str, low: int | None = None) -> int:
+    text = text.strip()
+    body = text[1:] if text[:1] == "-" else text
+    if not body.isdigit() or not body.isascii() or (low is not None and int(text) < low):
+        floor = "" if low is None else f" of at least {low}"
+        raise bad_parameter(parameter, f"{text!r} is not an integer{floor}")
+    return int(text)
+
+
+def parse_viewport(text: str, *, region: bool) -> tuple[tuple[int, int], Region | None]:
+    """PS3.18 8.3.5.1.3: ``vw,vh`` and, for rendered resources, ``,sx,sy,sw,sh``.
+
+    Raises:
+        HttpProblem: 400 naming ``viewport``.
+    """
+    values = text.split(",")
+    if len(values) not in ((2, 6) if region else (2,)):
+        shape = "vw,vh[,sx,sy,sw,sh]" if region else "vw,vh"
+        raise bad_parameter("viewport", f"{text!r} is not {shape}")
+    size = (_integer(values[0], "viewport", 1), _integer(values[1], "viewport", 1))
+    if len(values) == 2:
+        return size, None
+    x, y = _integer(values[2], "viewport", 0), _integer(values[3], "viewport", 0)
+    width, height = _integer(values[4], "viewport"), _integer(values[5], "viewport")
+    if width == 0 or height == 0:
+        raise bad_parameter("viewport", f"the source region of {text!r} is empty")
+    return size, Region(x, y, width, height)
+
+
+def parse_quality(text: str) -> int:
+    """PS3.18 8.3.5.1.2: 1 (lowest) to 100 (best).
+
+    Raises:
+        HttpProblem: 400 naming ``quality``.
+    """
+    quality = _integer(text, "quality", 1)
+    if quality > 100:
+        raise bad_parameter("quality", f"{text!r} is not an integer from 1 to 100")
+    return quality
+
+
+def rendering_of(params: QueryParams, ranges: list[MediaRange], *, thumbnail: bool) -> Rendering:
+    """The rendering a request asks for; unknown parameters are ignored (PS3.18 8.3)."""
+    media = rendered_media(ranges)
+    if thumbnail:
+        viewport = params.get("viewport")
+        size = parse_viewport(viewport, region=False)[0] if viewport else None
+        return Rendering(media, size=size, bound=THUMBNAIL_BOUND)
+    rendering = Rendering(media)
+    if (window := params.get("window")) is not None:
+        rendering = replace(rendering, window=parse_window(window))
+    if (viewport := params.get("viewport")) is not None:
+        size, region = parse_viewport(viewport, region=True)
+        rendering = replace(rendering, size=size, region=region)
+    if (quality := params.get("quality")) is not None:
+        rendering = replace(rendering, quality=parse_quality(quality))
+    return rendering
+
+
+def _image(ds: Dataset, entity: Entity, index: int, rendering: Rendering) -> bytes:
+    if not has_pixels(ds):
+        raise not_acceptable(f"{entity} has no image: pypacs renders images only")
+    return render(ds, index, rendering)
+
+
+def _frame_indexes(ds: Dataset, entity: Entity, frames: list[int]) -> list[int]:
+    count = number_of_frames(ds)
+    beyond = [n for n in frames if n > count]
+    if beyond:
+        raise not_found(f"{entity} has {count} frame(s); there is no frame {beyond[0]}")
+    return [n - 1 for n in frames]
+
+
+def _instance_images(
+    archive: Archive, entity: Entity, frames: list[int] | None, rendering: Rendering
+) -> list[bytes]:
+    """The rendered frames of one instance (its first frame when none are named)."""
+    ds = load(archive, locate(archive, entity))
+    return [_image(ds, entity, i, rendering) for i in _frame_indexes(ds, entity, frames or [1])]
+
+
+def _thumbnail(
+    archive: Archive, entity: Entity, frames: list[int] | None, rendering: Rendering
+) -> bytes:
+    """PS3.18 10.4.3.3.4: one small image, without patient information: the middle
+    instance of a series (of a study's first series), the middle frame of a multi-frame
+    instance, or the frame named."""
+    if entity.instance is None:
+        entity, stored = middle(archive, entity)
+    else:
+        stored = locate(archive, entity)
+    ds = load(archive, stored)
+    index = _frame_indexes(ds, entity, frames)[0] if frames else number_of_frames(ds) // 2
+    return _image(ds, entity, index, rendering)
+
+
+def _rendered_parts(
+    archive: Archive, retrieval: Retrieval, entity: Entity, rendering: Rendering
+) -> Iterator[bytes]:
+    """Each image instance under a study or series rendered (its first frame)."""
+    for stored in retrieval.instances:
+        ds = load(archive, stored)
+        if has_pixels(ds):
+            yield _image(ds, entity, 0, rendering)
+
+
+def _multipart(
+    images: Iterator[bytes], first: bytes, media: str, boundary: str, stack: ExitStack
+) -> Iterator[bytes]:
+    with stack:
+        image: bytes | None = first
+        while image is not None:
+            yield part_head(boundary, media)
+            yield image
+            yield part_tail()
+            image = next(images, None)
+        yield closing(boundary)
+
+
+def _frames_of(request: Request) -> list[int] | None:
+    text = request.path_params.get("frames")
+    return None if text is None else parse_frames(text)
+
+
+def rendered_endpoint(archive: Archive) -> Any:
+    async def rendered(request: Request) -> Response:
+        entity = entity_of(request)
+        frames = _frames_of(request)
+        rendering = rendering_of(request.query_params, acceptable(request), thumbnail=False)
+        if entity.instance is not None:
+            images = await run_in_threadpool(_instance_images, archive, entity, frames, rendering)
+            if len(images) == 1:
+                return Response(images[0], media_type=rendering.media)
+            boundary = new_boundary()
+            body = b"".join(
+                b"".join((part_head(boundary, rendering.media), image, part_tail()))
+                for image in images
+            )
+            body += closing(boundary)
+            return Response(body, media_type=related_type(boundary, rendering.media))
+        retrieval, stack = await run_in_threadpool(entered, archive.retrieve(entity.query()))
+        parts = _rendered_parts(archive, retrieval, entity, rendering)
+        try:
+            first = await run_in_threadpool(next, parts, None)
+            if first is None:
+                raise not_acceptable(f"{entity} holds no image: pypacs renders images only")
+        except BaseException:
+            await run_in_threadpool(stack.close)
+            raise
+        boundary = new_boundary()
+        chunks = _multipart(parts, first, rendering.media, boundary, stack)
+        return StreamingResponse(
+            iterate_in_threadpool(chunks), media_type=related_type(boundary, rendering.media)
+        )
+
+    return rendered
+
+
+def thumbnail_endpoint(archive: Archive) -> Any:
+    async def thumbnail(request: Request) -> Response:
+        entity = entity_of(request)
+        frames = _frames_of(request)
+        if frames is not None and len(frames) != 1:
+            raise bad_parameter("frames", "a thumbnail shows one frame")
+        rendering = rendering_of(request.query_params, acceptable(request), thumbnail=True)
+        image = await run_in_threadpool(_thumbnail, archive, entity, frames, rendering)
+        return Response(image, media_type=rendering.media)
+
+    return thumbnail
+
+
+def routes(archive: Archive, paths: tuple[str, str, str]) -> list[BaseRoute]:
+    """``paths``: the study, series and instance resource templates."""
+    rendered, thumbnail = rendered_endpoint(archive), thumbnail_endpoint(archive)
+    frames = f"{paths[2]}/frames/{{frames}}"
+    return [
+        *(Route(f"{p}/rendered", rendered, methods=["GET"]) for p in (*paths, frames)),
+        *(Route(f"{p}/thumbnail", thumbnail, methods=["GET"]) for p in (*paths, frames)),
+    ]

@@ -1,0 +1,226 @@
+"""WADO-RS: retrieve studies, series and instances as DICOM (PS3.18 10.4), and the routes
+of every WADO-RS resource (metadata, frames, bulk data, rendered, thumbnails)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from pydicom import uid as ts
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from pypacs.archive import Archive, Retrieval, StoredInstance
+from pypacs.archive.transcode import choose_syntax, transcode
+from pypacs.errors import TranscodeError
+from pypacs.model.levels import Level
+from pypacs.web import frames, rendered
+from pypacs.web.errors import not_acceptable, not_found
+from pypacs.web.metadata import metadata_endpoint
+from pypacs.web.multipart import closing, new_boundary, part_head, part_tail, related_type
+from pypacs.web.negotiate import ANY_SYNTAX, LOSSY, MediaRange, acceptable, describe
+from pypacs.web.options import WebOptions
+from pypacs.web.resources import Entity, entered, entity_of, service_url
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+# A media range that names no transfer syntax asks for the default one.
+DEFAULT_SYNTAX = ""
+
+
+@dataclass(frozen=True)
+class DicomPlan:
+    """What a request for DICOM instances accepts: one multipart body or (for a single
+    instance) a bare Part 10 file, and the transfer syntaxes in order of preference."""
+
+    multipart: bool
+    syntaxes: tuple[str, ...]
+
+
+def dicom_plan(ranges: list[MediaRange], single: bool) -> DicomPlan:
+    """PS3.18 8.7.3, 8.7.8: the DICOM media ranges among the acceptable ones.
+
+    Raises:
+        HttpProblem: 406 when none asks for application/dicom.
+    """
+    multipart: bool | None = None
+    syntaxes: list[str] = []
+    for r in ranges:
+        if not r.matches(DICOM):
+            continue
+        # A bare application/dicom is a single Part 10 file: only an instance is one.
+        bare = not r.multipart and r.media == DICOM
+        if bare and not single:
+            continue
+        if multipart is None:
+            multipart = not bare
+        elif multipart == bare:
+            continue  # the body is one or the other, as the preferred range says
+        syntaxes.append(r.transfer_syntax or DEFAULT_SYNTAX)
+    if multipart is None:
+        wanted = 'multipart/related; type="application/dicom"'
+        raise not_acceptable(f"DICOM instances are sent as {wanted}; accepted: {describe(ranges)}")
+    return DicomPlan(multipart, tuple(syntaxes))
+
+
+def target_syntax(stored: str, preferences: tuple[str, ...]) -> str | None:
+    """The transfer syntax to send an instance stored in ``stored``, or None."""
+    for wanted in preferences:
+        if wanted == ANY_SYNTAX:
+            return stored
+        if wanted == DEFAULT_SYNTAX:
+            # PS3.18 8.7.3.4: Explicit VR Little Endian, unless the pixel data is held only
+            # lossy compressed (or in a form pypacs cannot decode): then as it is held.
+            if stored in LOSSY:
+                return stored
+            return choose_syntax(stored, [ts.ExplicitVRLittleEndian]) or stored
+        target = choose_syntax(stored, [wanted])
+        if target is not None:
+            return target
+    return None
+
+
+def part10(data: bytes, target: str, ae_title: str) -> bytes:
+    """A stored instance transcoded to ``target``, as a Part 10 file with new file meta
+    information (PS3.10 7.1).
+
+    Raises:
+        TranscodeError: the instance cannot be converted.
+    """
+    ds: Dataset = transcode(data, target)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.file_meta.get("MediaStorageSOPClassUID", ds.SOPClassUID)
+    meta.MediaStorageSOPInstanceUID = ds.file_meta.get(
+        "MediaStorageSOPInstanceUID", ds.SOPInstanceUID
+    )
+    meta.TransferSyntaxUID = ts.UID(target)
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.SourceApplicationEntityTitle = ae_title
+    ds.file_meta = meta
+    out = BytesIO()
+    try:
+        ds.save_as(out, enforce_file_format=True)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise TranscodeError(f"cannot write the transcoded instance: {exc}") from exc
+    return out.getvalue()
+
+
+class _Sender:
+    """The bytes of each instance in the syntax chosen for its stored one."""
+
+    def __init__(self, archive: Archive, targets: dict[str, str | None], ae_title: str) -> None:
+        self.archive = archive
+        self.targets = targets
+        self.ae_title = ae_title
+
+    def __call__(self, stored: StoredInstance) -> tuple[str, bytes] | None:
+        target = self.targets.get(stored.transfer_syntax_uid)
+        if target is None:
+            return None
+        data = self.archive.read_instance(stored)
+        if target == stored.transfer_syntax_uid:
+            return target, data  # bytes in, bytes out
+        return target, part10(data, target, self.ae_title)
+
+
+def _parts(retrieval: Retrieval, stack: ExitStack, send: _Sender, boundary: str) -> Iterator[bytes]:
+    """One part per instance, one instance in memory at a time."""
+    with stack:
+        for stored in retrieval.instances:
+            try:
+                sent = send(stored)
+            except TranscodeError as exc:
+                # The status line is gone: the body is cut short, which the client sees.
+                log.error("WADO-RS: %s cannot be sent: %s", stored.sop_instance_uid, exc)
+                raise
+            if sent is None:
+                continue
+            target, body = sent
+            yield part_head(boundary, f"{DICOM}; transfer-syntax={target}")
+            yield body
+            yield part_tail()
+        yield closing(boundary)
+
+
+def _targets(
+    entity: Entity, retrieval: Retrieval, plan: DicomPlan, ranges: list[MediaRange]
+) -> tuple[dict[str, str | None], list[str]]:
+    """The syntax to send for each stored one, and the stored ones left out.
+
+    Raises:
+        HttpProblem: 404 when nothing is stored under the entity, 406 when nothing
+            stored can be sent acceptably.
+    """
+    if retrieval.count == 0:
+        raise not_found(f"no {entity}")
+    stored = {syntax for _, syntax in retrieval.syntaxes}
+    targets = {s: target_syntax(s, plan.syntaxes) for s in stored}
+    refused = sorted(s for s, t in targets.items() if t is None)
+    if len(refused) == len(targets):
+        raise not_acceptable(
+            f"{entity} is stored as {', '.join(sorted(stored))}, which pypacs cannot send "
+            f"as any of: {describe(ranges)}"
+        )
+    return targets, refused
+
+
+def retrieve_endpoint(archive: Archive, options: WebOptions, base: str) -> Any:
+    async def retrieve(request: Request) -> Response:
+        entity: Entity = entity_of(request)
+        ranges = acceptable(request)
+        plan = dicom_plan(ranges, entity.level is Level.IMAGE)
+        retrieval, stack = await run_in_threadpool(entered, archive.retrieve(entity.query()))
+        try:
+            targets, refused = _targets(entity, retrieval, plan, ranges)
+            send = _Sender(archive, targets, options.ae_title)
+            if not plan.multipart:
+                stored = await run_in_threadpool(next, retrieval.instances)
+                sent = await run_in_threadpool(send, stored)
+                assert sent is not None  # its syntax has a target, or _targets refused
+                await run_in_threadpool(stack.close)
+                return Response(sent[1], media_type=f"{DICOM}; transfer-syntax={sent[0]}")
+        except BaseException:
+            await run_in_threadpool(stack.close)
+            raise
+        boundary = new_boundary()
+        response = StreamingResponse(
+            iterate_in_threadpool(_parts(retrieval, stack, send, boundary)),
+            status_code=206 if refused else 200,
+            media_type=related_type(boundary, DICOM),
+        )
+        if refused:
+            # Some instances are left out (PS3.18 10.4.3: 206 Partial Content); the
+            # Warning (RFC 7234 5.5) says which.
+            text = f"instances stored as {', '.join(refused)} are left out: none acceptable"
+            response.raw_headers.append(
+                (b"warning", f"299 {service_url(request, base)}: {text}".encode())
+            )
+        return response
+
+    return retrieve
+
+
+def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
+    study = f"{base}/studies/{{study}}"
+    series = f"{study}/series/{{series}}"
+    instance = f"{series}/instances/{{instance}}"
+    retrieve = retrieve_endpoint(archive, options, base)
+    metadata = metadata_endpoint(archive, base)
+    return [
+        *(Route(path, retrieve, methods=["GET"]) for path in (study, series, instance)),
+        *(
+            Route(f"{path}/metadata", metadata, methods=["GET"])
+            for path in (study, series, instance)
+        ),
+        *frames.routes(archive, instance, base),
+        *rendered.routes(archive, (study, series, instance)),
+    ]
