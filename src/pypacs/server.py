@@ -6,16 +6,23 @@ import asyncio
 import logging
 import socket
 import sys
+import time
+from collections.abc import Callable, Sequence
 
 import uvicorn
+from pydicom.dataset import Dataset
 
 from pypacs.archive import Archive
 from pypacs.archive.check import check
 from pypacs.archive.ingest import configure_pydicom
 from pypacs.config import Settings
+from pypacs.model.levels import InformationModel
+from pypacs.net import scu
 from pypacs.net.ae import configure_pynetdicom, start_server
 from pypacs.net.handlers import DimseHandlers
+from pypacs.net.options import NetOptions, RemoteAE
 from pypacs.web.app import create_app
+from pypacs.web.jobs import EchoResult, MoveProgress, Remote, RemoteFailure
 
 log = logging.getLogger("pypacs.server")
 
@@ -33,12 +40,89 @@ def open_archive(settings: Settings) -> Archive:
 
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections accepted from such a
+    # socket; without it a response written in two parts waits for the client's delayed
+    # ACK (40 ms on loopback) on every keep-alive request after the first.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+class DimseRemoteOps:
+    """The admin API's C-ECHO and C-MOVE, through the DIMSE client.
+
+    A study is sent by a C-MOVE to our own DICOM port with the remote's AE title as move
+    destination: the C-MOVE SCP then does the sending, as for any other requestor.
+    """
+
+    def __init__(self, net: NetOptions, dicom_port: int) -> None:
+        self.net = net
+        # A server listening on every address is asked over the loopback one.
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(net.host, net.host)
+        self.own = RemoteAE(name="(this server)", ae_title=net.ae_title, host=host, port=dicom_port)
+
+    def remotes(self) -> Sequence[Remote]:
+        return [Remote(r.name, r.ae_title, r.host, r.port) for r in self.net.remotes]
+
+    def _remote(self, name: str) -> RemoteAE:
+        for remote in self.net.remotes:
+            if remote.name == name:
+                return remote
+        raise RemoteFailure(f"unknown remote {name!r}")
+
+    def echo(self, name: str) -> EchoResult:
+        remote = self._remote(name)
+        start = time.perf_counter()
+        try:
+            scu.echo(remote, self.net.ae_title, timeout=self.net.acse_timeout)
+        except scu.RemoteError as exc:
+            return EchoResult(ok=False, status=None, milliseconds=None, error=str(exc))
+        elapsed = (time.perf_counter() - start) * 1000
+        return EchoResult(ok=True, status=0x0000, milliseconds=round(elapsed, 3))
+
+    def move_study(
+        self, study_uid: str, name: str, on_progress: Callable[[MoveProgress], None]
+    ) -> MoveProgress:
+        remote = self._remote(name)
+        # The C-MOVE SCP finds a destination by AE title, the first remote that has it.
+        first = next(r for r in self.net.remotes if r.ae_title == remote.ae_title)
+        if first is not remote:
+            raise RemoteFailure(
+                f"remotes {first.name!r} and {remote.name!r} share the AE title "
+                f"{remote.ae_title!r}; a C-MOVE to it goes to {first.name!r}"
+            )
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = study_uid
+        last: MoveProgress | None = None
+        try:
+            for response in scu.move(
+                self.own,
+                self.net.ae_title,
+                InformationModel.STUDY_ROOT,
+                identifier,
+                remote.ae_title,
+                timeout=self.net.dimse_timeout,
+            ):
+                last = MoveProgress(
+                    status=response.status,
+                    category=response.category,
+                    remaining=response.remaining,
+                    completed=response.completed,
+                    failed=response.failed,
+                    warning=response.warning,
+                    error_comment=response.error_comment,
+                    failed_uids=response.failed_uids,
+                )
+                on_progress(last)
+        except scu.RemoteError as exc:
+            raise RemoteFailure(str(exc)) from exc
+        if last is None:
+            raise RemoteFailure(f"{self.net.ae_title} gave no C-MOVE response")
+        return last
 
 
 def run(settings: Settings) -> None:
@@ -77,7 +161,7 @@ def run(settings: Settings) -> None:
             )
 
         config = uvicorn.Config(
-            create_app(archive, web, on_ready=ready),
+            create_app(archive, web, on_ready=ready, remote_ops=DimseRemoteOps(net, dicom_port)),
             log_config=None,
             access_log=False,
             lifespan="on",

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
+from starlette.staticfiles import StaticFiles
 
 import pypacs
 from pypacs.archive import Archive
-from pypacs.web import qido
+from pypacs.web import admin, delete, openapi, qido, stow, wado, wadouri
 from pypacs.web.errors import EXCEPTION_HANDLERS
+from pypacs.web.jobs import NoRemotes, RemoteOps
 from pypacs.web.options import WebOptions
 
 # PS3.18 8.2: every DICOMweb resource lives under one base URL.
@@ -26,6 +29,7 @@ def create_app(
     options: WebOptions | None = None,
     *,
     on_ready: Callable[[], None] | None = None,
+    remote_ops: RemoteOps | None = None,
 ) -> Starlette:
     """The HTTP side of pypacs: DICOMweb under /dicom-web, the admin API under /api."""
     options = options or WebOptions()
@@ -52,6 +56,16 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route("/api/health", health),
+        *admin.routes(archive, remote_ops or NoRemotes(), "/api"),
+        *openapi.routes(DICOMWEB_BASE, "/api"),
         *qido.routes(archive, options, DICOMWEB_BASE),
+        *stow.routes(archive, options, DICOMWEB_BASE),
+        *delete.routes(archive, options, DICOMWEB_BASE),
+        *wado.routes(archive, options, DICOMWEB_BASE),
+        *wadouri.routes(archive, options, ""),  # PS3.18 9: at the server's root
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    # The web page's files answer what no route takes; as a route at "/" they would also
+    # take a method a route does not allow, which then gets 404 instead of 405.
+    app.router.default = StaticFiles(directory=Path(__file__).parent / "ui", html=True)
+    return app

@@ -1,0 +1,258 @@
+"""The admin REST API under /api: statistics, remote AEs (C-ECHO, sending a study by
+C-MOVE as a job), and a study's stored files as one ZIP."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import AsyncIterator, Generator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from pydicom.dataset import Dataset
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from pypacs.archive import Archive, Retrieval
+from pypacs.model.levels import InformationModel
+from pypacs.query.from_dimse import parse_retrieve
+from pypacs.query.types import InvalidQuery, Query
+from pypacs.query.values import check_uid
+from pypacs.web.errors import HttpProblem, bad_parameter, not_found
+from pypacs.web.jobs import Jobs, Remote, RemoteOps
+
+_STUDY_INSTANCE_UID, _SOP_INSTANCE_UID = 0x0020000D, 0x00080018
+_MAX_BODY = 65_536  # a move request is one UID; anything near this is not one
+_CHUNK = 1_048_576  # how much of an instance goes into the ZIP stream at a time
+
+
+def routes(archive: Archive, ops: RemoteOps, base: str = "/api") -> list[BaseRoute]:
+    """The admin API's routes under ``base``."""
+    api = _AdminApi(archive, ops, base)
+    return [
+        Route(f"{base}/statistics", api.statistics, methods=["GET"]),
+        Route(f"{base}/remotes", api.remotes, methods=["GET"]),
+        Route(f"{base}/remotes/{{name}}/echo", api.echo, methods=["POST"]),
+        Route(f"{base}/remotes/{{name}}/move", api.move, methods=["POST"]),
+        Route(f"{base}/jobs/{{job}}", api.job, methods=["GET"]),
+        Route(f"{base}/studies/{{study}}/archive.zip", api.study_zip, methods=["GET"]),
+    ]
+
+
+class _AdminApi:
+    def __init__(self, archive: Archive, ops: RemoteOps, base: str) -> None:
+        self.archive = archive
+        self.ops = ops
+        self.base = base
+        self.jobs = Jobs(ops)
+
+    def _remote_named(self, name: str) -> Remote:
+        remotes = self.ops.remotes()
+        for remote in remotes:
+            if remote.name == name:
+                return remote
+        known = ", ".join(r.name for r in remotes) or "none configured"
+        raise not_found(f"unknown remote {name!r} (known: {known})")
+
+    async def statistics(self, _request: Request) -> JSONResponse:
+        stats = await run_in_threadpool(self.archive.statistics)
+        return JSONResponse(
+            {
+                "patients": stats.patients,
+                "studies": stats.studies,
+                "series": stats.series,
+                "instances": stats.instances,
+                "bytes": stats.bytes,
+            }
+        )
+
+    async def remotes(self, _request: Request) -> JSONResponse:
+        return JSONResponse([_remote_json(r) for r in self.ops.remotes()])
+
+    async def echo(self, request: Request) -> JSONResponse:
+        remote = self._remote_named(request.path_params["name"])
+        result = await run_in_threadpool(self.ops.echo, remote.name)
+        return JSONResponse(
+            {
+                "remote": remote.name,
+                "ok": result.ok,
+                "status": None if result.status is None else f"0x{result.status:04X}",
+                "milliseconds": result.milliseconds,
+                "error": result.error,
+            }
+        )
+
+    async def move(self, request: Request) -> JSONResponse:
+        remote = self._remote_named(request.path_params["name"])
+        study_uid = _study_uid_of(await _json_body(request))
+        count = await run_in_threadpool(_count, self.archive, _study_query(study_uid))
+        if count == 0:
+            raise not_found(f"no study {study_uid}")
+        job = self.jobs.start(study_uid, remote.name)
+        location = f"{self.base}/jobs/{job.id}"
+        return JSONResponse(job.as_json(), status_code=202, headers={"Location": location})
+
+    async def job(self, request: Request) -> JSONResponse:
+        job_id = request.path_params["job"]
+        found = self.jobs.get(job_id)
+        if found is None:
+            raise not_found(f"no job {job_id!r} on this node")
+        return JSONResponse(found.as_json())
+
+    async def study_zip(self, request: Request) -> Response:
+        study_uid = _uid(request.path_params["study"], "study")
+        stack, retrieval = await run_in_threadpool(_open, self.archive, _study_query(study_uid))
+        if retrieval.count == 0:
+            await run_in_threadpool(stack.close)
+            raise not_found(f"no study {study_uid}")
+        headers = {"Content-Disposition": f'attachment; filename="{study_uid}.zip"'}
+        if request.method == "HEAD":  # the headers only: no need to read every file
+            await run_in_threadpool(stack.close)
+            head = Response(media_type="application/zip", headers=headers)
+            del head.headers["content-length"]  # unknown: a GET streams the ZIP
+            return head
+        chunks = _zip_chunks(self.archive, retrieval, stack)
+        return StreamingResponse(
+            _in_threadpool(chunks), media_type="application/zip", headers=headers
+        )
+
+
+def _remote_json(remote: Remote) -> dict[str, Any]:
+    return {
+        "name": remote.name,
+        "ae_title": remote.ae_title,
+        "host": remote.host,
+        "port": remote.port,
+    }
+
+
+async def _json_body(request: Request) -> Any:
+    """The request body parsed as JSON, read up to ``_MAX_BODY`` bytes.
+
+    Raises:
+        HttpProblem: too large (413) or not JSON (400).
+    """
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_BODY:
+            raise HttpProblem(
+                413, "too-large", f"the request body exceeds {_MAX_BODY} bytes", parameter="body"
+            )
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise bad_parameter("body", f"the request body is not JSON: {exc}") from None
+
+
+def _study_uid_of(body: Any) -> str:
+    if not isinstance(body, dict):
+        raise bad_parameter("body", 'expected a JSON object {"StudyInstanceUID": "..."}')
+    value = body.get("StudyInstanceUID")
+    if not isinstance(value, str):
+        raise bad_parameter("StudyInstanceUID", "StudyInstanceUID must be given as a string")
+    return _uid(value, "StudyInstanceUID")
+
+
+def _uid(value: str, parameter: str) -> str:
+    """``value`` if it is a UID (PS3.5 9.1), else a 400 naming ``parameter``."""
+    try:
+        return check_uid(value, _STUDY_INSTANCE_UID)
+    except InvalidQuery:
+        raise bad_parameter(parameter, f"{parameter} is not a UID: {value!r}") from None
+
+
+def _study_query(study_uid: str) -> Query:
+    # PS3.4 C.4.2.2.1: a STUDY level retrieve names the study by its unique key.
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study_uid
+    return parse_retrieve(identifier, InformationModel.STUDY_ROOT, relational=False)
+
+
+def _count(archive: Archive, query: Query) -> int:
+    with archive.retrieve(query) as retrieval:
+        return retrieval.count
+
+
+def _open(archive: Archive, query: Query) -> tuple[ExitStack, Retrieval]:
+    """The retrieval of ``query``, kept open by the returned stack until it is closed."""
+    with ExitStack() as stack:
+        retrieval = stack.enter_context(archive.retrieve(query))
+        return stack.pop_all(), retrieval
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Sink:
+    """A write-only, unseekable file that hands over what was written to it, so that
+    ``zipfile`` streams (it then writes data descriptors after each entry)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+
+def entry_name(number: int, sop_instance_uid: str) -> str:
+    """A ZIP entry's name: numbered, then the SOP Instance UID if it is one (digits and
+    dots only, so never a path); peer-supplied text goes in no other way."""
+    try:
+        check_uid(sop_instance_uid, _SOP_INSTANCE_UID)
+    except InvalidQuery:
+        return f"{number:05d}.dcm"
+    return f"{number:05d}_{sop_instance_uid}.dcm"
+
+
+def _zip_chunks(
+    archive: Archive, retrieval: Retrieval, stack: ExitStack
+) -> Generator[bytes, None, None]:
+    """The ZIP of the retrieval's stored files as received, one chunk at a time: what is
+    held in memory is one instance at most, whatever the study's size."""
+    with stack:
+        sink = _Sink()
+        # ZIP_STORED: the files go in as they were received, not re-compressed.
+        with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive_zip:
+            stamp = datetime.now(UTC).timetuple()[:6]
+            for number, stored in enumerate(retrieval.instances, start=1):
+                data = memoryview(archive.read_instance(stored))
+                info = zipfile.ZipInfo(entry_name(number, stored.sop_instance_uid), stamp)
+                info.compress_type = zipfile.ZIP_STORED
+                info.file_size = len(data)
+                with archive_zip.open(info, mode="w") as entry:
+                    for start in range(0, len(data), _CHUNK):
+                        entry.write(data[start : start + _CHUNK])
+                        yield sink.take()
+                yield sink.take()
+        yield sink.take()
+
+
+async def _in_threadpool(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+    """Each chunk made in a worker thread; the generator is closed there too, also when
+    the client goes away, so that the index snapshot is always released."""
+    try:
+        while True:
+            chunk = await run_in_threadpool(next, chunks, None)
+            if chunk is None:
+                return
+            if chunk:
+                yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(chunks.close)
