@@ -132,8 +132,14 @@ class _Sender:
         return target, part10(data, target, self.ae_title)
 
 
+_CHUNK = 256 * 1024
+
+
 def _parts(retrieval: Retrieval, stack: ExitStack, send: _Sender, boundary: str) -> Iterator[bytes]:
-    """One part per instance, one instance in memory at a time."""
+    """One part per instance, one instance in memory at a time; small parts are joined into
+    chunks of about 256 KiB (each chunk costs a thread hop and an ASGI send)."""
+    pending: list[bytes] = []
+    size = 0
     with stack:
         for stored in retrieval.instances:
             try:
@@ -145,10 +151,14 @@ def _parts(retrieval: Retrieval, stack: ExitStack, send: _Sender, boundary: str)
             if sent is None:
                 continue
             target, body = sent
-            yield part_head(boundary, f"{DICOM}; transfer-syntax={target}")
-            yield body
-            yield part_tail()
-        yield closing(boundary)
+            pending += (part_head(boundary, f"{DICOM}; transfer-syntax={target}"), body)
+            pending.append(part_tail())
+            size += len(body)
+            if size >= _CHUNK:
+                yield b"".join(pending)
+                pending, size = [], 0
+    pending.append(closing(boundary))
+    yield b"".join(pending)
 
 
 def _targets(
