@@ -234,6 +234,25 @@ def test_study_return_keys_every_key_in_every_response(pacs: RunningServer) -> N
         check_keys(_sorted_modalities(response), expected_study(label))
 
 
+@pytest.mark.parametrize("level", ["STUDY", "SERIES", "IMAGE"])
+def test_retrieve_ae_title_and_availability_when_asked(pacs: RunningServer, level: str) -> None:
+    keys: dict[str, object] = {"StudyInstanceUID": STUDY_UID["john1"]}
+    if level != "STUDY":
+        keys["SeriesInstanceUID"] = SERIES_UID["john1/1"] if level == "IMAGE" else ""
+    if level == "IMAGE":
+        keys["SOPInstanceUID"] = ""
+    asked = {**keys, "RetrieveAETitle": "", "InstanceAvailability": ""}
+    answer = find(pacs.dicom_port, asked, level=level)
+    assert answer.status == SUCCESS
+    assert answer.responses
+    for response in answer.responses:
+        # PS3.4 C.4.1.1.3.2 / C.6.1.1.5: answered, not matched.
+        assert response.RetrieveAETitle == "PYPACS"
+        assert response.InstanceAvailability == "ONLINE"
+    plain_answer = find(pacs.dicom_port, keys, level=level)
+    assert all("InstanceAvailability" not in r for r in plain_answer.responses)
+
+
 def test_missing_values_come_back_zero_length(pacs: RunningServer) -> None:
     keys = {"StudyInstanceUID": "", "StudyDescription": "", "ReferringPhysicianName": ""}
     (response,) = find(pacs.dicom_port, {**keys, "AccessionNumber": "AX1%"}).responses

@@ -28,7 +28,9 @@ from pypacs.query.types import (
 
 QUERY_RETRIEVE_LEVEL = 0x00080052
 SPECIFIC_CHARACTER_SET = 0x00080005
-_NOT_KEYS = frozenset({QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, 0x00080056, 0x00080054})
+RETRIEVE_AE_TITLE, INSTANCE_AVAILABILITY = 0x00080054, 0x00080056
+_ANSWERED = (RETRIEVE_AE_TITLE, INSTANCE_AVAILABILITY)
+_NOT_KEYS = frozenset({QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET, *_ANSWERED})
 STUDY_DATE, STUDY_TIME = 0x00080020, 0x00080030
 
 
@@ -194,6 +196,8 @@ def parse_identifier(identifier: Dataset, model: InformationModel, options: Quer
             sequences.append(match)
         if not match.universal:
             matches[tag] = match
+    # Not keys, but return keys when asked (PS3.4 C.4.1.1.3.2; answered by respond.py).
+    return_tags += [(tag, level) for tag in _ANSWERED if tag in identifier]
     if not options.relational:
         _require_unique_keys_above(level, model, matches)
     # The query level's unique key and those above are always returned (C.4.1.1.3.2).

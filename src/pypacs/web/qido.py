@@ -23,7 +23,7 @@ from pypacs.web.options import WebOptions
 DICOM_JSON = "application/dicom+json"
 _ACCEPTED = frozenset({DICOM_JSON, "application/json", "application/*", "*/*"})
 _STUDY, _SERIES, _SOP = "0020000D", "0020000E", "00080018"
-_RETRIEVE_URL, _AVAILABILITY = "00081190", "00080056"
+_RETRIEVE_URL = "00081190"
 _CHUNK = 64 * 1024
 
 
@@ -73,9 +73,6 @@ class _Urls:
         return None if sop is None else f"{url}/instances/{sop}"
 
 
-_ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
-
-
 def _encoded(objects: Iterator[dict[str, Any]], urls: _Urls) -> Iterator[bytes]:
     """The JSON array, in chunks of about 64 KiB (one thread hop per chunk, not per match)."""
     parts: list[str] = ["["]
@@ -84,9 +81,6 @@ def _encoded(objects: Iterator[dict[str, Any]], urls: _Urls) -> Iterator[bytes]:
     for obj in objects:
         url = urls(obj)
         obj[_RETRIEVE_URL] = {"vr": "UR", "Value": [url]} if url else {"vr": "UR"}
-        if urls.level is not Level.SERIES:
-            # PS3.18 Tables 10.6.3-3/-5: InstanceAvailability; everything here is online.
-            obj[_AVAILABILITY] = _ONLINE
         text = json.dumps(dict(sorted(obj.items())), separators=(",", ":"), ensure_ascii=False)
         parts.append(text if first else "," + text)
         first = False
