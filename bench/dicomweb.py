@@ -42,19 +42,19 @@ from clients import store
 from data import Layout, StudyLayout, generate, generate_studies
 from find import build_queries
 from targets import (
+    DEFAULT_DATA,
+    DEFAULT_OUT,
     HOST,
     BenchError,
     OrthancTarget,
     PypacsTarget,
     Target,
+    log,
     require_binary,
     require_pypacs,
     tool_versions,
 )
 
-TMP = Path(tempfile.gettempdir())
-DEFAULT_DATA = TMP / "pypacs-bench-data"
-DEFAULT_OUT = TMP / "pypacs-bench-results"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 DICOM_JSON = "application/dicom+json"
 MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
@@ -258,10 +258,6 @@ def ratios(runs: Sequence[TargetRun]) -> dict[str, dict[str, float]]:
             and theirs.median_ms
         }
     return table
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -35,6 +35,8 @@ from clients import store
 from data import StudyCorpus, StudyFacts, StudyLayout, generate_studies, split_files
 from targets import (
     BENCH_AE,
+    DEFAULT_DATA,
+    DEFAULT_OUT,
     HOST,
     TARGETS,
     BenchError,
@@ -43,6 +45,7 @@ from targets import (
     Peer,
     Target,
     free_port,
+    log,
     make_target,
     nodelay_env,
     require_binary,
@@ -50,9 +53,6 @@ from targets import (
     tool_versions,
 )
 
-TMP = Path(tempfile.gettempdir())
-DEFAULT_DATA = TMP / "pypacs-bench-data"
-DEFAULT_OUT = TMP / "pypacs-bench-results"
 CLIENT_TIMEOUT = 600.0
 OURS = "pypacs"
 ECHO = "echoscu (association+echo+release)"
@@ -436,10 +436,6 @@ def new_target(name: str, studies: int) -> Target:
         # DicomAlwaysAllowFind is false): declare the bench's client, as a user would.
         return OrthancTarget(peers=[Peer(BENCH_AE, free_port())])
     return make_target(name)
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:

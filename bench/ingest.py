@@ -29,19 +29,19 @@ from typing import Any
 from clients import SendResult, store
 from data import Corpus, Layout, generate, split
 from targets import (
+    DEFAULT_DATA,
+    DEFAULT_OUT,
     MIB,
     TARGETS,
     BenchError,
     Target,
+    log,
     make_target,
     require_binary,
     require_pypacs,
     tool_versions,
 )
 
-TMP = Path(tempfile.gettempdir())
-DEFAULT_DATA = TMP / "pypacs-bench-data"
-DEFAULT_OUT = TMP / "pypacs-bench-results"
 KINDS = ("small", "ct")
 
 
@@ -196,10 +196,6 @@ def scenarios(
                 folders = tuple(split(corpus, n, corpus.folder / f"split{n}"))
             found.append(Scenario(kind, n, corpus, folders))
     return found
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:

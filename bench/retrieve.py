@@ -35,6 +35,8 @@ from clients import store
 from data import Corpus, Layout, generate
 from targets import (
     BENCH_AE,
+    DEFAULT_DATA,
+    DEFAULT_OUT,
     HOST,
     TARGETS,
     BenchError,
@@ -51,9 +53,6 @@ from targets import (
     tool_versions,
 )
 
-TMP = Path(tempfile.gettempdir())
-DEFAULT_DATA = TMP / "pypacs-bench-data"
-DEFAULT_OUT = TMP / "pypacs-bench-results"
 DEST_AE = "BENCHDEST"
 CLIENT_TIMEOUT = 600.0
 

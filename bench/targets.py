@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -36,6 +37,9 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 HOST = "127.0.0.1"
+# Where every benchmark keeps its generated corpora and writes its results by default.
+DEFAULT_DATA = Path(tempfile.gettempdir()) / "pypacs-bench-data"
+DEFAULT_OUT = Path(tempfile.gettempdir()) / "pypacs-bench-results"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 MIB = 1024 * 1024
@@ -559,3 +563,8 @@ def tool_versions(names: Sequence[str], client: str) -> dict[str, str]:
     if "dcmqrscp" in names:
         found["dcmqrscp"] = _first_line([require_binary("dcmqrscp"), "--version"])
     return found
+
+
+def log(text: str) -> None:
+    """Progress for the person running a benchmark (stderr; the results go to stdout)."""
+    print(text, file=sys.stderr, flush=True)

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from pypacs.archive import Archive, ArchiveOptions
+from pypacs.archive.ingest import configure_pydicom
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 PG_ADMIN_URL = os.environ.get(
@@ -153,3 +156,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'index.sqlite'}"
     else:
         yield from pg_database()
+
+
+@pytest.fixture
+def archive(db_url: str, tmp_path: Path) -> Iterator[Archive]:
+    """An Archive opened in-process on each index backend (``db_url``), blobs not fsynced."""
+    configure_pydicom()
+    arc = Archive.open(ArchiveOptions(db_url, str(tmp_path / "blobs"), fsync=False))
+    yield arc
+    arc.close()

@@ -33,6 +33,19 @@ def patient_number(patient_id: str) -> int:
     return zlib.crc32(patient_id.encode()) + 1
 
 
+# The UIDs make_dataset gives a Spec's study, series and instance.
+def study_uid(patient: str, study: int) -> str:
+    return uid(patient_number(patient), study)
+
+
+def series_uid(patient: str, study: int, series: int) -> str:
+    return uid(patient_number(patient), study, series)
+
+
+def sop_uid(patient: str, study: int, series: int, instance: int) -> str:
+    return uid(patient_number(patient), study, series, instance)
+
+
 @dataclass(frozen=True)
 class Spec:
     patient_id: str
@@ -56,21 +69,21 @@ def make_dataset(spec: Spec, transfer_syntax: str = ExplicitVRLittleEndian) -> D
     if spec.charset:
         ds.SpecificCharacterSet = spec.charset
     ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = uid(patient_number(spec.patient_id), spec.study, spec.series, spec.instance)
+    ds.SOPInstanceUID = sop_uid(spec.patient_id, spec.study, spec.series, spec.instance)
     ds.PatientName = spec.patient_name
     ds.PatientID = spec.patient_id
     if spec.issuer is not None:
         ds.IssuerOfPatientID = spec.issuer
     ds.PatientBirthDate = spec.birth_date
     ds.PatientSex = spec.sex
-    ds.StudyInstanceUID = uid(patient_number(spec.patient_id), spec.study)
+    ds.StudyInstanceUID = study_uid(spec.patient_id, spec.study)
     ds.StudyDate = spec.study_date
     ds.StudyTime = "101500.25"
     ds.AccessionNumber = f"ACC{spec.study:04d}"
     ds.StudyID = f"S{spec.study}"
     ds.ReferringPhysicianName = "Doe^Referring"
     ds.StudyDescription = f"Study {spec.study} of {spec.patient_id}"
-    ds.SeriesInstanceUID = uid(patient_number(spec.patient_id), spec.study, spec.series)
+    ds.SeriesInstanceUID = series_uid(spec.patient_id, spec.study, spec.series)
     ds.Modality = spec.modality
     ds.SeriesNumber = spec.series
     ds.SeriesDescription = f"Series {spec.series}"

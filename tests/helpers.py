@@ -40,6 +40,12 @@ def index_rows(url: str, table: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
+def table_rows(archive: Any, table: Any) -> list[Any]:
+    """Every row of an index table of an open Archive, in insertion order."""
+    with archive.engine.connect() as conn:
+        return list(conn.execute(sa.select(table).order_by(table.c.pk)))
+
+
 def index_counts(url: str) -> dict[str, int]:
     """Number of rows of each level's table."""
     engine = sa.create_engine(url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,7 @@ from pypacs.index.migrations import LATEST, current_version, migrate
 from pypacs.index.writes import Outcome
 
 from dicomgen import Spec, write
-
-
-@pytest.fixture
-def archive(db_url: str, tmp_path: Path) -> Iterator[Archive]:
-    configure_pydicom()
-    arc = Archive.open(ArchiveOptions(db_url, str(tmp_path / "blobs"), fsync=False))
-    yield arc
-    arc.close()
-
-
-def rows(archive: Archive, table: sa.Table) -> list[sa.Row[tuple[object, ...]]]:
-    with archive.engine.connect() as conn:
-        return list(conn.execute(sa.select(table).order_by(table.c.pk)))
+from helpers import table_rows
 
 
 def store(archive: Archive, tmp_path: Path, spec: Spec) -> Outcome:
@@ -53,20 +40,20 @@ def test_one_row_per_level_and_counts(archive: Archive, tmp_path: Path) -> None:
                 assert store(archive, tmp_path, spec) is Outcome.STORED
     store(archive, tmp_path, Spec("PAT2", "Jones^Bob", 1, 1, 1, modality="MR"))
 
-    patients = rows(archive, schema.patient)
+    patients = table_rows(archive, schema.patient)
     assert [(p.patient_id, p.num_studies, p.num_series, p.num_instances) for p in patients] == [
         ("PAT1", 2, 4, 12),
         ("PAT2", 1, 1, 1),
     ]
-    studies = rows(archive, schema.study)
+    studies = table_rows(archive, schema.study)
     assert [(s.num_series, s.num_instances, s.modalities_in_study) for s in studies] == [
         (2, 6, "CT\\MR"),
         (2, 6, "CT\\MR"),
         (1, 1, "MR"),
     ]
     assert studies[0].sop_classes_in_study == "1.2.840.10008.5.1.4.1.1.2\\1.2.840.10008.5.1.4.1.1.4"
-    assert [s.num_instances for s in rows(archive, schema.series)] == [3, 3, 3, 3, 1]
-    assert len(rows(archive, schema.instance)) == 13
+    assert [s.num_instances for s in table_rows(archive, schema.series)] == [3, 3, 3, 3, 1]
+    assert len(table_rows(archive, schema.instance)) == 13
 
 
 def test_columns_hold_the_received_values(archive: Archive, tmp_path: Path) -> None:
@@ -83,7 +70,7 @@ def test_columns_hold_the_received_values(archive: Archive, tmp_path: Path) -> N
         sex="M",
     )
     store(archive, tmp_path, spec)
-    (p,) = rows(archive, schema.patient)
+    (p,) = table_rows(archive, schema.patient)
     assert (
         p.patient_id,
         p.issuer_of_patient_id,
@@ -97,7 +84,7 @@ def test_columns_hold_the_received_values(archive: Archive, tmp_path: Path) -> N
         "19491102",
         "M",
     )
-    (s,) = rows(archive, schema.study)
+    (s,) = table_rows(archive, schema.study)
     assert (s.study_date, s.study_time, s.accession_number, s.study_id) == (
         "20231231",
         "101500.25",
@@ -105,7 +92,7 @@ def test_columns_hold_the_received_values(archive: Archive, tmp_path: Path) -> N
         "S3",
     )
     assert (s.referring_physician_name, s.study_description) == ("Doe^Referring", "Study 3 of ID-7")
-    (se,) = rows(archive, schema.series)
+    (se,) = table_rows(archive, schema.series)
     assert (
         se.modality,
         se.series_number,
@@ -119,7 +106,7 @@ def test_columns_hold_the_received_values(archive: Archive, tmp_path: Path) -> N
         "Test Hospital",
         "STATION1",
     )
-    (i,) = rows(archive, schema.instance)
+    (i,) = table_rows(archive, schema.instance)
     assert (i.instance_number, i.sop_class_uid, i.transfer_syntax_uid) == (
         "5",
         "1.2.840.10008.5.1.4.1.1.2",
@@ -133,10 +120,10 @@ def test_attribute_sets_are_split_by_level_without_bulk_data(
     from pypacs.archive.ingest import unpack_attributes
 
     store(archive, tmp_path, Spec("P", "A^B", 1, 1, 1))
-    patient = unpack_attributes(rows(archive, schema.patient)[0].attrs)
-    study = unpack_attributes(rows(archive, schema.study)[0].attrs)
-    series = unpack_attributes(rows(archive, schema.series)[0].attrs)
-    image = unpack_attributes(rows(archive, schema.instance)[0].attrs)
+    patient = unpack_attributes(table_rows(archive, schema.patient)[0].attrs)
+    study = unpack_attributes(table_rows(archive, schema.study)[0].attrs)
+    series = unpack_attributes(table_rows(archive, schema.series)[0].attrs)
+    image = unpack_attributes(table_rows(archive, schema.instance)[0].attrs)
     assert patient["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "A^B"}]}
     assert "00100020" in patient and "0020000D" not in patient
     assert study["00080050"] == {"vr": "SH", "Value": ["ACC0001"]}
@@ -151,7 +138,8 @@ def test_same_patient_id_other_issuer_is_another_patient(archive: Archive, tmp_p
     store(archive, tmp_path, Spec("123", "C^D", 2, 1, 1, issuer="SITE-B"))
     store(archive, tmp_path, Spec("123", "E^F", 3, 1, 1))
     ids = sorted(
-        (p.patient_id, p.issuer_of_patient_id, p.num_studies) for p in rows(archive, schema.patient)
+        (p.patient_id, p.issuer_of_patient_id, p.num_studies)
+        for p in table_rows(archive, schema.patient)
     )
     assert ids == [("123", "", 1), ("123", "SITE-A", 1), ("123", "SITE-B", 1)]
 
@@ -160,9 +148,9 @@ def test_differing_demographics_are_recorded_not_merged(archive: Archive, tmp_pa
     store(archive, tmp_path, Spec("P9", "Old^Name", 1, 1, 1, sex="F"))
     result = archive.store_file(write(Spec("P9", "New^Name", 2, 1, 1, sex="F"), tmp_path))
     assert result.conflicts == [("patient_name", "Old^Name", "New^Name")]
-    (p,) = rows(archive, schema.patient)
+    (p,) = table_rows(archive, schema.patient)
     assert (p.patient_name, p.num_studies) == ("Old^Name", 2)
-    (c,) = rows(archive, schema.demographics_conflict)
+    (c,) = table_rows(archive, schema.demographics_conflict)
     assert (c.attribute, c.stored_value, c.received_value) == (
         "patient_name",
         "Old^Name",
@@ -173,11 +161,11 @@ def test_differing_demographics_are_recorded_not_merged(archive: Archive, tmp_pa
 def test_duplicate_keeps_the_stored_copy(archive: Archive, tmp_path: Path) -> None:
     spec = Spec("P", "A^B", 1, 1, 1)
     assert store(archive, tmp_path, spec) is Outcome.STORED
-    (before,) = rows(archive, schema.instance)
+    (before,) = table_rows(archive, schema.instance)
     assert store(archive, tmp_path, spec) is Outcome.DUPLICATE
-    (after,) = rows(archive, schema.instance)
+    (after,) = table_rows(archive, schema.instance)
     assert after.blob_key == before.blob_key
-    assert rows(archive, schema.series)[0].num_instances == 1
+    assert table_rows(archive, schema.series)[0].num_instances == 1
     assert [g for g in archive.store.scan() if g[1]] == [(before.blob_key[:3], [before.blob_key])]
 
 
@@ -189,14 +177,14 @@ def test_duplicate_replaces_when_configured(db_url: str, tmp_path: Path) -> None
     try:
         store(arc, tmp_path, Spec("P", "A^B", 1, 1, 1))
         store(arc, tmp_path, Spec("P", "A^B", 1, 1, 2))
-        (first, _) = rows(arc, schema.instance)
+        (first, _) = table_rows(arc, schema.instance)
         assert store(arc, tmp_path, Spec("P", "A^B", 1, 1, 1)) is Outcome.REPLACED
-        instances = rows(arc, schema.instance)
+        instances = table_rows(arc, schema.instance)
         assert len(instances) == 2
         assert first.blob_key not in {i.blob_key for i in instances}
         assert not arc.store.exists(first.blob_key)  # the replaced blob is gone
-        (p,) = rows(arc, schema.patient)
-        (s,) = rows(arc, schema.study)
+        (p,) = table_rows(arc, schema.patient)
+        (s,) = table_rows(arc, schema.study)
         assert (p.num_studies, p.num_series, p.num_instances) == (1, 1, 2)
         assert (s.num_series, s.num_instances, s.modalities_in_study) == (1, 2, "CT")
     finally:
@@ -214,5 +202,5 @@ def test_failed_index_write_revokes_the_blob(archive: Archive, tmp_path: Path) -
 
 def test_wildcard_characters_are_stored_literally(archive: Archive, tmp_path: Path) -> None:
     store(archive, tmp_path, Spec("50%_off*?", "O'Brien^Ann", 1, 1, 1))
-    (p,) = rows(archive, schema.patient)
+    (p,) = table_rows(archive, schema.patient)
     assert (p.patient_id, p.patient_name) == ("50%_off*?", "O'Brien^Ann")

@@ -8,51 +8,25 @@ instance back (index/deletes.py).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from pypacs.archive import Archive, ArchiveOptions
+from pypacs.archive import Archive
 from pypacs.archive.check import check
-from pypacs.archive.ingest import configure_pydicom
 from pypacs.errors import NotFound
 from pypacs.index import deletes, schema, tx
 from pypacs.index.migrations import migrate
 
-from dicomgen import Spec, make_dataset, patient_number, uid, write
+from dicomgen import Spec, make_dataset, series_uid, sop_uid, study_uid, write
+from helpers import table_rows
 
 CT, MR = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"
 
 
-@pytest.fixture
-def archive(db_url: str, tmp_path: Path) -> Iterator[Archive]:
-    configure_pydicom()
-    arc = Archive.open(ArchiveOptions(db_url, str(tmp_path / "blobs"), fsync=False))
-    yield arc
-    arc.close()
-
-
-def rows(archive: Archive, table: sa.Table) -> list[sa.Row[tuple[object, ...]]]:
-    with archive.engine.connect() as conn:
-        return list(conn.execute(sa.select(table).order_by(table.c.pk)))
-
-
 def blobs(archive: Archive) -> set[str]:
     return {key for _, keys in archive.store.scan() for key in keys}
-
-
-def study_uid(patient: str, study: int) -> str:
-    return uid(patient_number(patient), study)
-
-
-def series_uid(patient: str, study: int, series: int) -> str:
-    return uid(patient_number(patient), study, series)
-
-
-def sop_uid(patient: str, study: int, series: int, instance: int) -> str:
-    return uid(patient_number(patient), study, series, instance)
 
 
 @pytest.fixture
@@ -70,10 +44,10 @@ def filled(archive: Archive, tmp_path: Path) -> Archive:
 def assert_derived_values_right(archive: Archive) -> None:
     """Every count and multi-valued study attribute equals what the rows below say; no
     parent is left without children; every row's blob is in the store and no other."""
-    patients = rows(archive, schema.patient)
-    studies = rows(archive, schema.study)
-    series = rows(archive, schema.series)
-    instances = rows(archive, schema.instance)
+    patients = table_rows(archive, schema.patient)
+    studies = table_rows(archive, schema.study)
+    series = table_rows(archive, schema.series)
+    instances = table_rows(archive, schema.instance)
     of_series: dict[int, list[sa.Row[tuple[object, ...]]]] = defaultdict(list)
     for i in instances:
         of_series[i.series_pk].append(i)
@@ -94,7 +68,7 @@ def assert_derived_values_right(archive: Archive) -> None:
         assert p.num_series == sum(st.num_series for st in own_studies)
         assert p.num_instances == sum(st.num_instances for st in own_studies)
     assert blobs(archive) == {str(i.blob_key) for i in instances}
-    assert rows(archive, schema.blob_deletion) == []
+    assert table_rows(archive, schema.blob_deletion) == []
 
 
 def test_delete_one_instance(filled: Archive) -> None:
@@ -102,8 +76,8 @@ def test_delete_one_instance(filled: Archive) -> None:
         study_uid("PAT1", 1), series_uid("PAT1", 1, 1), sop_uid("PAT1", 1, 1, 2)
     )
     assert (removed.patients, removed.studies, removed.series, removed.instances) == (0, 0, 0, 1)
-    assert len(rows(filled, schema.instance)) == 12
-    (series,) = [s for s in rows(filled, schema.series) if s.series_number == "1"][:1]
+    assert len(table_rows(filled, schema.instance)) == 12
+    (series,) = [s for s in table_rows(filled, schema.series) if s.series_number == "1"][:1]
     assert series.num_instances == 2
     assert_derived_values_right(filled)
 
@@ -116,7 +90,7 @@ def test_delete_the_last_instance_of_a_series_prunes_it_and_its_modality(
             study_uid("PAT1", 2), series_uid("PAT1", 2, 2), sop_uid("PAT1", 2, 2, inst)
         )
     assert (removed.series, removed.instances) == (1, 1)
-    study = next(s for s in rows(filled, schema.study) if s.study_instance_uid.endswith(".2"))
+    study = next(s for s in table_rows(filled, schema.study) if s.study_instance_uid.endswith(".2"))
     assert (study.num_series, study.num_instances, study.modalities_in_study) == (1, 3, "CT")
     assert study.sop_classes_in_study == CT
     assert_derived_values_right(filled)
@@ -125,9 +99,9 @@ def test_delete_the_last_instance_of_a_series_prunes_it_and_its_modality(
 def test_delete_a_series(filled: Archive) -> None:
     removed = filled.delete(study_uid("PAT1", 1), series_uid("PAT1", 1, 1))
     assert (removed.patients, removed.studies, removed.series, removed.instances) == (0, 0, 1, 3)
-    study = next(s for s in rows(filled, schema.study) if s.study_instance_uid.endswith(".1"))
+    study = next(s for s in table_rows(filled, schema.study) if s.study_instance_uid.endswith(".1"))
     assert (study.modalities_in_study, study.sop_classes_in_study) == ("MR", MR)
-    (pat1, _) = rows(filled, schema.patient)
+    (pat1, _) = table_rows(filled, schema.patient)
     assert (pat1.num_studies, pat1.num_series, pat1.num_instances) == (2, 3, 9)
     assert_derived_values_right(filled)
 
@@ -138,25 +112,29 @@ def test_delete_a_study_then_the_patient_goes_with_its_last(filled: Archive) -> 
     assert_derived_values_right(filled)
     removed = filled.delete(study_uid("PAT1", 2))
     assert (removed.patients, removed.studies, removed.series, removed.instances) == (1, 1, 2, 6)
-    assert [p.patient_id for p in rows(filled, schema.patient)] == ["PAT2"]
+    assert [p.patient_id for p in table_rows(filled, schema.patient)] == ["PAT2"]
     assert_derived_values_right(filled)
     filled.delete(study_uid("PAT2", 1), series_uid("PAT2", 1, 1))
     for table in (schema.patient, schema.study, schema.series, schema.instance):
-        assert rows(filled, table) == []
+        assert table_rows(filled, table) == []
     assert blobs(filled) == set()
 
 
 def test_demographics_conflicts_go_with_their_instances(archive: Archive, tmp_path: Path) -> None:
     archive.store_file(write(Spec("P9", "Old^Name", 1, 1, 1), tmp_path))
     archive.store_file(write(Spec("P9", "New^Name", 2, 1, 1), tmp_path))
-    assert len(rows(archive, schema.demographics_conflict)) == 1
+    assert len(table_rows(archive, schema.demographics_conflict)) == 1
     archive.delete(study_uid("P9", 2))
-    assert rows(archive, schema.demographics_conflict) == []
+    assert table_rows(archive, schema.demographics_conflict) == []
     archive.store_file(write(Spec("P9", "New^Name", 2, 1, 1), tmp_path))
-    assert len(rows(archive, schema.demographics_conflict)) == 1
+    assert len(table_rows(archive, schema.demographics_conflict)) == 1
     archive.delete(study_uid("P9", 1))
     archive.delete(study_uid("P9", 2))
-    assert rows(archive, schema.demographics_conflict) == rows(archive, schema.patient) == []
+    assert (
+        table_rows(archive, schema.demographics_conflict)
+        == table_rows(archive, schema.patient)
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -180,11 +158,11 @@ def test_unknown_entities_are_not_found(
         "SE2": series_uid("PAT1", 1, 2),
         "I1": sop_uid("PAT1", 1, 1, 1),
     }
-    before = {t.name: rows(filled, t) for t in (schema.instance, schema.series, schema.study)}
+    before = {t.name: table_rows(filled, t) for t in (schema.instance, schema.series, schema.study)}
     with pytest.raises(NotFound, match=message):
         filled.delete(*(names.get(level, level) for level in levels))
     assert before == {
-        t.name: rows(filled, t) for t in (schema.instance, schema.series, schema.study)
+        t.name: table_rows(filled, t) for t in (schema.instance, schema.series, schema.study)
     }
 
 
@@ -196,7 +174,7 @@ def test_a_delete_cut_short_after_its_commit_never_brings_instances_back(filled:
     assert removed is not None and len(removed.blob_keys) == 6
     left_behind = set(removed.blob_keys)
     assert left_behind <= blobs(filled)
-    assert {r.blob_key for r in rows(filled, schema.blob_deletion)} == left_behind
+    assert {r.blob_key for r in table_rows(filled, schema.blob_deletion)} == left_behind
 
     # A check that only reports must not call them unindexed blobs, nor touch them.
     report = check(filled, repair=False)
@@ -206,7 +184,7 @@ def test_a_delete_cut_short_after_its_commit_never_brings_instances_back(filled:
     report = check(filled)
     assert report.clean, report
     assert blobs(filled).isdisjoint(left_behind)
-    assert len(rows(filled, schema.instance)) == 7
+    assert len(table_rows(filled, schema.instance)) == 7
     assert_derived_values_right(filled)
 
 
@@ -233,7 +211,7 @@ def test_blobs_that_cannot_be_removed_stay_recorded(
     monkeypatch.setattr(filled.store, "delete", refuse)
     removed = filled.delete(study_uid("PAT2", 1))
     assert removed.instances == 1
-    assert {r.blob_key for r in rows(filled, schema.blob_deletion)} == set(removed.blob_keys)
+    assert {r.blob_key for r in table_rows(filled, schema.blob_deletion)} == set(removed.blob_keys)
     assert check(filled).clean  # not re-indexed, though still on disk
     assert set(removed.blob_keys) <= blobs(filled)
     monkeypatch.undo()
@@ -255,5 +233,5 @@ def test_migration_3_adds_the_table_to_an_older_index(archive: Archive) -> None:
         conn.execute(sa.text("DROP TABLE blob_deletion"))
         conn.execute(schema.schema_version.update().values(version=2))
     assert migrate(archive.engine) == 3
-    assert rows(archive, schema.blob_deletion) == []
+    assert table_rows(archive, schema.blob_deletion) == []
     assert migrate(archive.engine) == 3

@@ -23,7 +23,7 @@ from conftest import RunningServer, pg_database
 from findfixtures import find
 from web.test_stow import CONTENT_TYPE, assert_error, base, multipart, stored
 
-from dicomgen import Spec, patient_number, uid, write
+from dicomgen import Spec, series_uid, sop_uid, study_uid, write
 from helpers import blob_files, index_counts, index_rows, wait_for
 
 TREE = {  # (patient, study, series): (modality, instances)
@@ -32,18 +32,6 @@ TREE = {  # (patient, study, series): (modality, instances)
     ("PAT1", 2, 1): ("CT", 2),
     ("PAT2", 1, 1): ("MR", 1),
 }
-
-
-def study_uid(patient: str, study: int) -> str:
-    return uid(patient_number(patient), study)
-
-
-def series_uid(patient: str, study: int, series: int) -> str:
-    return uid(patient_number(patient), study, series)
-
-
-def sop_uid(patient: str, study: int, series: int, instance: int) -> str:
-    return uid(patient_number(patient), study, series, instance)
 
 
 class Pacs:
