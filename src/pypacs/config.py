@@ -16,7 +16,7 @@ from typing import Any
 from pypacs.archive.options import ArchiveOptions
 from pypacs.errors import ConfigError
 from pypacs.net.options import NetOptions, RemoteAE
-from pypacs.web.options import WebOptions
+from pypacs.web.options import WebOptions, parse_base_url, parse_networks
 
 Check = Callable[[Any], str | None]  # returns what was expected, or None when the value is fine
 
@@ -67,6 +67,27 @@ def _one_of(*choices: str) -> Check:
         return None if value in choices else "one of " + ", ".join(choices)
 
     return check
+
+
+def _base_url(value: Any) -> str | None:
+    if value == "":
+        return None
+    try:
+        parse_base_url(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _networks(value: Any) -> str | None:
+    expected = 'a list of IP addresses or CIDR networks (e.g. ["127.0.0.1", "10.0.0.0/8"])'
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return expected
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        return f"{expected}; {exc}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -172,6 +193,24 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "web",
+        "base_url",
+        str,
+        "",
+        "public address absolute URLs start with, e.g. https://pacs.example.org/pacs "
+        "(empty: the address each request reached)",
+        _base_url,
+    ),
+    Setting(
+        "web",
+        "trusted_proxies",
+        list,
+        [],
+        "addresses or CIDR networks of reverse proxies whose X-Forwarded-Proto/-Host/-Prefix "
+        "headers are believed (empty: none)",
+        _networks,
+    ),
+    Setting(
         "logging",
         "level",
         str,
@@ -237,6 +276,8 @@ class Settings:
             max_results=self.values[("query", "max_results")],
             qido_default_limit=self.values[("web", "qido_default_limit")],
             stow_max_bytes=self.values[("web", "stow_max_bytes")],
+            base_url=self.values[("web", "base_url")],
+            trusted_proxies=tuple(self.values[("web", "trusted_proxies")]),
         )
 
 

@@ -19,6 +19,7 @@ from pypacs.web import admin, delete, openapi, qido, stow, wado, wadouri
 from pypacs.web.errors import EXCEPTION_HANDLERS
 from pypacs.web.jobs import NoRemotes, RemoteOps
 from pypacs.web.options import WebOptions
+from pypacs.web.urls import PublicAddress
 
 # PS3.18 8.2: every DICOMweb resource lives under one base URL.
 DICOMWEB_BASE = "/dicom-web"
@@ -65,6 +66,8 @@ def create_app(
         *wadouri.routes(archive, options, ""),  # PS3.18 9: at the server's root
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    # Every absolute URL the routes write starts at this address (web/urls.py).
+    app.state.public_address = PublicAddress.of(options)
     # The web page's files answer what no route takes; as a route at "/" they would also
     # take a method a route does not allow, which then gets 404 instead of 405.
     app.router.default = StaticFiles(directory=Path(__file__).parent / "ui", html=True)

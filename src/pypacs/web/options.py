@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -15,3 +20,60 @@ class WebOptions:
     # PS3.18 8.3.4.4 lets the origin server cap a search that gives no limit.
     qido_default_limit: int = 1000
     stow_max_bytes: int = 2_147_483_648
+    # The public address absolute URLs start with ("" = the address each request reached)
+    # and the peers whose X-Forwarded-* headers are believed (web/urls.py).
+    base_url: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 9110 7.2 / RFC 3986 3.2.2: host (reg-name, IPv4 or [IPv6]) and an optional port.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::(\d{1,5}))?")
+# A path prefix: segments of RFC 3986 pchar, no query, no fragment, no dot segments.
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*/?")
+
+
+def parse_base_url(text: str) -> str:
+    """``[web] base_url`` as used: scheme, authority and path without a trailing slash.
+
+    Raises:
+        ValueError: not an absolute http(s) URL without query or fragment.
+    """
+    parts = urlsplit(text.strip())
+    if parts.scheme not in DEFAULT_PORTS or not parts.netloc or "@" in parts.netloc:
+        raise ValueError("an absolute http:// or https:// URL, e.g. https://pacs.example.org/pacs")
+    if parts.query or parts.fragment or not _HOST.fullmatch(parts.netloc):
+        raise ValueError("an http(s) URL with a host and a path only (no query, no fragment)")
+    if parts.path and not valid_prefix(parts.path):
+        raise ValueError("an http(s) URL whose path is plain segments")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def parse_networks(entries: tuple[str, ...] | list[str]) -> tuple[Network, ...]:
+    """``[web] trusted_proxies``: IP addresses (one host each) and CIDR networks.
+
+    Raises:
+        ValueError: an entry is neither.
+    """
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=True))
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is neither an IP address nor a network with its host bits zero"
+            ) from None
+    return tuple(networks)
+
+
+def valid_host(text: str) -> bool:
+    match = _HOST.fullmatch(text)
+    return match is not None and (match.group(1) is None or 0 < int(match.group(1)) < 65536)
+
+
+def valid_prefix(text: str) -> bool:
+    return (
+        text.startswith("/")
+        and _PREFIX.fullmatch(text) is not None
+        and not any(s in ("..", ".") for s in text.split("/"))
+    )

@@ -19,6 +19,7 @@ from pypacs.query.respond import ResponseContext
 from pypacs.query.types import QueryOptions
 from pypacs.web.errors import not_acceptable
 from pypacs.web.options import WebOptions
+from pypacs.web.resources import service_url
 
 DICOM_JSON = "application/dicom+json"
 _ACCEPTED = frozenset({DICOM_JSON, "application/json", "application/*", "*/*"})
@@ -53,7 +54,7 @@ class _Urls:
     """RetrieveURL (0008,1190) of each match: the WADO-RS URL of that entity (PS3.18 10.6.3)."""
 
     def __init__(self, request: Request, base: str, level: Level) -> None:
-        self.root = _service(request, base)
+        self.root = service_url(request, base)
         self.level = level
 
     def __call__(self, obj: dict[str, Any]) -> str | None:
@@ -142,7 +143,7 @@ def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
             for text in warnings:
                 # PS3.18 8.3.4.2, 8.3.4.4: Warning: 299 <service>: <text> (RFC 7234 5.5).
                 response.raw_headers.append(
-                    (b"warning", f"299 {_service(request, base)}: {text}".encode())
+                    (b"warning", f"299 {service_url(request, base)}: {text}".encode())
                 )
             return response
 
@@ -171,7 +172,3 @@ def _take(objects: Iterator[dict[str, Any]], count: int) -> list[dict[str, Any]]
         if len(kept) == count:
             break
     return kept
-
-
-def _service(request: Request, base: str) -> str:
-    return str(request.base_url).rstrip("/") + base

@@ -21,6 +21,7 @@ from pypacs.query.from_dimse import parse_retrieve
 from pypacs.query.types import Query
 from pypacs.web.errors import bad_parameter, not_found
 from pypacs.web.negotiate import is_uid
+from pypacs.web.urls import public_url
 
 T = TypeVar("T")
 
@@ -81,8 +82,8 @@ def entity_of(request: Request) -> Entity:
 
 
 def service_url(request: Request, base: str) -> str:
-    """The absolute URL of the DICOMweb service root, as the request reached it."""
-    return str(request.base_url).rstrip("/") + base
+    """The absolute URL of the DICOMweb service root (PS3.18 8.2), at the public address."""
+    return public_url(request, base)
 
 
 def entered(manager: AbstractContextManager[T]) -> tuple[T, ExitStack]:

@@ -28,6 +28,7 @@ from pypacs.web.delete import path_uid
 from pypacs.web.errors import HttpProblem, bad_parameter, not_acceptable
 from pypacs.web.multipart import MultipartError, Part, boundary_of, media_type, read_parts
 from pypacs.web.options import WebOptions
+from pypacs.web.resources import service_url
 
 log = logging.getLogger("pypacs.web.stow")
 
@@ -299,7 +300,7 @@ class _Stow:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit, 0)
-        outcomes = _Outcomes(str(request.base_url).rstrip("/") + self.base)
+        outcomes = _Outcomes(service_url(request, self.base))
         client = request.client.host if request.client else "?"
         try:
             async for part in read_parts(_limited(request, limit), boundary):
