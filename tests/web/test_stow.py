@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from wadodata import data_set, parts
 
 from archive.test_crash import assert_counts_consistent, startup_check
 from conftest import RunningServer, start_pypacs
@@ -197,6 +202,81 @@ def test_a_part_without_preamble_is_stored_with_one(pacs: RunningServer) -> None
     response = stow(pacs, multipart([data]))
     assert response.status_code == 200, response.text
     assert stored(pacs)[str(ds.SOPInstanceUID)] == bytes(128) + b"DICM" + data
+
+
+def _encoded(ds: Dataset, syntax: str) -> bytes:
+    """The data set alone, in ``syntax``, as a sender without Part 10 framing writes it."""
+    out = DicomBytesIO()
+    out.is_little_endian = syntax != ExplicitVRBigEndian
+    out.is_implicit_VR = syntax == ImplicitVRLittleEndian
+    dataset = ds.copy()
+    del dataset.file_meta
+    if syntax == ExplicitVRBigEndian:  # pixel words in the data set's byte order
+        dataset.PixelData = np.frombuffer(ds.PixelData, "<u2").byteswap().tobytes()
+    write_dataset(out, dataset)
+    return out.getvalue()
+
+
+def _meta(ds: Dataset, syntax: str) -> bytes:
+    meta = FileMetaDataset(ds.file_meta)
+    meta.TransferSyntaxUID = syntax
+    out = DicomBytesIO()
+    write_file_meta_info(out, meta, enforce_standard=True)
+    return out.getvalue()
+
+
+# How a part is framed: the bytes sent, given the data set's bytes and its file meta group.
+FRAMINGS: dict[str, Callable[[bytes, bytes], bytes]] = {
+    "meta without preamble": lambda data, meta: meta + data,
+    "DICM without preamble": lambda data, meta: b"DICM" + meta + data,
+    "no file meta": lambda data, meta: data,
+}
+
+
+@pytest.mark.parametrize(
+    "syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+)
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_parts_without_part10_framing_are_stored_with_it(
+    pacs: RunningServer, framing: str, syntax: str
+) -> None:
+    number = list(FRAMINGS).index(framing) * 3 + [
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+    ].index(syntax)
+    ds = make_dataset(Spec("STOW-FRAME", "Frame^Less", 1, 1, number + 1))
+    data = _encoded(ds, syntax)
+    sent = FRAMINGS[framing](data, _meta(ds, syntax))
+    assert sent[128:132] != b"DICM"
+    response = stow(pacs, multipart([sent]))
+    assert response.status_code == 200, response.text
+    uid = str(ds.SOPInstanceUID)
+    assert references(response.json()) == {uid: None}
+    # WADO-RS with transfer-syntax=* sends the stored bytes: the data set exactly as sent,
+    # behind file meta information that names its transfer syntax (PS3.10 7.1).
+    url = (
+        f"{base(pacs)}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{uid}"
+    )
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    answer = httpx.get(url, headers={"Accept": accept}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    (part,) = parts(answer)
+    assert part.body[128:132] == b"DICM"
+    assert data_set(part.body) == data
+    meta = pydicom.dcmread(BytesIO(part.body), stop_before_pixels=True).file_meta
+    assert meta.TransferSyntaxUID == syntax
+    assert meta.MediaStorageSOPClassUID == ds.SOPClassUID
+    assert meta.MediaStorageSOPInstanceUID == uid
+    assert stored(pacs)[uid] == part.body
+
+
+def test_a_bare_data_set_without_its_uids_is_refused(pacs: RunningServer) -> None:
+    ds = make_dataset(Spec("STOW-FRAME", "No^Uids", 2, 1, 1))
+    del ds.SOPInstanceUID
+    response = stow(pacs, multipart([_encoded(ds, ExplicitVRLittleEndian)]))
+    assert response.status_code == 409, response.text
+    assert failures(response.json()) == [(None, None, CANNOT_UNDERSTAND)]
 
 
 def test_parts_without_content_type_preamble_and_epilogue(

@@ -2,7 +2,8 @@
 
 Each part of a ``multipart/related; type="application/dicom"`` body is a PS3.10 file, stored
 as received through ``Archive.store_instance`` as soon as it has arrived: memory holds one
-part. (A part that lacks the 128-byte preamble and "DICM" gets them; nothing else changes.)
+part. (A part that lacks the 128-byte preamble, "DICM" or the whole File Meta Information
+gets them, see ``_frame_as_part10``; the data set's bytes never change.)
 The answer goes out once the whole body has been read and every part stored or refused, so
 a 200 or 202 acknowledges only durable instances (DESIGN rule 1).
 """
@@ -16,12 +17,16 @@ from enum import IntEnum
 from typing import Any
 
 import pydicom
+from pydicom import uid as ts
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+import pypacs
 from pypacs.archive import Archive
+from pypacs.archive.part10 import PREAMBLE, file_meta
 from pypacs.errors import IndexUnavailable, InvalidInstance, StoreError
 from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
 from pypacs.web.delete import path_uid
@@ -124,6 +129,10 @@ class _ViewFile:
 
     def tell(self) -> int:
         return self._pos
+
+    def close(self) -> None:
+        """Let the buffer be resized again (a bytearray cannot be while it is viewed)."""
+        self._view.release()
 
 
 def _meta_length(data: bytearray) -> int:
@@ -332,8 +341,10 @@ class _Stow:
             log.info("STOW-RS from %s: a part of type %s refused", client, part.content_type)
             outcomes.failure(_Identity(), FailureReason.CANNOT_UNDERSTAND)
             return
-        _frame_as_part10(part.body)
+        added = await run_in_threadpool(_frame_as_part10, part.body)
         ident = await run_in_threadpool(_identify, part.body)
+        if added is not None:
+            log.info("STOW-RS from %s: %s given %s", client, ident.sop_instance or "a part", added)
         refusal = _refusal(ident, study)
         if refusal is not None:
             reason, why = refusal
@@ -364,15 +375,62 @@ class _Stow:
         )
 
 
-_PREAMBLE = bytes(128) + b"DICM"
+# The transfer syntaxes pydicom tells apart from a data set's first element, by its
+# (is implicit VR, is little endian) encoding.
+_BARE_SYNTAXES: dict[tuple[bool | None, bool | None], ts.UID] = {
+    (True, True): ts.ImplicitVRLittleEndian,
+    (False, True): ts.ExplicitVRLittleEndian,
+    (False, False): ts.ExplicitVRBigEndian,
+}
+_IMPLEMENTATION_VERSION = f"PYPACS_{pypacs.__version__}"
 
 
-def _frame_as_part10(body: bytearray) -> None:
-    """Put the PS3.10 preamble and prefix before a part that starts with its File Meta
-    Information group (0002) directly, as pydicom writes a data set that has no preamble
-    (and so dicomweb-client sends it). Meta and data set bytes stay as received."""
-    if body[128:132] != b"DICM" and body[:2] == b"\x02\x00":
-        body[0:0] = _PREAMBLE
+def _frame_as_part10(body: bytearray) -> str | None:
+    """Make a part a PS3.10 file where only its framing is missing (PS3.10 7.1); what is
+    there, meta information and data set bytes, stays as received. Returns what was added.
+
+    - no preamble, the File Meta Information group (0002) first, as pydicom writes a data
+      set without preamble (and so dicomweb-client sends it): preamble and "DICM" added;
+    - "DICM" then the meta group, without the 128 bytes before it: the preamble added;
+    - a bare data set, no meta information at all: meta information made by pypacs, when
+      the data set's first element tells its transfer syntax (implicit or explicit VR little
+      endian, explicit VR big endian) and it names its SOP Class and Instance UIDs.
+    Anything else is left for the archive to refuse.
+    """
+    if body[128:132] == b"DICM":
+        return None
+    if body[:4] == b"DICM" and body[4:6] == b"\x02\x00":
+        body[0:0] = bytes(128)
+        return "preamble"
+    if body[:2] == b"\x02\x00":
+        body[0:0] = PREAMBLE
+        return "preamble and DICM prefix"
+    view = _ViewFile(body, len(body))
+    try:
+        ds = pydicom.dcmread(
+            view, force=True, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS[:2]
+        )
+        syntax = _BARE_SYNTAXES.get(ds.original_encoding)
+        sop_class = _text(ds.get("SOPClassUID"))
+        sop_instance = _text(ds.get("SOPInstanceUID"))
+    except Exception:  # pydicom raises many types on input that is not DICOM
+        return None
+    finally:
+        view.close()
+    if syntax is None or not _meta_uid(sop_class) or not _meta_uid(sop_instance):
+        return None
+    assert sop_class is not None and sop_instance is not None
+    meta = file_meta(
+        sop_class, sop_instance, syntax, PYDICOM_IMPLEMENTATION_UID, _IMPLEMENTATION_VERSION
+    )
+    body[0:0] = meta
+    return f"file meta information ({syntax.name})"
+
+
+def _meta_uid(value: str | None) -> bool:
+    """Whether ``value`` can be written as a UI value of the meta information (PS3.5 9.1);
+    whether it is a well-formed UID is for the archive to judge, as for any instance."""
+    return value is not None and value.isascii() and value.isprintable() and len(value) <= 64
 
 
 def _refusal(ident: _Identity, study: str | None) -> tuple[FailureReason, str] | None:
