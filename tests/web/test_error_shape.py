@@ -4,6 +4,7 @@ a failure leaves the archive as it was."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,6 +156,14 @@ CASES: list[Any] = [
     ),
     # routing
     pytest.param("GET", "/api/no-such-thing", {}, {}, None, 404, "not-found", None),
+    pytest.param("GET", "/no-such-page.html", {}, {}, None, 404, "not-found", None, id="page"),
+    pytest.param("POST", "/no-such-thing", {}, {}, b"", 404, "not-found", None, id="post-404"),
+    pytest.param("GET", f"{W}/studies/{S}/nope", {}, {}, None, 404, "not-found", None, id="deep"),
+    # a percent-encoded UTF-8 path (RFC 3986 2.1) reaches pypacs, which answers in the shape
+    pytest.param("GET", "/%C3%A9t%C3%A9", {}, {}, None, 404, "not-found", None, id="utf8-404"),
+    pytest.param(
+        "GET", f"{W}/studies/%C3%A9", {}, {}, None, 400, "bad-parameter", "study", id="utf8-uid"
+    ),
     pytest.param("PUT", f"{W}/studies", {}, {}, None, 405, "method-not-allowed", None, id="method"),
 ]
 
@@ -192,3 +201,71 @@ def test_one_error_shape(
         assert error["code"] == code
     assert error.get("parameter") == parameter
     assert index_counts(pacs.database_url) == before
+
+
+# RFC 9110 15.5.6: a 405 lists every method of the target resource in Allow, also when
+# several routes share its path.
+ALLOWED: list[Any] = [
+    pytest.param("PUT", f"{W}/studies", "GET, HEAD, POST", id="qido-and-stow"),
+    pytest.param("PATCH", f"{W}/studies/{S}", "DELETE, GET, HEAD, POST", id="study"),
+    pytest.param("POST", f"{W}/studies/{S}/series/{SE}", "DELETE, GET, HEAD", id="series"),
+    pytest.param("DELETE", "/api/health", "GET, HEAD", id="health"),
+    pytest.param("POST", "/index.html", "GET, HEAD", id="page-file"),
+    pytest.param("DELETE", "/", "GET, HEAD", id="page"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), ALLOWED)
+def test_method_not_allowed_names_the_allowed_methods(
+    pacs: RunningServer, method: str, path: str, allow: str
+) -> None:
+    before = index_counts(pacs.database_url)
+    response = httpx.request(method, f"http://127.0.0.1:{pacs.http_port}{path}", timeout=30)
+    assert response.status_code == 405, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["allow"] == allow
+    assert response.json() == {
+        "error": {
+            "status": 405,
+            "code": "method-not-allowed",
+            "message": f"{path} does not take {method}; it takes {allow}",
+        }
+    }
+    assert index_counts(pacs.database_url) == before
+
+
+def raw_request(port: int, target: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Send one request line as given (no client library re-encodes it); the answer's status
+    line, headers (lower-case names) and body, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+RAW_UTF8 = "/\u00e9t\u00e9".encode()  # "/été" as UTF-8 bytes, not percent-encoded
+
+
+@pytest.mark.parametrize("target", [RAW_UTF8, b"/a b"], ids=["raw-utf8", "space"])
+def test_invalid_request_target_is_400_from_the_http_server(
+    pacs: RunningServer, target: bytes
+) -> None:
+    # RFC 9112 3.2: the request target is ASCII. Bytes outside it are refused by uvicorn's
+    # HTTP parser before pypacs gets a request, with uvicorn's own fixed text/plain body and
+    # the connection closed: not the JSON shape (docs/conformance.md, HTTP errors). The same
+    # path percent-encoded is answered by pypacs (the utf8-* cases above).
+    status, headers, body = raw_request(pacs.http_port, target)
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert headers[b"content-type"] == b"text/plain; charset=utf-8"
+    assert headers[b"connection"] == b"close"
+    assert body == b"Invalid HTTP request received."
+    # The server is fine afterwards.
+    assert httpx.get(f"http://127.0.0.1:{pacs.http_port}/api/health").status_code == 200

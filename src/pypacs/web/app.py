@@ -8,10 +8,12 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 import pypacs
 from pypacs.archive import Archive
@@ -70,5 +72,17 @@ def create_app(
     app.state.public_address = PublicAddress.of(options)
     # The web page's files answer what no route takes; as a route at "/" they would also
     # take a method a route does not allow, which then gets 404 instead of 405.
-    app.router.default = StaticFiles(directory=Path(__file__).parent / "ui", html=True)
+    app.router.default = _Page(directory=Path(__file__).parent / "ui", html=True)
     return app
+
+
+class _Page(StaticFiles):
+    """The web page's files. Another method than GET or HEAD on a path that is no file is
+    404, as on any unknown path (StaticFiles answers 405 before it looks)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if scope["method"] not in ("GET", "HEAD"):
+            _, found = await run_in_threadpool(self.lookup_path, path)
+            if found is None:
+                raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)

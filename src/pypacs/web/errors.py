@@ -13,6 +13,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 from pypacs.errors import (
     IndexUnavailable,
@@ -88,13 +89,40 @@ async def on_problem(request: Request, exc: Exception) -> Response:
     return problem_response(500, "internal-error", f"internal error: {type(exc).__name__}")
 
 
-async def on_http_exception(_request: Request, exc: Exception) -> Response:
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (an unknown path, a method a resource does not have) in the
+    one shape, with a message that names the path and, for 405, every method it has."""
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
     code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-    response = problem_response(exc.status_code, code, str(exc.detail))
-    if exc.headers:
-        response.headers.update(exc.headers)
+    message = str(exc.detail)
+    path = request.url.path
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"nothing at {path}"
+    elif exc.status_code == 405:
+        # RFC 9110 15.5.6: Allow lists the methods of the target resource; several routes
+        # may share one path (QIDO-RS GET and STOW-RS POST on /studies).
+        allowed = _allowed_methods(request) or _split(headers.get("Allow", ""))
+        headers["Allow"] = ", ".join(allowed)
+        message = f"{path} does not take {request.method}; it takes {headers['Allow']}"
+    response = problem_response(exc.status_code, code, message)
+    response.headers.update(headers)
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods of every route whose path matches the request's."""
+    router = request.scope.get("router")
+    methods: set[str] = set()
+    for route in getattr(router, "routes", ()):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _split(header: str) -> list[str]:
+    return sorted({m.strip() for m in header.split(",") if m.strip()})
 
 
 # PypacsError is answered by Starlette's exception middleware; anything else reaches the
