@@ -36,6 +36,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 900}
+PAGE_SIZE = 50  # studies a page of results shows (app.js)
+DASH = "\N{EN DASH}"
 
 # A study of images large enough to look at: CT series 1 (2 instances), MR series 2 (1).
 VIEW_SPECS = (
@@ -273,8 +275,9 @@ SEARCHES: dict[str, tuple[dict[str, str], tuple[str, str], Callable[[StudyFacts]
 def test_search_by_each_field(page: Page, case: str) -> None:
     fields, (key, value), matches = SEARCHES[case]
     params = parse_qs(urlsplit(search(page, **fields)).query)
-    # Only the field filled in is sent, with what pypacs should match.
-    assert {k: v for k, v in params.items() if k != "includefield"} == {key: [value]}
+    # Only the field filled in is sent, with what pypacs should match, and the first page.
+    paging = {"limit": [str(PAGE_SIZE + 1)], "offset": ["0"]}
+    assert {k: v for k, v in params.items() if k != "includefield"} == {key: [value], **paging}
     expected = studies_where(matches)
     assert len(expected) >= 1
     assert shown_studies(page) == expected
@@ -418,3 +421,195 @@ def test_echo_from_the_page(page: Page, pacs: Pacs) -> None:
         f"dest did not answer: DEST at 127.0.0.1:{pacs.dest.port} refused or did not answer"
     )
     expect(page.locator("#send-status")).to_have_class("error")
+
+
+# -- paging through many studies -----------------------------------------------------------
+
+# More studies than two pages: names and dates in another order than arrival, so that a
+# sort shows.
+PAGED_COUNT = 2 * PAGE_SIZE + 23
+
+
+def _paged_spec(n: int) -> Spec:
+    return Spec(
+        f"PAGE-{n:03d}",
+        f"Pager^{(n * 37) % PAGED_COUNT:03d}",
+        1,
+        1,
+        1,
+        study_date=f"2023{1 + (n * 7) % 12:02d}{1 + (n * 11) % 28:02d}",
+    )
+
+
+PAGED = [make_dataset(_paged_spec(n)) for n in range(PAGED_COUNT)]
+
+
+def _facts_of(ds: Dataset) -> StudyFacts:
+    return StudyFacts(
+        str(ds.StudyInstanceUID),
+        str(ds.PatientID),
+        str(ds.PatientName),
+        str(ds.StudyDate),
+        str(ds.AccessionNumber),
+        frozenset({str(ds.Modality)}),
+    )
+
+
+PAGED_FACTS = [_facts_of(ds) for ds in PAGED]  # in arrival order
+
+
+def _browser_page(browser: Browser, server: RunningServer) -> Iterator[Page]:
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"http://127.0.0.1:{server.http_port}/")
+    expect(page.locator("#statistics")).to_contain_text("patient")
+    yield page
+    context.close()
+    assert errors == [], "the page's script failed"
+
+
+@pytest.fixture(scope="module")
+def paged_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    # Stored in this order over one association: the archive's arrival order.
+    srv = serve_datasets(tmp_path_factory, "ui-paged", datasets=PAGED)
+    yield srv
+    srv.kill()
+
+
+@pytest.fixture
+def paged(browser: Browser, paged_server: RunningServer) -> Iterator[Page]:
+    yield from _browser_page(browser, paged_server)
+
+
+def page_rows(page: Page) -> list[str]:
+    """The Study Instance UIDs of the rows shown, top to bottom."""
+    uids: list[str] = page.locator("#results tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.study)"
+    )
+    return uids
+
+
+def go(page: Page, button: str, offset: int) -> None:
+    """Press Next or Previous and wait for the page it asks for."""
+    with page.expect_response(lambda r: "/dicom-web/studies?" in r.url) as answer:
+        page.click(button)
+    params = parse_qs(urlsplit(answer.value.url).query)
+    assert (params["limit"], params["offset"]) == ([str(PAGE_SIZE + 1)], [str(offset)])
+    expect(page.locator("#search-status")).to_contain_text(f"showing {offset + 1}{DASH}")
+
+
+def uids(facts: list[StudyFacts]) -> list[str]:
+    return [f.uid for f in facts]
+
+
+def test_results_come_a_page_at_a_time(paged: Page) -> None:
+    status = paged.locator("#search-status")
+    search(paged)
+    expect(status).to_have_text(f"More than {PAGE_SIZE} studies found; showing 1{DASH}{PAGE_SIZE}.")
+    assert page_rows(paged) == uids(PAGED_FACTS[:PAGE_SIZE])
+    expect(paged.locator("#previous-page")).to_be_disabled()
+    expect(paged.locator("#next-page")).to_be_enabled()
+
+    go(paged, "#next-page", PAGE_SIZE)
+    expect(status).to_have_text(
+        f"More than {2 * PAGE_SIZE} studies found; showing {PAGE_SIZE + 1}{DASH}{2 * PAGE_SIZE}."
+    )
+    assert page_rows(paged) == uids(PAGED_FACTS[PAGE_SIZE : 2 * PAGE_SIZE])
+    expect(paged.locator("#previous-page")).to_be_enabled()
+
+    go(paged, "#next-page", 2 * PAGE_SIZE)
+    # The last page: now the total is known.
+    expect(status).to_have_text(
+        f"{PAGED_COUNT} studies found; showing {2 * PAGE_SIZE + 1}{DASH}{PAGED_COUNT}."
+    )
+    assert page_rows(paged) == uids(PAGED_FACTS[2 * PAGE_SIZE :])
+    expect(paged.locator("#next-page")).to_be_disabled()
+
+    go(paged, "#previous-page", PAGE_SIZE)
+    expect(status).to_have_text(
+        f"More than {2 * PAGE_SIZE} studies found; showing {PAGE_SIZE + 1}{DASH}{2 * PAGE_SIZE}."
+    )
+    assert page_rows(paged) == uids(PAGED_FACTS[PAGE_SIZE : 2 * PAGE_SIZE])
+
+    # A new search starts again at its first page.
+    search(paged, patient_id="PAGE-00*")
+    expect(status).to_have_text("10 studies found.")
+    assert page_rows(paged) == uids(PAGED_FACTS[:10])
+    expect(paged.locator("#pager")).to_be_hidden()
+
+
+def test_sorting_orders_the_page_shown(paged: Page) -> None:
+    search(paged)
+    go(paged, "#next-page", PAGE_SIZE)
+    on_page = PAGED_FACTS[PAGE_SIZE : 2 * PAGE_SIZE]
+    expect(paged.locator("#sort-hint")).to_contain_text("studies of the page shown")
+
+    paged.select_option("#sort", "name-asc")
+    names = sorted(on_page, key=lambda f: f.patient_name)
+    assert page_rows(paged) == uids(names)
+    assert column(paged, "#results", 1)[0] == names[0].patient_name.replace("^", ", ")
+
+    paged.select_option("#sort", "name-desc")
+    assert page_rows(paged) == uids(names[::-1])
+
+    paged.select_option("#sort", "date-desc")
+    dates = [c.replace("-", "") for c in column(paged, "#results", 3)]
+    assert dates == sorted((f.date for f in on_page), reverse=True)
+    assert set(page_rows(paged)) == set(uids(on_page))
+
+    paged.select_option("#sort", "date-asc")
+    dates = [c.replace("-", "") for c in column(paged, "#results", 3)]
+    assert dates == sorted(f.date for f in on_page)
+
+    # The order holds on the next page, whose studies are the next ones in arrival order.
+    go(paged, "#next-page", 2 * PAGE_SIZE)
+    dates = [c.replace("-", "") for c in column(paged, "#results", 3)]
+    assert dates == sorted(f.date for f in PAGED_FACTS[2 * PAGE_SIZE :])
+    paged.select_option("#sort", "arrival")
+    assert page_rows(paged) == uids(PAGED_FACTS[2 * PAGE_SIZE :])
+
+
+def test_a_cut_announced_by_the_server_is_shown(paged: Page) -> None:
+    # pypacs cuts only searches without a limit, and the page always gives one; the
+    # server's answer is passed on with the Warning another origin server may add when it
+    # caps the limit (PS3.18 8.3.4.4).
+    text = (
+        "The number of results exceeded the maximum supported by the server. "
+        "Additional results can be requested."
+    )
+
+    def with_warning(route: Any) -> None:
+        response = route.fetch()
+        headers = {**response.headers, "warning": f"299 pacs.example.org: {text}"}
+        route.fulfill(response=response, headers=headers)
+
+    paged.route("**/dicom-web/studies?*", with_warning)
+    search(paged)
+    expect(paged.locator("#search-status")).to_have_text(
+        f"More than {PAGE_SIZE} studies found; showing 1{DASH}{PAGE_SIZE}. "
+        f"The server cut the results: {text}"
+    )
+    expect(paged.locator("#search-status")).to_have_class("error")
+    assert page_rows(paged) == uids(PAGED_FACTS[:PAGE_SIZE])
+
+
+@pytest.fixture(scope="module")
+def single_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    srv = serve_datasets(tmp_path_factory, "ui-single", datasets=[PAGED[0]])
+    yield srv
+    srv.kill()
+
+
+def test_counts_of_one_are_singular(browser: Browser, single_server: RunningServer) -> None:
+    for page in _browser_page(browser, single_server):
+        expect(page.locator("#statistics")).to_contain_text(
+            "1 patient, 1 study, 1 series, 1 instance ("
+        )
+        search(page)
+        expect(page.locator("#search-status")).to_have_text("1 study found.")
+        assert page_rows(page) == [PAGED_FACTS[0].uid]
+        expect(page.locator("#pager")).to_be_hidden()
+        search(page, patient_id="NOBODY")
+        expect(page.locator("#search-status")).to_have_text("No study found.")

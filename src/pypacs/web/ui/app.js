@@ -6,6 +6,7 @@
 const DICOMWEB = "/dicom-web";
 const API = "/api";
 const JOB_POLL_MS = 300;
+const PAGE_SIZE = 50;
 
 // DICOM JSON is keyed by tag (PS3.18 F.2).
 const TAG = {
@@ -88,10 +89,25 @@ async function problemOf(response) {
 }
 
 async function getJson(url, accept) {
+  return (await getJsonWithWarnings(url, accept)).body;
+}
+
+// Warning: 299 <agent> "<text>" (RFC 7234 5.5), as PS3.18 8.3.4 uses it: the texts.
+function warningTexts(response) {
+  const header = response.headers.get("Warning");
+  if (!header) return [];
+  return header
+    .split(/,(?=\s*\d{3}\s)/)
+    .map((item) => item.trim().replace(/^\d{3}\s+\S+\s*:?\s*/, "").replace(/^"|"$/g, ""))
+    .filter(Boolean);
+}
+
+async function getJsonWithWarnings(url, accept) {
   const response = await fetch(url, { headers: { Accept: accept || "application/json" } });
-  if (response.status === 204) return [];
   if (!response.ok) throw new Error(await problemOf(response));
-  return response.json();
+  const warnings = warningTexts(response);
+  if (response.status === 204) return { body: [], warnings };
+  return { body: await response.json(), warnings };
 }
 
 async function postJson(url, body) {
@@ -104,10 +120,14 @@ async function postJson(url, body) {
   return response.json();
 }
 
-function qido(path, params, fields) {
+function qidoUrl(path, params, fields) {
   const query = new URLSearchParams(params);
   for (const field of fields) query.append("includefield", field);
-  return getJson(`${DICOMWEB}${path}?${query}`, "application/dicom+json");
+  return `${DICOMWEB}${path}?${query}`;
+}
+
+function qido(path, params, fields) {
+  return getJson(qidoUrl(path, params, fields), "application/dicom+json");
 }
 
 const enc = encodeURIComponent;
@@ -131,6 +151,11 @@ function button(label, onClick, describedBy) {
   if (describedBy) b.setAttribute("aria-label", describedBy);
   b.addEventListener("click", onClick);
   return b;
+}
+
+// "1 study", "2 studies": counts are printed with the noun that agrees with them.
+function count(n, singular, plural) {
+  return `${n} ${n === 1 ? singular : plural}`;
 }
 
 function say(id, message, isError) {
@@ -157,8 +182,9 @@ async function showStatistics() {
     const s = await getJson(`${API}/statistics`);
     say(
       "statistics",
-      `${s.patients} patients, ${s.studies} studies, ${s.series} series, ` +
-        `${s.instances} instances (${size(s.bytes)})`,
+      `${count(s.patients, "patient", "patients")}, ${count(s.studies, "study", "studies")}, ` +
+        `${count(s.series, "series", "series")}, ${count(s.instances, "instance", "instances")} ` +
+        `(${size(s.bytes)})`,
     );
   } catch (error) {
     say("statistics", `Statistics unavailable: ${error.message}`, true);
@@ -190,23 +216,95 @@ function searchParams() {
   return params;
 }
 
-async function search(event) {
-  event.preventDefault();
+// The search shown: its parameters, the offset of its page, the page's studies as the
+// server answered them (sorted for display by sortStudies), whether more follow.
+const shown = { params: null, offset: 0, studies: [], more: false, warnings: [] };
+
+// PS3.18 8.3.4.4: limit and offset page through the matches. One more than a page is asked
+// for, so that the page knows whether another follows; QIDO-RS gives no total, so a total is
+// stated only when the last page has been reached.
+async function showPage(offset) {
   const body = $("results").tBodies[0];
   say("search-status", "Searching…");
   $("search-button").disabled = true;
+  $("previous-page").disabled = true;
+  $("next-page").disabled = true;
   try {
-    const studies = await qido("/studies", searchParams(), STUDY_FIELDS);
-    body.replaceChildren(...studies.map(studyRow));
-    $("results").hidden = studies.length === 0;
-    say("search-status", studies.length === 1 ? "1 study found." : `${studies.length} studies found.`);
+    const params = { ...shown.params, limit: String(PAGE_SIZE + 1), offset: String(offset) };
+    const answer = await getJsonWithWarnings(
+      qidoUrl("/studies", params, STUDY_FIELDS),
+      "application/dicom+json",
+    );
+    shown.offset = offset;
+    shown.more = answer.body.length > PAGE_SIZE;
+    shown.studies = answer.body.slice(0, PAGE_SIZE);
+    shown.warnings = answer.warnings;
+    renderResults();
   } catch (error) {
     body.replaceChildren();
     $("results").hidden = true;
+    $("pager").hidden = true;
     say("search-status", `Search failed: ${error.message}`, true);
   } finally {
     $("search-button").disabled = false;
   }
+}
+
+function describePage() {
+  const n = shown.studies.length;
+  const first = shown.offset + 1;
+  const last = shown.offset + n;
+  let text;
+  if (n === 0) {
+    text = shown.offset === 0 ? "No study found." : `No study found past the first ${shown.offset}.`;
+  } else if (shown.more) {
+    text = `More than ${last} studies found; showing ${first}–${last}.`;
+  } else if (shown.offset === 0) {
+    text = `${count(n, "study", "studies")} found.`;
+  } else {
+    text = `${last} studies found; showing ${first}–${last}.`;
+  }
+  if (shown.warnings.length) {
+    // The server says it left matches out: no count above is then known to be complete.
+    text = `${text} The server cut the results: ${shown.warnings.join(" ")}`;
+  }
+  return text;
+}
+
+function renderResults() {
+  const body = $("results").tBodies[0];
+  const studies = sortStudies(shown.studies, $("sort").value);
+  body.replaceChildren(...studies.map(studyRow));
+  $("results").hidden = studies.length === 0;
+  $("pager").hidden = shown.offset === 0 && !shown.more;
+  $("previous-page").disabled = shown.offset === 0;
+  $("next-page").disabled = !shown.more;
+  say("search-status", describePage(), shown.warnings.length > 0);
+}
+
+// QIDO-RS has no sort order (pypacs answers in arrival order): sorting is done here, within
+// the page shown, and the page says so.
+const SORTS = {
+  arrival: null,
+  "date-desc": (a, b) => compareText(first(b, "StudyDate"), first(a, "StudyDate")),
+  "date-asc": (a, b) => compareText(first(a, "StudyDate"), first(b, "StudyDate")),
+  "name-asc": (a, b) => compareText(personName(a, "PatientName"), personName(b, "PatientName")),
+  "name-desc": (a, b) => compareText(personName(b, "PatientName"), personName(a, "PatientName")),
+};
+
+function compareText(a, b) {
+  return String(a ?? "").localeCompare(String(b ?? ""), undefined, { sensitivity: "base" });
+}
+
+function sortStudies(studies, order) {
+  const compare = SORTS[order];
+  return compare ? [...studies].sort(compare) : studies;
+}
+
+function search(event) {
+  event.preventDefault();
+  shown.params = searchParams();
+  return showPage(0);
 }
 
 function studyRow(study) {
@@ -230,6 +328,9 @@ function studyRow(study) {
 function clearSearch() {
   $("results").tBodies[0].replaceChildren();
   $("results").hidden = true;
+  $("pager").hidden = true;
+  shown.params = null;
+  shown.studies = [];
   say("search-status", "");
 }
 
@@ -423,6 +524,13 @@ async function send(event) {
 document.addEventListener("DOMContentLoaded", () => {
   $("search-form").addEventListener("submit", search);
   $("search-form").addEventListener("reset", clearSearch);
+  $("previous-page").addEventListener("click", () =>
+    showPage(Math.max(0, shown.offset - PAGE_SIZE)),
+  );
+  $("next-page").addEventListener("click", () => showPage(shown.offset + PAGE_SIZE));
+  $("sort").addEventListener("change", () => {
+    if (shown.params) renderResults();
+  });
   $("send-form").addEventListener("submit", send);
   $("echo-button").addEventListener("click", echoRemote);
   $("viewer-close").addEventListener("click", closeViewer);
