@@ -22,6 +22,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import UID
 
+from pypacs.archive.pixels import CODEC_ERRORS, decompress
 from pypacs.errors import TranscodeError
 
 # Uncompressed syntaxes we write, preferred first. Explicit VR Big Endian (retired, PS3.5 A.3)
@@ -62,25 +63,10 @@ _LOSSY = frozenset(
     }
 )
 
-# PS3.5 A.4: these describe encapsulated fragments and must go with them.
-_ENCAPSULATION_ONLY = (0x7FE00001, 0x7FE00002, 0x7FE00003)  # extended offset table, lengths, total
-
 # PS3.5 7.3: in big endian, values of these VRs are byte-swapped in units of this many bytes.
 _SWAP_UNIT = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
 _J2K_MIN_SIDE = 32  # 2 ** (6 resolution levels - 1), see LOSSLESS
-
-# What pydicom and its pylibjpeg plugins raise on data they cannot decode or encode.
-_CODEC_ERRORS = (
-    ValueError,
-    RuntimeError,
-    NotImplementedError,
-    AttributeError,
-    KeyError,
-    TypeError,
-    IndexError,
-    EOFError,
-)
 
 
 def choose_syntax(stored: str, accepted: Sequence[str]) -> str | None:
@@ -92,6 +78,15 @@ def choose_syntax(stored: str, accepted: Sequence[str]) -> str | None:
     if not _can_decode(stored):
         return None
     return next((target for target in _targets() if target in accepted), None)
+
+
+def sending_syntax(proposed: Sequence[str]) -> str | None:
+    """The syntax to accept for a presentation context over which stored instances of any
+    syntax will be sent: uncompressed when proposed (every decodable instance goes out
+    that way, none is compressed for nothing), else the first lossless one pypacs can
+    encode, in the peer's order; None when neither is proposed."""
+    uncompressed = next((s for s in UNCOMPRESSED if s in proposed), None)
+    return uncompressed or next((s for s in proposed if s in _targets()), None)
 
 
 def transcode(data: bytes | memoryview | BinaryIO, target: str) -> Dataset:
@@ -117,8 +112,7 @@ def transcode(data: bytes | memoryview | BinaryIO, target: str) -> Dataset:
         raise TranscodeError(f"no decoder for {_name(stored)}")
     has_pixels = "PixelData" in ds
     if has_pixels and stored.is_compressed:
-        with _reason(f"cannot decode the {_name(stored)} pixel data"):
-            _decompress(ds, stored)
+        _decompress(ds, stored)
     with _reason("cannot re-encode the data set"):
         if stored == ts.ExplicitVRBigEndian:
             _swap_to_little_endian(ds)
@@ -162,7 +156,7 @@ def _reason(reason: str) -> Iterator[None]:
     """Turn what pydicom and its plugins raise into TranscodeError, keeping the cause."""
     try:
         yield
-    except _CODEC_ERRORS as exc:
+    except CODEC_ERRORS as exc:
         detail = " ".join(str(exc).split())  # pydicom lists each plugin's failure on a line
         raise TranscodeError(f"{reason}: {detail}") from exc
 
@@ -179,22 +173,10 @@ def _read(data: bytes | memoryview | BinaryIO) -> Dataset:
 
 
 def _decompress(ds: Dataset, stored: UID) -> None:
-    # Same pixel values, so the same SOP Instance UID (pydicom makes a new one by default).
-    # pydicom updates Photometric Interpretation, Planar Configuration and Number of Frames.
-    ds.decompress(as_rgb=stored in _TO_RGB_ON_DECODE, generate_instance_uid=False)
+    decompress(ds, stored, as_rgb=stored in _TO_RGB_ON_DECODE)
     if stored in _LOSSY and "LossyImageCompression" not in ds:
         # PS3.3 C.7.6.1.1.5: once lossy compressed, always "01", also when decompressed.
         ds.LossyImageCompression = "01"
-    for tag in _ENCAPSULATION_ONLY:
-        ds.pop(tag, None)
-    frames = int(ds.get("NumberOfFrames") or 1)
-    bits = ds.Rows * ds.Columns * ds.SamplesPerPixel * frames * ds.BitsAllocated
-    expected = (bits + 7) // 8
-    if len(ds.PixelData) not in (expected, expected + 1):
-        raise TranscodeError(
-            f"{_name(stored)} decoded to {len(ds.PixelData)} bytes of pixel data where "
-            f"Rows, Columns, Samples per Pixel, Number of Frames and Bits Allocated say {expected}"
-        )
 
 
 def _swap_to_little_endian(ds: Dataset) -> None:

@@ -11,13 +11,14 @@ import numpy as np
 from pydicom import uid as ts
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.pixels.utils import pack_bits, pixel_array
+from pydicom.pixels.utils import pack_bits
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, StoredInstance
+from pypacs.archive.pixels import frame_array, number_of_frames
 from pypacs.archive.transcode import choose_syntax, transcode
 from pypacs.errors import TranscodeError
 from pypacs.model.attributes import BULK_DATA_VRS
@@ -121,13 +122,6 @@ def parse_frames(text: str) -> list[int]:
     return numbers
 
 
-def number_of_frames(ds: Dataset) -> int:
-    try:
-        return max(int(ds.get("NumberOfFrames") or 1), 1)
-    except (TypeError, ValueError):
-        return 1
-
-
 def _little_endian(arr: np.ndarray[Any, Any], ds: Dataset) -> bytes:
     if int(ds.BitsAllocated) == 1:
         return pack_bits(arr.ravel())
@@ -150,21 +144,14 @@ def uncompressed_frame(ds: Dataset, stored: str, index: int) -> bytes:
     ):
         size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits // 8
         return bytes(ds.PixelData[index * size : (index + 1) * size])
-    try:
-        return _little_endian(pixel_array(ds, index=index), ds)
-    except _CODEC_ERRORS as exc:
-        raise TranscodeError(f"cannot decode frame {index + 1}: {exc}") from exc
+    return _little_endian(frame_array(ds, index), ds)
 
 
 def stored_frame(ds: Dataset, index: int) -> bytes:
-    """Frame ``index`` (from 0) of encapsulated pixel data, as held (PS3.5 A.4)."""
-    offsets = None
-    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-        offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    """Frame ``index`` (from 0) of encapsulated pixel data, as held (PS3.5 A.4); ``ds`` comes
+    from ``load``, one fragment per frame."""
     try:
-        return get_frame(
-            ds.PixelData, index, extended_offsets=offsets, number_of_frames=number_of_frames(ds)
-        )
+        return get_frame(ds.PixelData, index, number_of_frames=number_of_frames(ds))
     except _CODEC_ERRORS as exc:
         raise TranscodeError(f"cannot find frame {index + 1} in the pixel data: {exc}") from exc
 

@@ -18,8 +18,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
-from pydicom.pixels.utils import pixel_array
 
+from pypacs.archive.pixels import frame_array
 from pypacs.errors import TranscodeError
 
 JPEG = "image/jpeg"
@@ -29,7 +29,6 @@ RENDERED_TYPES = (JPEG, PNG)  # the default first (PS3.18 Table 8.7.4-1)
 FUNCTIONS = ("linear", "linear-exact", "sigmoid")
 DEFAULT_QUALITY = 90
 _GRAY = ("MONOCHROME1", "MONOCHROME2")
-_CODEC_ERRORS = (ValueError, RuntimeError, NotImplementedError, AttributeError, KeyError)
 
 Pixels = NDArray[Any]
 
@@ -185,10 +184,7 @@ def frame_pixels(ds: Dataset, index: int, window: Window | None) -> Pixels:
     Raises:
         TranscodeError: the pixel data cannot be decoded or has no rendering.
     """
-    try:
-        arr = pixel_array(ds, index=index)
-    except _CODEC_ERRORS as exc:
-        raise TranscodeError(f"cannot decode frame {index + 1} for rendering: {exc}") from exc
+    arr = frame_array(ds, index)
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if int(ds.get("SamplesPerPixel") or 1) == 1 and photometric in _GRAY:
         return _gray(arr, ds, index, window)

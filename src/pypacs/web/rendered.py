@@ -17,8 +17,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, Retrieval
+from pypacs.archive.pixels import number_of_frames
 from pypacs.web.errors import bad_parameter, not_acceptable, not_found
-from pypacs.web.frames import number_of_frames, parse_frames
+from pypacs.web.frames import parse_frames
 from pypacs.web.multipart import closing, new_boundary, part_head, part_tail, related_type
 from pypacs.web.negotiate import MediaRange, acceptable, describe
 from pypacs.web.render import (

@@ -15,6 +15,7 @@ from pydicom.errors import InvalidDicomError
 from starlette.requests import Request
 
 from pypacs.archive import Archive, StoredInstance
+from pypacs.archive.pixels import normalise_encapsulation
 from pypacs.errors import StoreError
 from pypacs.model.levels import InformationModel, Level
 from pypacs.query.from_dimse import parse_retrieve
@@ -131,13 +132,17 @@ def middle(archive: Archive, entity: Entity) -> tuple[Entity, StoredInstance]:
 
 
 def load(archive: Archive, stored: StoredInstance) -> Dataset:
-    """The stored instance parsed (pixel data included, nothing decoded).
+    """The stored instance parsed (pixel data included, nothing decoded), its compressed
+    frames re-encapsulated where its offset table was wrong (archive/pixels.py).
 
     Raises:
         StoreError: the blob cannot be read or does not parse.
+        TranscodeError: the frames Number of Frames gives cannot be found.
     """
     data = archive.read_instance(stored)
     try:
-        return dcmread(BytesIO(data))
+        ds = dcmread(BytesIO(data))
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"stored {stored.sop_instance_uid} does not parse: {exc}") from exc
+    normalise_encapsulation(ds, stored.transfer_syntax_uid)
+    return ds

@@ -14,8 +14,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, StoredInstance
+from pypacs.archive.pixels import number_of_frames
 from pypacs.web.errors import HttpProblem, bad_parameter
-from pypacs.web.frames import number_of_frames
 from pypacs.web.negotiate import MediaRange, is_uid, parse_accept
 from pypacs.web.options import WebOptions
 from pypacs.web.render import RENDERED_TYPES, Region, Rendering, Window, has_pixels, render
