@@ -112,7 +112,7 @@ INVALID = [
     pytest.param(
         STUDY_ROOT,
         "STUDY",
-        {"StudyInstanceUID": f"{JOHN1}\\1.2.x"},
+        {"StudyInstanceUID": f"{JOHN1}\\1.2.x!"},
         STUDY_INSTANCE_UID,
         id="bad-UI-in-list",
     ),

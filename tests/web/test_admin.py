@@ -305,11 +305,11 @@ ERRORS = {
     "move UID malformed": (
         "POST",
         MOVE_URL,
-        b'{"StudyInstanceUID": "1.2.x"}',
+        b'{"StudyInstanceUID": "1.2.x!"}',
         error(
             400,
             "bad-parameter",
-            "StudyInstanceUID is not a UID: '1.2.x'",
+            "StudyInstanceUID is not a UID: '1.2.x!'",
             "StudyInstanceUID",
         ),
     ),
@@ -350,9 +350,9 @@ ERRORS = {
     ),
     "zip of a malformed UID": (
         "GET",
-        "/api/studies/1.2.abc/archive.zip",
+        "/api/studies/1.2.abc!/archive.zip",
         None,
-        error(400, "bad-parameter", "study is not a UID: '1.2.abc'", "study"),
+        error(400, "bad-parameter", "study is not a UID: '1.2.abc!'", "study"),
     ),
     "unknown admin path": (
         "GET",

@@ -198,8 +198,8 @@ def test_unknown_entities_are_404_and_malformed_uids_400(pacs: Pacs, tmp_path: P
     ):
         assert message in assert_error(pacs.delete(*uids), 404, "not-found", None)
     for uids, parameter in (
-        (("1.2.x",), "study"),
-        ((s1, "1..2"), "series"),
+        (("1.2.x!",), "study"),
+        ((s1, "1.2!2"), "series"),
         ((s1, series_uid("PAT1", 1, 1), "9" * 65), "instance"),
     ):
         assert "not a UID" in assert_error(pacs.delete(*uids), 400, "bad-parameter", parameter)

@@ -278,12 +278,12 @@ BAD = [
     pytest.param("/studies", [("StudyTime", "10h")], "StudyTime", id="time-malformed"),
     pytest.param("/studies", [("NotAKeyword", "1")], "NotAKeyword", id="unknown-keyword"),
     pytest.param("/studies", [("00091010", "1")], "00091010", id="private-tag"),
-    pytest.param("/studies", [("StudyInstanceUID", "1.2.x")], "StudyInstanceUID", id="bad-uid"),
+    pytest.param("/studies", [("StudyInstanceUID", "1.2.x!")], "StudyInstanceUID", id="bad-uid"),
     pytest.param("/studies", [("includefield", "Nope")], "includefield", id="includefield"),
     pytest.param("/studies", [("PatientID", "A"), ("PatientID", "B")], "PatientID", id="twice"),
     pytest.param("/studies", [("ProcedureCodeSequence", "X")], "ProcedureCodeSequence", id="sq"),
     pytest.param("/studies", [("A.B.C", "X")], "A.B.C", id="deep-path"),
-    pytest.param("/studies/1.2.abc/series", [], "StudyInstanceUID", id="path-uid"),
+    pytest.param("/studies/1.2.abc!/series", [], "StudyInstanceUID", id="path-uid"),
     pytest.param(
         "/studies/1.2.3/series", [("StudyInstanceUID", "1.2.4")], "StudyInstanceUID", id="dup"
     ),

@@ -480,7 +480,7 @@ def test_accept(
 
 def test_a_malformed_study_uid_in_the_url_is_400(pacs: RunningServer, tmp_path: Path) -> None:
     data = part10(Spec("STOW13", "Bad^Url", 1, 1, 1), tmp_path)
-    response = stow(pacs, multipart([data]), study="1.2.abc")
+    response = stow(pacs, multipart([data]), study="1.2.abc!")
     assert "not a UID" in assert_error(response, 400, "bad-parameter", "study")
 
 

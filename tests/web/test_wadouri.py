@@ -111,7 +111,7 @@ def test_rendering_parameters(wado: Archive) -> None:
         ({"requestType": ""}, "requestType"),
         ({"requestType": "RS"}, "requestType"),
         ({"studyUID": ""}, "studyUID"),
-        ({"seriesUID": "1.2.x"}, "seriesUID"),
+        ({"seriesUID": "1.2.x!"}, "seriesUID"),
         ({"objectUID": "1" * 65}, "objectUID"),
         ({"windowCenter": "40"}, "windowWidth"),
         ({"windowWidth": "400"}, "windowCenter"),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
+from pypacs.model.uid import is_acceptable_uid
 from pypacs.model.vr import normalise_datetime, normalise_time
 from pypacs.query.types import InvalidQuery
 
 _DA = re.compile(r"^\d{8}$")
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def _tag(tag: int) -> str:
@@ -16,8 +16,8 @@ def _tag(tag: int) -> str:
 
 
 def check_uid(value: str, tag: int) -> str:
-    """A UID as PS3.5 9.1 allows it: digits and dots, at most 64 characters."""
-    if len(value) > 64 or not _UID.match(value):
+    """A UID by the rule of every door (model/uid.py: liberal where devices break 9.1)."""
+    if not is_acceptable_uid(value):
         raise InvalidQuery(f"{_tag(tag)} is not a UID: {value!r}", tag)
     return value
 

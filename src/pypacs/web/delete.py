@@ -8,7 +8,6 @@ count, then the files (index/deletes.py says why, and what a crash in between le
 from __future__ import annotations
 
 import logging
-import re
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -16,14 +15,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive
+from pypacs.model.uid import is_acceptable_uid
 from pypacs.web.errors import bad_parameter
 from pypacs.web.options import WebOptions
 
 log = logging.getLogger("pypacs.web.delete")
-
-# PS3.5 9.1: digits and dots, at most 64 characters. Leading zeros, which 9.1 forbids, are
-# let through: a UID received with them must still be deletable.
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def path_uid(value: str, name: str) -> str:
@@ -32,7 +28,7 @@ def path_uid(value: str, name: str) -> str:
     Raises:
         HttpProblem: 400 naming the path segment, when ``value`` is not a UID.
     """
-    if len(value) > 64 or _UID.fullmatch(value) is None:
+    if not is_acceptable_uid(value):
         raise bad_parameter(name, f"{name} {value!r} is not a UID (PS3.5 9.1)")
     return value
 

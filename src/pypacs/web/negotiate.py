@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pydicom import uid as ts
 from starlette.requests import Request
 
+from pypacs.model.uid import is_acceptable_uid
 from pypacs.web.errors import bad_parameter
 
 ANY_SYNTAX = "*"
@@ -176,9 +177,6 @@ def describe(ranges: Sequence[MediaRange]) -> str:
     return ", ".join(shown) or "nothing"
 
 
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-
-
 def is_uid(value: str) -> bool:
-    """PS3.5 9.1: at most 64 characters, dot-separated numbers without leading zeros."""
-    return len(value) <= 64 and _UID.fullmatch(value) is not None
+    """A UID by the rule of every door (model/uid.py)."""
+    return is_acceptable_uid(value)
