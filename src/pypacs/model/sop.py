@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from pydicom import uid
+from pydicom._uid_dict import UID_dictionary
 
 from pypacs.model.levels import InformationModel
 
@@ -26,6 +29,36 @@ STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = (
     uid.ImplicitVRLittleEndian,
     uid.ExplicitVRBigEndian,
 )
+
+
+def _storage_classes() -> frozenset[str]:
+    # PS3.4 B.5: the storage SOP classes, retired ones included (old archives are full of
+    # them); storage commitment and management, and DICOMDIR media, are other services.
+    return frozenset(
+        key
+        for key, (name, kind, *_) in UID_dictionary.items()
+        if kind == "SOP Class"
+        and "Storage" in name
+        and "Commitment" not in name
+        and "Management" not in name
+        and key != "1.2.840.10008.1.3.10"
+    )
+
+
+STORAGE_SOP_CLASSES: frozenset[str] = _storage_classes()
+
+# PS3.4 B.5: standard storage SOP classes live under this root; PS3.5 9.1: anything outside
+# the standard's root 1.2.840.10008 is private.
+_STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
+_STANDARD_ROOT = "1.2.840.10008."
+
+
+def is_unknown_storage_class(sop_class: str, known: Collection[str]) -> bool:
+    """A SOP class to take as storage though no list names it: private, or a standard
+    storage class newer than the lists."""
+    if sop_class in known:
+        return False
+    return sop_class.startswith(_STORAGE_ROOT) or not sop_class.startswith(_STANDARD_ROOT)
 
 
 # PS3.4 Annex C.6 (and B.5): the Query/Retrieve SOP classes, by information model.

@@ -15,11 +15,12 @@ from pypacs.model.sop import (
     QR_GET,
     QR_MOVE,
     QR_TRANSFER_SYNTAXES,
+    STORAGE_SOP_CLASSES,
     STORAGE_TRANSFER_SYNTAXES,
 )
 from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions
-from pypacs.net.reactor import PromptRequestHandler, SharedContexts
+from pypacs.net.reactor import Negotiation, PromptRequestHandler, SharedContexts
 
 
 def configure_pynetdicom() -> None:
@@ -33,8 +34,13 @@ def configure_pynetdicom() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
+def storage_classes() -> frozenset[str]:
+    """Every storage SOP class pydicom's dictionary or pynetdicom knows, retired included."""
+    return STORAGE_SOP_CLASSES | {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
+
+
 def build_ae(options: NetOptions) -> AE:
-    """The acceptor: Verification, every storage SOP class pynetdicom knows (as SCP, and as
+    """The acceptor: Verification, every storage SOP class (as SCP, and as
     SCU for C-GET through role selection), and the Query/Retrieve SOP classes."""
     ae = AE(ae_title=options.ae_title)
     ae.maximum_associations = options.max_associations
@@ -44,12 +50,10 @@ def build_ae(options: NetOptions) -> AE:
     ae.network_timeout = options.network_timeout
     for context in VerificationPresentationContexts:
         ae.add_supported_context(str(context.abstract_syntax), STORAGE_TRANSFER_SYNTAXES)
-    for context in AllStoragePresentationContexts:
+    for sop_class in sorted(storage_classes()):
         # PS3.4 C.4.3.1 / PS3.7 D.3.3.4: a C-GET SCU proposes the storage classes it takes
         # with itself as SCP; we accept the role and send over that association.
-        ae.add_supported_context(
-            str(context.abstract_syntax), STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-        )
+        ae.add_supported_context(sop_class, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     for sop_class in (*QR_FIND, *QR_MOVE, *QR_GET):
         ae.add_supported_context(sop_class, QR_TRANSFER_SYNTAXES)
     return ae
@@ -70,6 +74,9 @@ def start_server(
     server.contexts = SharedContexts(server.contexts)
     server.on_association_finished = handlers.on_finished  # type: ignore[attr-defined]
     server.on_retrieve = handlers.retrieve.serve  # type: ignore[attr-defined]
+    server.negotiation = Negotiation(  # type: ignore[attr-defined]
+        storage_classes(), options.accept_unknown_sop_classes
+    )
     thread = threading.Thread(
         target=make_target(server.serve_forever), name="pypacs-dicom-server", daemon=True
     )

@@ -33,3 +33,5 @@ class NetOptions:
     # associations to move destinations may be open at once.
     retrieve_allowed_aes: tuple[str, ...] = ()
     max_move_associations: int = 8
+    # Storage SOP classes no list knows (private, or newer than the lists): stored too.
+    accept_unknown_sop_classes: bool = True

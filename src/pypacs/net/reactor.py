@@ -19,15 +19,20 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE
+from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import AssociationSocket, RequestHandler
+
+from pypacs.net.negotiation import settle
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +208,9 @@ class PromptAssociation(Association):
     def _serve_request(self, msg: Any, context_id: int) -> None:
         # C-GET and C-MOVE go to our retrieve service (net/retrieve.py), with the checks
         # pynetdicom makes before it runs a service class.
+        if isinstance(msg, C_STORE) and not self._sent_release:
+            self._serve_store(msg, context_id)
+            return
         serve = self.on_retrieve
         if serve is None or not isinstance(msg, C_GET | C_MOVE) or self._sent_release:
             super()._serve_request(msg, context_id)
@@ -215,6 +223,21 @@ class PromptAssociation(Association):
         self._is_paused = True
         try:
             serve(self, msg, context)
+        finally:
+            self._is_paused = False
+            self.dimse.cancel_req = {}
+
+    def _serve_store(self, msg: C_STORE, context_id: int) -> None:
+        # Every accepted context of a C-STORE is a storage one (net/negotiation.py), also
+        # for classes pynetdicom has no service class for (retired or private ones).
+        context = self._accepted_cx.get(context_id)
+        if context is None:
+            self.abort()  # what pynetdicom does for a message on an unknown context
+            return
+        self.dimse.cancel_req = {}
+        self._is_paused = True
+        try:
+            StorageServiceClass(self).SCP(msg, context)
         finally:
             self._is_paused = False
             self.dimse.cancel_req = {}
@@ -285,6 +308,30 @@ class SharedContexts(list[Any]):
         return list(self)
 
 
+@dataclass(frozen=True)
+class Negotiation:
+    """What the acceptor knows for settling its contexts (net/negotiation.py)."""
+
+    storage_classes: frozenset[str]
+    accept_unknown: bool
+
+
+class PromptACSE(ACSE):
+    """pynetdicom's ACSE, whose accepted contexts are settled (net/negotiation.py) before
+    the A-ASSOCIATE-AC goes out."""
+
+    negotiation: Negotiation | None
+
+    def send_accept(self) -> None:
+        if self.negotiation is not None:
+            settle(
+                self,
+                self.negotiation.storage_classes,
+                accept_unknown=self.negotiation.accept_unknown,
+            )
+        super().send_accept()
+
+
 class PromptRequestHandler(RequestHandler):
     """Creates acceptor associations that use the prompt reactors above."""
 
@@ -298,6 +345,8 @@ class PromptRequestHandler(RequestHandler):
         )
         assoc.dul.__class__ = PromptDUL
         assoc.dul.prepare()  # type: ignore[attr-defined]
+        assoc.acse.__class__ = PromptACSE
+        assoc.acse.negotiation = getattr(self.server, "negotiation", None)  # type: ignore[attr-defined]
         return assoc
 
 

@@ -43,7 +43,6 @@ _MAX_SUB_OPERATIONS = 0xFFFF
 # PS3.8 9.3.2: at most 128 presentation contexts (odd IDs 1-255) in one association.
 _MAX_CONTEXTS = 128
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-_PENDING_INTERVAL = 0.2  # seconds between two pending responses
 
 
 class Bookkeeping(Protocol):
@@ -234,7 +233,6 @@ class RetrieveService:
     ) -> bool:
         """The sub-operations, one instance at a time; False when cancelled (answered)."""
         assoc, message_id = responder.assoc, int(responder.req.MessageID or 0)
-        last_response = time.monotonic()
         for stored in retrieval.instances:
             if self.books.cancelled(assoc, message_id):
                 # C.4.2.3.1: Cancel with the counts so far; Remaining is what never started.
@@ -249,11 +247,10 @@ class RetrieveService:
                 )
             if not channel.assoc.is_established:
                 break
-            # C.4.2.3.1, C.4.3.3.1: pending responses are optional; one every interval
-            # shows progress without encoding a response per instance.
-            if counts.remaining and time.monotonic() - last_response >= _PENDING_INTERVAL:
-                responder.send(Status.PENDING, counts, final=False)
-                last_response = time.monotonic()
+            # C.4.2.3.1, C.4.3.3.1: a pending response after each sub-operation, the last
+            # one too (Remaining 0), as dcmqrscp does: some SCUs (GDCM's gdcmscu) wait for
+            # one after every C-STORE they receive.
+            responder.send(Status.PENDING, counts, final=False)
         # Whatever could not be sent (the association was lost) failed.
         for stored in retrieval.instances:
             counts.add(None, stored.sop_instance_uid)
