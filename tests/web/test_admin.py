@@ -358,19 +358,19 @@ ERRORS = {
         "GET",
         "/api/nothing",
         None,
-        error(404, "not-found", "Not Found"),
+        error(404, "not-found", "nothing at /api/nothing"),
     ),
     "echo by GET": (
         "GET",
         "/api/remotes/dest/echo",
         None,
-        error(405, "method-not-allowed", "Method Not Allowed"),
+        error(405, "method-not-allowed", "/api/remotes/dest/echo does not take GET; it takes POST"),
     ),
     "statistics by POST": (
         "POST",
         "/api/statistics",
         None,
-        error(405, "method-not-allowed", "Method Not Allowed"),
+        error(405, "method-not-allowed", "/api/statistics does not take POST; it takes GET, HEAD"),
     ),
 }
 

@@ -177,4 +177,6 @@ def test_the_page_is_served_from_the_package(client: httpx.Client) -> None:
     assert script.text == Path(str(ui / "app.js")).read_text()
     missing = client.get("/nothing-here.html")
     assert missing.status_code == 404
-    assert missing.json() == {"error": {"status": 404, "code": "not-found", "message": "Not Found"}}
+    assert missing.json() == {
+        "error": {"status": 404, "code": "not-found", "message": "nothing at /nothing-here.html"}
+    }
