@@ -92,7 +92,7 @@ CASES: list[Any] = [
     ),
     pytest.param(
         "GET",
-        f"{W}/studies/x.y/series/{SE}/thumbnail",
+        f"{W}/studies/x!y/series/{SE}/thumbnail",
         {},
         {},
         None,

@@ -172,7 +172,7 @@ def test_unknown_entities_are_404_and_malformed_uids_400(wado: Archive) -> None:
         message = error(get(url), 404)
         assert "no " in message
     error(get(f"{base}/studies/1.2.abc!"), 400, "study")
-    error(get(f"{base}/studies/{STUDY}/series/01.2/metadata"), 400, "series")
+    error(get(f"{base}/studies/{STUDY}/series/1.2!/metadata"), 400, "series")
     error(get(f"{base}/studies/{STUDY}/series/{ct.series}/instances/{'1' * 65}"), 400, "instance")
     error(get(wado.url(ct), "text"), 400, "Accept")
 

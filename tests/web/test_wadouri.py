@@ -124,7 +124,7 @@ def test_rendering_parameters(wado: Archive) -> None:
         ({"frameNumber": "1"}, "frameNumber"),  # not a multi-frame image
         ({"imageQuality": "101"}, "imageQuality"),
         ({"transferSyntax": "1.2.840.10008.1.2.1"}, "transferSyntax"),  # not with a JPEG
-        ({"contentType": "application/dicom", "transferSyntax": "abc"}, "transferSyntax"),
+        ({"contentType": "application/dicom", "transferSyntax": "1.2!"}, "transferSyntax"),
         ({"contentType": "application/dicom", "rows": "10"}, "rows"),
         ({"anonymize": "yes"}, "anonymize"),
         ({"presentationUID": "1.2.3"}, "presentationUID"),
