@@ -2,21 +2,33 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# What is installed in the environment, each remembered by a stamp newer than pyproject.toml:
+# serve needs pypacs' own dependencies only, test adds the test tools (which include them).
+RUNTIME := $(VENV)/.installed-runtime
+TEST_TOOLS := $(VENV)/.installed-test
 
 .PHONY: serve test lint install
 
-$(BIN)/pypacs: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# The test extras hold every runtime dependency too, so they also bring the runtime stamp
+# up to date: `make serve` after `make test` installs nothing again.
+$(TEST_TOOLS): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(BIN)/pypacs
+	touch $@ $(RUNTIME)
 
-install: $(BIN)/pypacs
+install: $(RUNTIME)
 
-serve: install
+serve: $(RUNTIME)
 	$(BIN)/pypacs serve
 
-lint: install
+lint: $(TEST_TOOLS)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
