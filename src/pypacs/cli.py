@@ -17,6 +17,12 @@ from pypacs.errors import ConfigError, InvalidInstance, PypacsError
 
 log = logging.getLogger("pypacs.cli")
 DEFAULT_CONFIG = "pypacs.toml"
+# Commands that open the archive (get only without --output, which makes no difference here).
+_ARCHIVE_COMMANDS = ("serve", "import", "check", "get")
+_CREATE_HELP = (
+    "make a new archive when the folder (--data, [storage] path) holds none; without it, "
+    "only a folder named by --data or a configuration file is made, never the default one"
+)
 _RETRIEVE_EXIT_STATUS = (
     "exit status: 0 every sub-operation succeeded (also when nothing matched); "
     "1 some failed or ended with a warning (final status 0xB000 or a cancel); "
@@ -106,9 +112,15 @@ def _parser() -> argparse.ArgumentParser:
         serve, ("server", "storage", "database", "query", "retrieve", "web", "logging")
     )
 
-    imp = sub.add_parser("import", help="ingest DICOM files and folders (recursively)")
+    imp = sub.add_parser(
+        "import",
+        help="ingest DICOM files and folders (recursively)",
+        epilog="exit status: 0 every file imported, already present or skipped; 1 some file "
+        "was rejected; 2 wrong arguments, or no archive where the settings point",
+    )
     imp.add_argument("paths", nargs="+", metavar="PATH")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.add_argument("--create", action="store_true", help=_CREATE_HELP)
     _add_setting_flags(imp, ("storage", "database", "logging"))
 
     find = sub.add_parser("find", help="C-FIND on a remote archive, like DCMTK's findscu")
@@ -151,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write each instance as DIR/<SOP Instance UID>.dcm instead of archiving it",
     )
+    get.add_argument("--create", action="store_true", help=_CREATE_HELP)
     _add_setting_flags(get, ("storage", "database", "logging"))
     _add_calling_ae(get)
 
@@ -168,17 +181,31 @@ def _parser() -> argparse.ArgumentParser:
     _add_setting_flags(move, ("logging",))
     _add_calling_ae(move)
 
-    chk = sub.add_parser("check", help="re-index orphan files, report index rows without files")
+    chk = sub.add_parser(
+        "check",
+        help="re-index orphan files, report index rows without files",
+        epilog="exit status: 0 consistent (after repairs); 1 something is missing or cannot be "
+        "indexed; 2 wrong arguments, or no archive where the settings point (never made)",
+    )
     chk.add_argument("--no-repair", action="store_true", help="only report")
     _add_setting_flags(chk, ("storage", "database", "logging"))
     return parser
+
+
+def _redactions(settings: Settings, command: str) -> dict[str, str]:
+    """The database URL as written → with its password masked, for commands that use it."""
+    if command not in _ARCHIVE_COMMANDS or not settings[("database", "url")]:
+        return {}
+    from pypacs.server import url_redactions
+
+    return url_redactions(settings[("database", "url")])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)
-        logs.setup(settings[("logging", "level")])
+        logs.setup(settings[("logging", "level")], _redactions(settings, args.command))
         if args.command == "serve":
             from pypacs.server import run
 
@@ -197,14 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return retrievecmd.run_get(settings, args)
             return retrievecmd.run_move(settings, args)
         if args.command == "import":
-            return _import(settings, [Path(p) for p in args.paths], progress=not args.no_progress)
+            paths = [Path(p) for p in args.paths]
+            return _import(settings, paths, progress=not args.no_progress, create=args.create)
         return _check(settings, repair=not args.no_repair)
     except ConfigError as exc:
-        print(f"pypacs: configuration error: {exc}", file=sys.stderr)
+        print(f"pypacs: configuration error: {logs.redact(str(exc))}", file=sys.stderr)
         return 2
     except PypacsError as exc:
-        print(f"pypacs: {exc}", file=sys.stderr)
-        return 1
+        print(f"pypacs: {logs.redact(str(exc))}", file=sys.stderr)
+        status: int = getattr(exc, "exit_status", 1)  # 2: no archive, a port in use
+        return status
     except KeyboardInterrupt:
         return 130
 
@@ -220,26 +249,38 @@ def _files(paths: Sequence[Path]) -> Iterator[Path]:
             yield path
 
 
-def _import(settings: Settings, paths: list[Path], *, progress: bool) -> int:
+def counted(number: int, singular: str, plural: str = "") -> str:
+    """``1 match``, ``2 matches``, ``0 matches``: a count with its noun agreeing."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
+
+def _import(settings: Settings, paths: list[Path], *, progress: bool, create: bool) -> int:
     from tqdm import tqdm
 
-    from pypacs.server import open_archive
+    from pypacs.server import archive_location, open_archive
 
     missing = [p for p in paths if not p.exists()]
     if missing:
         print(f"pypacs: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     files = list(_files(paths))
-    archive = open_archive(settings)
+    archive = open_archive(
+        settings,
+        create=create or archive_location(settings).explicit,
+        announce=print,
+        hint=", or give --create to make a new one there",
+    )
     counts: Counter[str] = Counter()
     rejected: list[tuple[Path, str]] = []
     skipped: list[tuple[Path, str]] = []
+    # What a file that is not an instance counts as, by InvalidInstance.kind.
+    skips = {"not-dicom": "skipped", "dicomdir": "dicomdir"}
 
     def one(path: Path) -> tuple[Path, str, str]:
         try:
             return path, archive.store_file(path).outcome.value, ""
         except InvalidInstance as exc:
-            return path, "skipped" if exc.kind == "not-dicom" else "rejected", exc.reason
+            return path, skips.get(exc.kind, "rejected"), exc.reason
         except PypacsError as exc:
             return path, "rejected", str(exc)
 
@@ -252,7 +293,7 @@ def _import(settings: Settings, paths: list[Path], *, progress: bool) -> int:
                 counts[outcome] += 1
                 if outcome == "rejected":
                     rejected.append((path, reason))
-                elif outcome == "skipped":
+                elif outcome in ("skipped", "dicomdir"):
                     skipped.append((path, reason))
                 bar.update()
     finally:
@@ -263,7 +304,8 @@ def _import(settings: Settings, paths: list[Path], *, progress: bool) -> int:
         print(f"rejected {path}: {reason}")
     print(
         f"imported {counts['stored'] + counts['replaced']}, already present {counts['duplicate']}, "
-        f"rejected {counts['rejected']}, skipped (not DICOM) {counts['skipped']}"
+        f"rejected {counts['rejected']}, skipped (not DICOM) {counts['skipped']}, "
+        f"skipped (DICOMDIR) {counts['dicomdir']}"
     )
     return 1 if rejected else 0
 
@@ -272,7 +314,9 @@ def _check(settings: Settings, *, repair: bool) -> int:
     from pypacs.archive.check import check
     from pypacs.server import open_archive
 
-    archive = open_archive(settings)
+    # Never made here: a new, empty archive has nothing to check, and making one would hide
+    # that the settings point somewhere else than intended.
+    archive = open_archive(settings, create=False, announce=print)
     try:
         report = check(archive, repair=repair)
     finally:
@@ -286,7 +330,7 @@ def _check(settings: Settings, *, repair: bool) -> int:
     for uid, key in report.missing:
         print(f"missing blob {key} of instance {uid}")
     print(
-        f"{report.blobs} blobs checked: {len(report.reindexed)} re-indexed, "
+        f"{counted(report.blobs, 'blob')} checked: {len(report.reindexed)} re-indexed, "
         f"{len(report.missing)} missing, {len(report.unreadable)} not indexable"
     )
     return 0 if not (report.missing or report.unreadable) else 1

@@ -235,6 +235,8 @@ class Settings:
     values: Mapping[tuple[str, str], Any]
     remotes: tuple[RemoteAE, ...]
     source: str
+    # The (section, key) pairs a file or a flag set; the rest are defaults.
+    explicit: frozenset[tuple[str, str]] = frozenset()
 
     def __getitem__(self, name: tuple[str, str]) -> Any:
         return self.values[name]
@@ -401,13 +403,20 @@ def parse_flag(setting: Setting, text: str) -> Any:
 def load(path: Path | None, overrides: Mapping[tuple[str, str], Any] | None = None) -> Settings:
     """Defaults, then the file (if any), then the overrides (already checked flags).
 
+    A relative ``[storage] path`` in the file is taken from the file's folder, so that one
+    file names one archive whatever the current folder; a flag's is taken from the current one.
+
     Raises:
         ConfigError: the file cannot be read, is not TOML, or holds a wrong value.
     """
     values = {(s.section, s.key): s.default for s in SETTINGS}
     remotes: tuple[RemoteAE, ...] = ()
+    from_file: dict[tuple[str, str], Any] = {}
     if path is not None:
         from_file, remotes = _from_file(path)
+        if ("storage", "path") in from_file:
+            from_file[("storage", "path")] = str(path.parent / from_file[("storage", "path")])
         values.update(from_file)
     values.update(overrides or {})
-    return Settings(values, remotes, str(path) if path else "defaults")
+    explicit = frozenset(from_file) | frozenset(overrides or {})
+    return Settings(values, remotes, str(path) if path else "defaults", explicit)

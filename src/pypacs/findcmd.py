@@ -9,6 +9,7 @@ import sys
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
+from pypacs.cli import counted
 from pypacs.config import Settings
 from pypacs.errors import ConfigError
 from pypacs.model.levels import InformationModel
@@ -62,7 +63,7 @@ def _cell(ds: Dataset, tag: int) -> str:
     if elem is None or elem.value is None:
         return ""
     if elem.VR == "SQ":
-        return f"<{len(elem.value)} items>"
+        return f"<{counted(len(elem.value), 'item')}>"
     value = elem.value
     return (
         "\\".join(str(v) for v in value)
@@ -107,7 +108,7 @@ def run_find(settings: Settings, args: argparse.Namespace) -> int:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     status = final.status if final is not None else None
     if status == _SUCCESS:
-        print(f"{count} matches", file=sys.stderr)
+        print(counted(count, "match", "matches"), file=sys.stderr)
         return 0
     comment = f": {final.error_comment}" if final is not None and final.error_comment else ""
     shown = f"0x{status:04X}" if status is not None else "none"

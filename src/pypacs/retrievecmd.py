@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
+from pypacs.cli import counted
 from pypacs.config import SETTINGS, Settings
 from pypacs.errors import ConfigError, InvalidInstance, StoreError
 from pypacs.findcmd import build_identifier
@@ -68,9 +69,14 @@ def run_get(settings: Settings, args: argparse.Namespace) -> int:
         responses = get(remote, calling, model, identifier, folder.write)
         return _report("C-GET", "retrieved", responses, _show_progress(args))
 
-    from pypacs.server import open_archive
+    from pypacs.server import archive_location, open_archive
 
-    archive = open_archive(settings)
+    archive = open_archive(
+        settings,
+        create=args.create or archive_location(settings).explicit,
+        announce=print,
+        hint=", give --create to make a new one there, or --output DIR to write files",
+    )
     _quiet_pynetdicom(settings)  # after open_archive, which sets pynetdicom's level too
     present = 0
 
@@ -89,7 +95,8 @@ def run_get(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         archive.close()
     if present:
-        print(f"{present} of them were already in the archive")
+        were = "was" if present == 1 else "were"
+        print(f"{present} of them {were} already in the archive")
     return status
 
 
@@ -192,7 +199,7 @@ def _report(service: str, verb: str, responses: Iterator[RetrieveProgress], prog
         return 2
     total = final.done + (final.remaining or 0)
     print(
-        f"{verb} {final.completed + final.warning} of {total} instances "
+        f"{verb} {final.completed + final.warning} of {counted(total, 'instance')} "
         f"({final.failed} failed, {final.warning} warning)"
     )
     for uid in final.failed_uids:

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import re
 import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import uvicorn
 from pydicom.dataset import Dataset
+from pynetdicom import AE
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from pypacs.archive import Archive
 from pypacs.archive.check import check
 from pypacs.archive.ingest import configure_pydicom
 from pypacs.config import Settings
+from pypacs.errors import ConfigError, PypacsError
+from pypacs.index import tx
+from pypacs.index.engine import close_engine, make_engine
+from pypacs.index.migrations import current_version
 from pypacs.model.levels import InformationModel
 from pypacs.net import scu
 from pypacs.net.ae import configure_pynetdicom, start_server
@@ -33,22 +44,145 @@ def configure_libraries() -> None:
     configure_pynetdicom()
 
 
-def open_archive(settings: Settings) -> Archive:
+class ListenError(PypacsError):
+    """A port cannot be listened on: in use, not permitted, or no such address."""
+
+    exit_status = 2  # the command line's status for what the user must change first
+
+
+# Only for text that is not a URL at all: the password between "user:" and "@".
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+# What make_url raises for text it cannot read (ValueError: a port that is not a number).
+_NOT_A_URL = (ArgumentError, ValueError)
+
+
+def shown_url(url: str) -> str:
+    """The database URL as logs and messages show it: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except _NOT_A_URL:
+        return _PASSWORD.sub(r"\1***@", url)
+
+
+def url_redactions(url: str) -> dict[str, str]:
+    """Each way the URL with its password may be written, mapped to its masked form."""
+    masked = shown_url(url)
+    forms = {url}
+    with contextlib.suppress(*_NOT_A_URL):
+        forms.add(make_url(url).render_as_string(hide_password=False))
+    return {form: masked for form in forms if form != masked}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveLocation:
+    """Where the archive's files and index are, as absolute as the settings allow."""
+
+    folder: Path
+    database_url: str
+    explicit: bool  # named by --data or a configuration file, not the built-in default
+
+    def __str__(self) -> str:
+        return f"{self.folder} (index {shown_url(self.database_url)})"
+
+    def exists(self) -> bool:
+        """The folder exists and so does an index in it (SQLite) or on the server.
+
+        Raises:
+            ConfigError: the database URL is not one pypacs can use.
+            IndexUnavailable: the database server cannot be reached.
+        """
+        try:
+            url = make_url(self.database_url)
+        except _NOT_A_URL as exc:
+            raise ConfigError(
+                f'[database] url = "{shown_url(self.database_url)}": expected a database URL '
+                "(sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE)"
+            ) from exc
+        if not self.folder.is_dir():
+            return False
+        if url.get_backend_name() == "sqlite":
+            # Connecting would create the file: look for it instead.
+            return url.database in (None, "", ":memory:") or Path(url.database).is_file()
+        engine = make_engine(self.database_url)
+        try:
+            return tx.read(engine, current_version) > 0
+        finally:
+            close_engine(engine)
+
+
+def archive_location(settings: Settings) -> ArchiveLocation:
+    """The archive the settings name; a relative folder is taken from the current one."""
+    folder = Path(settings[("storage", "path")]).absolute()
+    url = settings[("database", "url")] or f"sqlite:///{folder / 'index.sqlite'}"
+    with contextlib.suppress(*_NOT_A_URL):
+        parsed = make_url(url)
+        database = parsed.database
+        if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+            url = parsed.set(database=str(Path(database).absolute())).render_as_string(False)
+    return ArchiveLocation(folder, url, ("storage", "path") in settings.explicit)
+
+
+class NoArchive(PypacsError):
+    """The settings name an archive that does not exist, and making one was not asked for."""
+
+    exit_status = 2  # the command line's status for a usage error
+
+
+def open_archive(
+    settings: Settings,
+    *,
+    create: bool = True,
+    announce: Callable[[str], None] | None = None,
+    hint: str = "",
+) -> Archive:
+    """Open the archive the settings name and ``announce`` which: ``archive FOLDER (index
+    URL)``, or ``new archive …`` when it is made now.
+
+    Raises:
+        NoArchive: it does not exist and ``create`` is false; ``hint`` ends the message.
+    """
+    location = archive_location(settings)
+    new = not location.exists()
+    if new and not create:
+        raise NoArchive(
+            f"no archive at {location}; name an existing one with --data DIR or --config FILE"
+            + hint
+        )
+    if announce is not None:
+        announce(f"{'new archive' if new else 'archive'} {location}")
     configure_libraries()
     return Archive.open(settings.archive_options())
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen(host: str, port: int, what: str, setting: str) -> socket.socket:
+    """A listening socket on host:port.
+
+    Raises:
+        ListenError: names the port (``what``), host:port and the reason, in one line.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections accepted from such a
     # socket; without it a response written in two parts waits for the client's delayed
     # ACK (40 ms on loopback) on every keep-alive request after the first.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(_listen_failure(what, host, port, setting, exc)) from exc
     sock.set_inheritable(True)
     return sock
+
+
+def _listen_failure(what: str, host: str, port: int, setting: str, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"cannot listen for {what} on {_address(host, port)}: {reason} ({setting})"
 
 
 class DimseRemoteOps:
@@ -125,36 +259,69 @@ class DimseRemoteOps:
         return last
 
 
-def run(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM; prints one 'listening' line on stdout once ready."""
-    archive = open_archive(settings)
+def _start_dimse(net: NetOptions, archive: Archive, reserved: socket.socket) -> AE:
+    """Hand the reserved DICOM port over to the association server.
+
+    Raises:
+        ListenError: another program took the port in between.
+    """
+    port = reserved.getsockname()[1]
+    reserved.close()
+    net = dataclasses.replace(net, port=port)
     try:
+        ae, _server = start_server(net, DimseHandlers(archive, net))
+    except OSError as exc:
+        raise ListenError(
+            _listen_failure("DICOM", net.host, port, "[server] dicom_port", exc)
+        ) from exc
+    return ae
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; prints one 'listening' line on stdout once ready.
+
+    Both ports are bound before the archive is opened or checked, so a port in use stops
+    start-up before anything is created or repaired.
+
+    Raises:
+        ListenError: a port cannot be listened on.
+    """
+    net, web = settings.net_options(), settings.web_options()
+    location = archive_location(settings)
+    with contextlib.ExitStack() as stack:
+        # The DICOM port is held by this socket until the start-up check is done, then
+        # handed to the association server (which binds it again, at once).
+        dicom_socket = stack.enter_context(
+            _listen(net.host, net.port, "DICOM", "[server] dicom_port, --dicom-port")
+        )
+        http_socket = stack.enter_context(
+            _listen(web.host, web.port, "HTTP", "[server] http_port, --http-port")
+        )
+        archive = open_archive(settings, announce=log.info)
+        stack.callback(archive.close)
         if settings[("storage", "check_on_start")]:
             report = check(archive)
             log.info(
-                "start-up check: %d blobs, %d re-indexed, %d missing, %d unreadable",
+                "start-up check: blobs %d, re-indexed %d, missing %d, unreadable %d",
                 report.blobs,
                 len(report.reindexed),
                 len(report.missing),
                 len(report.unreadable),
             )
-        net = settings.net_options()
-        ae, dicom_server = start_server(net, DimseHandlers(archive, net))
-        web = settings.web_options()
-        http_socket = _listen(web.host, web.port)
-        dicom_port = dicom_server.server_address[1]
+        dicom_port = dicom_socket.getsockname()[1]
+        ae = _start_dimse(net, archive, dicom_socket)
+        stack.callback(log.info, "pypacs stopped")
+        stack.callback(ae.shutdown)
         http_port = http_socket.getsockname()[1]
 
         def ready() -> None:
             log.info(
-                "pypacs %s serving AE %s: DICOM on %s:%d, HTTP on %s:%d, index %s",
+                "pypacs (%s) serving AE %s: DICOM on %s, HTTP on %s, archive %s",
                 settings.source,
                 net.ae_title,
-                net.host,
-                dicom_port,
-                web.host,
-                http_port,
-                settings.database_url,
+                _address(net.host, dicom_port),
+                _address(web.host, http_port),
+                location,
             )
             print(
                 f"listening dicom={net.host}:{dicom_port} http={web.host}:{http_port}", flush=True
@@ -166,11 +333,5 @@ def run(settings: Settings) -> None:
             access_log=False,
             lifespan="on",
         )
-        try:
-            asyncio.run(uvicorn.Server(config).serve(sockets=[http_socket]))
-        finally:
-            ae.shutdown()
-            log.info("pypacs stopped")
-    finally:
-        archive.close()
+        asyncio.run(uvicorn.Server(config).serve(sockets=[http_socket]))
     sys.stdout.flush()

@@ -186,7 +186,7 @@ def test_cli_unknown_command_is_a_usage_error() -> None:
 
 def test_cli_database_url_errors(tmp_path: Path) -> None:
     for url, message in [
-        ("not a url", "is not a URL"),
+        ("not a url", '[database] url = "not a url": expected a database URL'),
         ("mysql://root@127.0.0.1/x", "unsupported database 'mysql'"),
     ]:
         result = subprocess.run(

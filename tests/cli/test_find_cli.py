@@ -98,12 +98,13 @@ def test_find_against_pypacs_table_and_json(server: object, files: list[Path]) -
         "PatientID  StudyDate  PatientName",
         "FIND1      20240110   Smith^John",
     ]
-    assert "1 matches" in table.stderr
+    assert table.stderr.splitlines()[-1] == "1 match"
 
     patients = pypacs_find(
         remote, "-P", "-k", "PatientID", "-k", "NumberOfPatientRelatedStudies", "--json"
     )
     assert patients.returncode == 0, patients.stderr
+    assert patients.stderr.splitlines()[-1] == "2 matches"
     answers = [json.loads(line) for line in patients.stdout.splitlines()]
     assert sorted((a["00100020"]["Value"][0], a["00201200"]["Value"][0]) for a in answers) == [
         ("FIND1", 2),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import sqlalchemy as sa
 
 from dicomgen import Spec, make_dataset, write
 
+ENV = {k: v for k, v in os.environ.items() if k != "PYPACS_CONFIG"}
+
 
 def pypacs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -19,6 +22,14 @@ def pypacs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         cwd=cwd,
+        env=ENV,
+    )
+
+
+def summary(imported: int, present: int, rejected: int, not_dicom: int, dicomdir: int) -> str:
+    return (
+        f"imported {imported}, already present {present}, rejected {rejected}, "
+        f"skipped (not DICOM) {not_dicom}, skipped (DICOMDIR) {dicomdir}"
     )
 
 
@@ -49,7 +60,8 @@ def test_import_folder_summarises_and_never_tracebacks(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr + result.stdout
     assert result.returncode == 1  # some files were rejected
     lines = result.stdout.splitlines()
-    assert lines[-1] == "imported 4, already present 1, rejected 2, skipped (not DICOM) 1"
+    assert lines[0] == f"new archive {data} (index sqlite:///{data / 'index.sqlite'})"
+    assert lines[-1] == summary(4, 1, 2, 1, 0)
     assert any(line.startswith(f"skipped {src / 'notes.txt'}: not a DICOM file") for line in lines)
     assert any(line.startswith(f"rejected {truncated}: ") for line in lines)
     assert f"rejected {src / 'no-series-uid.dcm'}: dataset lacks SeriesInstanceUID" in lines
@@ -60,10 +72,10 @@ def test_import_folder_summarises_and_never_tracebacks(tmp_path: Path) -> None:
 
     again = pypacs("import", "--data", str(data), "--no-progress", str(src / "a"), cwd=tmp_path)
     assert again.returncode == 0
-    assert (
-        again.stdout.splitlines()[-1]
-        == "imported 0, already present 4, rejected 0, skipped (not DICOM) 0"
-    )
+    assert again.stdout.splitlines() == [
+        f"archive {data} (index sqlite:///{data / 'index.sqlite'})",
+        summary(0, 4, 0, 0, 0),
+    ]
 
 
 def test_import_of_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
@@ -107,3 +119,21 @@ def test_check_reindexes_orphans_and_reports_missing_blobs(tmp_path: Path) -> No
     )
     assert count(data, "instance") == 4
     assert count(data, "series") == 2
+
+
+def test_counts_agree_with_their_nouns(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    write(Spec("P1", "A^B", 1, 1, 1), src)
+    data = tmp_path / "data"
+    assert pypacs("import", "--data", str(data), str(src), cwd=tmp_path).returncode == 0
+
+    one = pypacs("check", "--data", str(data), cwd=tmp_path)
+    assert one.stdout.splitlines()[-1] == "1 blob checked: 0 re-indexed, 0 missing, 0 not indexable"
+
+    write(Spec("P1", "A^B", 1, 1, 2), src)
+    assert pypacs("import", "--data", str(data), str(src), cwd=tmp_path).returncode == 0
+    two = pypacs("check", "--data", str(data), cwd=tmp_path)
+    assert (
+        two.stdout.splitlines()[-1] == "2 blobs checked: 0 re-indexed, 0 missing, 0 not indexable"
+    )

@@ -124,7 +124,10 @@ def test_get_stores_the_study_as_received_into_the_archive(
 
     first = pypacs(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "retrieved 4 of 4 instances (0 failed, 0 warning)\n"
+    assert first.stdout.splitlines() == [
+        f"new archive {data} (index {url})",
+        "retrieved 4 of 4 instances (0 failed, 0 warning)",
+    ]
     assert archived(data, url) == sent(study)  # every instance, byte for byte; not study 2
     rows = index_rows(url, "instance")
     assert {row["transfer_syntax_uid"] for row in rows} == {ExplicitVRLittleEndian}
@@ -133,6 +136,7 @@ def test_get_stores_the_study_as_received_into_the_archive(
     again = pypacs(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines() == [
+        f"archive {data} (index {url})",
         "retrieved 4 of 4 instances (0 failed, 0 warning)",
         "4 of them were already in the archive",
     ]
@@ -160,7 +164,7 @@ def test_get_at_series_level_with_patient_root(
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "retrieved 1 of 1 instances (0 failed, 0 warning)\n"
+    assert result.stdout == "retrieved 1 of 1 instance (0 failed, 0 warning)\n"
     assert [p.name for p in out.iterdir()] == [f"{uid_of(mr)}.dcm"]
 
 
@@ -207,6 +211,7 @@ def test_get_partial_failure_names_the_instance_and_exits_1(
         )
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines() == [
+        f"new archive {data} (index sqlite:///{data / 'index.sqlite'})",
         "retrieved 1 of 2 instances (1 failed, 0 warning)",
         f"failed {uid_of(pm)}",
     ]
@@ -420,7 +425,10 @@ def test_get_from_a_second_pypacs_into_the_archive(
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "retrieved 4 of 4 instances (0 failed, 0 warning)\n"
+    assert result.stdout.splitlines() == [
+        f"new archive {data} (index sqlite:///{data / 'index.sqlite'})",
+        "retrieved 4 of 4 instances (0 failed, 0 warning)",
+    ]
     assert archived(data, f"sqlite:///{data / 'index.sqlite'}") == sent(study)
 
 
@@ -499,7 +507,9 @@ def test_unreachable_remote_exits_2_and_stores_nothing(tmp_path: Path) -> None:
             *command, f"127.0.0.1:{closed}:NOBODY", "-k", "StudyInstanceUID=1", cwd=tmp_path
         )
         assert result.returncode == 2
-        assert result.stdout == ""
+        # get names the archive it opened (made: --data names it) before it asks the remote
+        announced = f"new archive {data} (index sqlite:///{data / 'index.sqlite'})\n"
+        assert result.stdout == (announced if command[0] == "get" else "")
         assert result.stderr == f"pypacs: NOBODY at 127.0.0.1:{closed} refused or did not answer\n"
     assert index_counts(f"sqlite:///{data / 'index.sqlite'}") == dict.fromkeys(
         ("patient", "study", "series", "instance"), 0
