@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import sqlalchemy as sa
+from pydicom import dcmread
 
 from dicomgen import Spec, make_dataset, write
 
@@ -119,6 +120,41 @@ def test_check_reindexes_orphans_and_reports_missing_blobs(tmp_path: Path) -> No
     )
     assert count(data, "instance") == 4
     assert count(data, "series") == 2
+
+
+def test_a_cd_folder_with_a_dicomdir_imports_its_instances_and_skips_the_dicomdir(
+    tmp_path: Path,
+) -> None:
+    # A medium as PS3.10 lays it out, its DICOMDIR written by DCMTK's dcmmkdir: the
+    # DICOMDIR at the root, the files it references in a folder below.
+    cd = tmp_path / "cd"
+    (cd / "STUDY1").mkdir(parents=True)
+    for number in (1, 2):
+        make_dataset(Spec("CD1", "Disc^Dora", 1, 1, number)).save_as(
+            cd / "STUDY1" / f"IM{number}", enforce_file_format=True
+        )
+    subprocess.run(
+        ["dcmmkdir", "--recurse", "--invent", "STUDY1"], cwd=cd, check=True, capture_output=True
+    )
+    directory = dcmread(cd / "DICOMDIR")
+    assert directory.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.1.3.10"
+    referenced = {
+        tuple(record.ReferencedFileID)
+        for record in directory.DirectoryRecordSequence
+        if "ReferencedFileID" in record
+    }
+    assert referenced == {("STUDY1", "IM1"), ("STUDY1", "IM2")}
+    data = tmp_path / "data"
+
+    result = pypacs("import", "--data", str(data), "--no-progress", str(cd), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == summary(2, 0, 0, 0, 1)
+    assert f"skipped {cd / 'DICOMDIR'}: a DICOMDIR (media directory), not an instance" in lines
+    assert not [line for line in lines if line.startswith("rejected")]
+    assert count(data, "instance") == 2
+    assert count(data, "study") == 1
 
 
 def test_counts_agree_with_their_nouns(tmp_path: Path) -> None:

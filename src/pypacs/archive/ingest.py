@@ -26,6 +26,9 @@ from pypacs.model.vr import normalise_time, pn_match_form
 
 # PS3.4 B.2.3 / C.4.2.1: without these a stored instance cannot be placed in the hierarchy.
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+# PS3.10, PS3.3 Annex F: a DICOMDIR's Media Storage SOP Class; the file indexes the files of
+# a medium (a CD's folder tree) and is not itself an instance of any study.
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
 def configure_pydicom() -> None:
@@ -52,10 +55,13 @@ def read_header(data: bytes | memoryview) -> Header:
     """Parse a DICOM file's meta and dataset up to the pixel data.
 
     Raises:
-        InvalidInstance: the bytes are not a DICOM file, do not parse, or lack a required UID.
+        InvalidInstance: the bytes are not a DICOM file, do not parse, or lack a required UID;
+            kind ``"dicomdir"`` for a DICOMDIR.
     """
     try:
         ds = pydicom.dcmread(BytesIO(data))
+        if ds.file_meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+            raise InvalidInstance("a DICOMDIR (media directory), not an instance", "dicomdir")
         _check_complete(ds)
         # Bulk data is kept in the blob, never in the index: drop it from the header now.
         for tag in _PIXEL_TAGS:
