@@ -302,7 +302,7 @@ def run(settings: Settings) -> None:
         if settings[("storage", "check_on_start")]:
             report = check(archive)
             log.info(
-                "start-up check: blobs %d, re-indexed %d, missing %d, unreadable %d",
+                "start-up check: %d blobs, %d re-indexed, %d missing, %d unreadable",
                 report.blobs,
                 len(report.reindexed),
                 len(report.missing),

@@ -36,7 +36,7 @@ def check(archive: Archive, *, repair: bool = True) -> CheckReport:
     """
     report = CheckReport()
     if repair and (finished := archive.finish_deletions()):
-        log.warning("finished removing the blobs of deleted instances: %d", finished)
+        log.warning("finished the removal of %d blobs of deleted instances", finished)
     scanned: set[str] = set()
     for prefix, keys in archive.store.scan():
         scanned.add(prefix)
