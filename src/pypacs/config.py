@@ -133,6 +133,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "storage",
+        "accept_unknown_sop_classes",
+        bool,
+        True,
+        "store SOP classes no list knows (private ones, newer standard ones) as well",
+    ),
+    Setting(
+        "storage",
         "check_on_start",
         bool,
         True,
@@ -267,6 +274,7 @@ class Settings:
             max_results=self.values[("query", "max_results")],
             retrieve_allowed_aes=tuple(self.values[("retrieve", "allowed_aes")]),
             max_move_associations=self.values[("retrieve", "max_move_associations")],
+            accept_unknown_sop_classes=self.values[("storage", "accept_unknown_sop_classes")],
         )
 
     def web_options(self) -> WebOptions:

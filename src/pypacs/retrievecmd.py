@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import struct
 import sys
 from collections.abc import Iterator
@@ -26,12 +25,12 @@ from pypacs.config import SETTINGS, Settings
 from pypacs.errors import ConfigError, InvalidInstance, StoreError
 from pypacs.findcmd import build_identifier
 from pypacs.model.levels import InformationModel
+from pypacs.model.uid import is_acceptable_uid
 from pypacs.net.options import RemoteAE
 from pypacs.net.scu import RemoteError, RetrieveProgress, echo, get, move, parse_remote
 
 _SUCCESS = 0x0000  # PS3.4 B.2.3, the C-STORE status we answer for an instance kept
 # PS3.5 9.1: a UID is dot-separated numbers without leading zeros, 64 characters at most.
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
 def run_echo(settings: Settings, args: argparse.Namespace) -> int:
@@ -113,7 +112,7 @@ class _Folder:
     def write(self, data: bytes, sop_class: str, sop_instance: str) -> int:
         """Raises InvalidInstance for a UID that is not one; StoreError when writing fails."""
         # A peer's text becomes a file name only once it is known to be a UID.
-        if len(sop_instance) > 64 or not _UID.fullmatch(sop_instance):
+        if not is_acceptable_uid(sop_instance):
             raise InvalidInstance(
                 f"SOP Instance UID {sop_instance[:24]!r} is invalid", "unparsable"
             )

@@ -312,7 +312,10 @@ def test_decoded_size_must_match_the_attributes(tmp_path: Path) -> None:
     ds.BitsAllocated = 16  # the 8-bit codestream decodes to half the bytes this announces
     path = tmp_path / "wrong.dcm"
     ds.save_as(path, enforce_file_format=True)
-    with pytest.raises(TranscodeError, match=r"decoded to 1 frame\(s\) and 1280 bytes .* say 1 frame\(s\) and 2560 bytes"):
+    with pytest.raises(
+        TranscodeError,
+        match=r"decoded to 1 frame\(s\) and 1280 bytes .* say 1 frame\(s\) and 2560 bytes",
+    ):
         transcode(path.read_bytes(), ELE)
 
 

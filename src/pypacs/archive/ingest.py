@@ -22,6 +22,7 @@ from pypacs.index.writes import InstanceRecord, LevelRow
 from pypacs.model.attributes import BULK_DATA_THRESHOLD, BULK_DATA_VRS, level_of
 from pypacs.model.keys import keys_at
 from pypacs.model.levels import Level
+from pypacs.model.uid import is_acceptable_uid
 from pypacs.model.vr import normalise_time, pn_match_form
 
 # PS3.4 B.2.3 / C.4.2.1: without these a stored instance cannot be placed in the hierarchy.
@@ -79,6 +80,12 @@ def read_header(data: bytes | memoryview) -> Header:
     missing = [kw for kw in REQUIRED_UIDS if not str(ds.get(kw, "") or "").strip()]
     if missing:
         raise InvalidInstance(f"dataset lacks {', '.join(missing)}", "mismatch")
+    for keyword in REQUIRED_UIDS:
+        value = str(ds.get(keyword)).strip()
+        if not is_acceptable_uid(value):
+            # model/uid.py: what every door can serve; anything else would be stored but
+            # could not be retrieved or addressed.
+            raise InvalidInstance(f"{keyword} {value[:64]!r} is not a UID", "mismatch")
     return Header(ds, meta)
 
 
