@@ -135,21 +135,20 @@ class _Sender:
 _CHUNK = 256 * 1024
 
 
-def _parts(retrieval: Retrieval, stack: ExitStack, send: _Sender, boundary: str) -> Iterator[bytes]:
+def _parts(
+    first: tuple[str, bytes] | None,
+    retrieval: Retrieval,
+    stack: ExitStack,
+    send: _Sender,
+    boundary: str,
+) -> Iterator[bytes]:
     """One part per instance, one instance in memory at a time; small parts are joined into
     chunks of about 256 KiB (each chunk costs a thread hop and an ASGI send)."""
     pending: list[bytes] = []
     size = 0
     with stack:
-        for stored in retrieval.instances:
-            try:
-                sent = send(stored)
-            except TranscodeError as exc:
-                # The status line is gone: the body is cut short, which the client sees.
-                log.error("WADO-RS: %s cannot be sent: %s", stored.sop_instance_uid, exc)
-                raise
-            if sent is None:
-                continue
+        sent: tuple[str, bytes] | None = first
+        while sent is not None:
             target, body = sent
             pending += (part_head(boundary, f"{DICOM}; transfer-syntax={target}"), body)
             pending.append(part_tail())
@@ -157,8 +156,24 @@ def _parts(retrieval: Retrieval, stack: ExitStack, send: _Sender, boundary: str)
             if size >= _CHUNK:
                 yield b"".join(pending)
                 pending, size = [], 0
+            sent = _next(retrieval, send)
     pending.append(closing(boundary))
     yield b"".join(pending)
+
+
+def _next(retrieval: Retrieval, send: _Sender) -> tuple[str, bytes] | None:
+    for stored in retrieval.instances:
+        try:
+            sent = send(stored)
+        except TranscodeError as exc:
+            # Before the first part this is an error answer (retrieve_endpoint); later the
+            # status line is gone and the body is cut short (no closing delimiter, the
+            # connection ends), which the client sees: never an instance with less in it.
+            log.error("WADO-RS: %s cannot be sent: %s", stored.sop_instance_uid, exc)
+            raise
+        if sent is not None:
+            return sent
+    return None
 
 
 def _targets(
@@ -198,12 +213,13 @@ def retrieve_endpoint(archive: Archive, options: WebOptions, base: str) -> Any:
                 assert sent is not None  # its syntax has a target, or _targets refused
                 await run_in_threadpool(stack.close)
                 return Response(sent[1], media_type=f"{DICOM}; transfer-syntax={sent[0]}")
+            first = await run_in_threadpool(_next, retrieval, send)
         except BaseException:
             await run_in_threadpool(stack.close)
             raise
         boundary = new_boundary()
         response = StreamingResponse(
-            iterate_in_threadpool(_parts(retrieval, stack, send, boundary)),
+            iterate_in_threadpool(_parts(first, retrieval, stack, send, boundary)),
             status_code=206 if refused else 200,
             media_type=related_type(boundary, DICOM),
         )
