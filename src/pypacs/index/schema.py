@@ -61,7 +61,13 @@ patient = Table(
     Column("patient_id", String, nullable=False),
     *_key_columns(Level.PATIENT),
     Column("attrs", LargeBinary, nullable=False),
-    UniqueConstraint("patient_id", "issuer_of_patient_id", name="uq_patient_identity"),
+    # Empty for a patient with a Patient ID. Instances without one name nobody: each such
+    # study gets a patient of its own, keyed here by its Study Instance UID, so that
+    # unrelated studies are never merged under one empty patient.
+    Column("identity_key", String, nullable=False, server_default=""),
+    UniqueConstraint(
+        "patient_id", "issuer_of_patient_id", "identity_key", name="uq_patient_identity"
+    ),
     *_indexes("patient", Level.PATIENT),
 )
 

@@ -61,14 +61,18 @@ def _insert_returning_pk(conn: Connection, table: Table, values: dict[str, objec
 
 def _patient_pk(conn: Connection, rec: InstanceRecord) -> tuple[int, bool]:
     values = rec.patient.values
+    patient_id = values["patient_id"] or ""
+    # See schema.patient.identity_key: without a Patient ID, one patient per study.
+    identity_key = "" if patient_id.strip() else str(rec.study.values["study_instance_uid"])
     ident = and_(
-        patient.c.patient_id == (values["patient_id"] or ""),
+        patient.c.patient_id == patient_id,
         patient.c.issuer_of_patient_id == (values["issuer_of_patient_id"] or ""),
+        patient.c.identity_key == identity_key,
     )
     pk = conn.execute(select(patient.c.pk).where(ident)).scalar()
     if pk is not None:
         return int(pk), False
-    row = dict(values, patient_id=values["patient_id"] or "")
+    row = dict(values, patient_id=patient_id, identity_key=identity_key)
     row["issuer_of_patient_id"] = values["issuer_of_patient_id"] or ""
     return _insert_returning_pk(conn, patient, {**row, "attrs": rec.patient.attrs}), True
 
