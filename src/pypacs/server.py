@@ -332,6 +332,9 @@ def run(settings: Settings) -> None:
             log_config=None,
             access_log=False,
             lifespan="on",
+            # X-Forwarded-* are honoured only from [web] trusted_proxies (web/urls.py);
+            # uvicorn's own handling would trust any peer on loopback.
+            proxy_headers=False,
         )
         asyncio.run(uvicorn.Server(config).serve(sockets=[http_socket]))
     sys.stdout.flush()

@@ -36,13 +36,6 @@ PROXY_HEADERS = {
     "X-Forwarded-Prefix": "/imaging",
 }
 PUBLIC = "https://pacs.example.org/imaging/dicom-web"
-# server.py runs uvicorn with its default proxy_headers=True, whose middleware rewrites the
-# request's scheme and client from X-Forwarded-Proto/-For of a peer at 127.0.0.1 or ::1 before
-# pypacs sees the request; trusted_proxies can only hold once server.py turns that off
-# (uvicorn.Config(..., proxy_headers=False)). Strict: these fail loudly once it does.
-UVICORN_REWRITES = pytest.mark.xfail(
-    strict=True, reason="uvicorn's proxy_headers rewrites scheme and client (server.py)"
-)
 
 
 def serve(folder: Path, *flags: str) -> RunningServer:
@@ -191,7 +184,7 @@ def test_forwarded_headers_from_a_trusted_network(servers: Callable[..., Running
     assert retrieve_url(srv, PROXY_HEADERS, source="127.0.0.2") == f"{PUBLIC}/studies/{STUDY}"
 
 
-@pytest.mark.parametrize("source", ["127.0.0.2", pytest.param("127.0.0.1", marks=UVICORN_REWRITES)])
+@pytest.mark.parametrize("source", ["127.0.0.2", "127.0.0.1"])
 def test_forwarded_headers_from_others_are_ignored(
     servers: Callable[..., RunningServer], source: str
 ) -> None:
@@ -199,7 +192,6 @@ def test_forwarded_headers_from_others_are_ignored(
     assert retrieve_url(srv, PROXY_HEADERS, source=source) == f"{direct(srv)}/studies/{STUDY}"
 
 
-@UVICORN_REWRITES
 def test_a_proxy_that_sends_x_forwarded_for_is_still_trusted(
     servers: Callable[..., RunningServer],
 ) -> None:
