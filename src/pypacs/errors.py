@@ -32,7 +32,7 @@ class InvalidInstance(PypacsError):
 
     ``kind`` tells the front door which answer the standard gives:
     ``"not-dicom"`` or ``"unparsable"`` (cannot understand) or ``"mismatch"`` (does not
-    match SOP class).
+    match SOP class), or ``"dicomdir"`` (a media directory, which is no instance).
     """
 
     def __init__(self, reason: str, kind: str = "mismatch") -> None:

@@ -210,7 +210,8 @@ class Archive:
                     skip -= 1
                     continue
                 if query.max_results and sent == query.max_results:
-                    raise TooManyMatches(f"more than {query.max_results} matches; refine the query")
+                    noun = "match" if query.max_results == 1 else "matches"
+                    raise TooManyMatches(f"more than {query.max_results} {noun}; refine the query")
                 yield compiled, row
                 sent += 1
                 if limit and sent == limit:
