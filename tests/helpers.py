@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -213,3 +216,23 @@ def c_store_pdus(
         pdu.from_primitive(pdata)
         encoded.append(pdu.encode())
     return encoded
+
+
+# -- the command line ------------------------------------------------------------------
+
+# The tests choose their configuration; a PYPACS_CONFIG of the caller's must not leak in.
+CLI_ENV = {k: v for k, v in os.environ.items() if k != "PYPACS_CONFIG"}
+
+
+def run_pypacs(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pypacs ARGS`` in ``cwd``, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "pypacs", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**CLI_ENV, **(env or {})},
+    )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,22 +9,9 @@ import pytest
 from conftest import start_pypacs
 
 from dicomgen import Spec, write
-from helpers import index_counts
+from helpers import index_counts, run_pypacs
 
-ENV = {k: v for k, v in os.environ.items() if k != "PYPACS_CONFIG"}
-
-
-def pypacs(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pypacs", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env={**ENV, **(env or {})},
-    )
+pypacs = run_pypacs
 
 
 def named(data: Path, *, new: bool = False) -> str:

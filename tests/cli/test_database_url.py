@@ -3,9 +3,6 @@ in the server's log, not in an error that quotes the URL."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,22 +11,13 @@ import pytest
 from conftest import pg_database, start_pypacs
 
 from dicomgen import Spec, write
-from helpers import index_counts
+from helpers import index_counts, run_pypacs
 from qrscp import free_port
 
-ENV = {k: v for k, v in os.environ.items() if k != "PYPACS_CONFIG"}
 PASSWORD = "Hunter2-s3cret"
 
 
-def pypacs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pypacs", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=ENV,
-    )
+pypacs = run_pypacs
 
 
 @pytest.fixture

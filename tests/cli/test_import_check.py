@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import sqlalchemy as sa
 from pydicom import dcmread
 
 from dicomgen import Spec, make_dataset, write
+from helpers import run_pypacs
 
-ENV = {k: v for k, v in os.environ.items() if k != "PYPACS_CONFIG"}
-
-
-def pypacs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pypacs", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=ENV,
-    )
+pypacs = run_pypacs
 
 
 def summary(imported: int, present: int, rejected: int, not_dicom: int, dicomdir: int) -> str:

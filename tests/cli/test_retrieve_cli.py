@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,23 +19,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from conftest import RunningServer
 
 from dicomgen import Spec, dataset_bytes, make_dataset, write, write_dataset
-from helpers import blob_path, index_counts, index_rows
+from helpers import blob_path, index_counts, index_rows, run_pypacs
 from qrscp import Qrscp, dcmqrscp, free_port, storescp, storescu
 from receiver import receiver
 
 PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"  # not among the 120 classes a C-GET offers
-ENV = {k: v for k, v in os.environ.items() if k != "PYPACS_CONFIG"}
-
-
-def pypacs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pypacs", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=ENV,
-    )
+pypacs = run_pypacs
 
 
 @pytest.fixture(scope="module")

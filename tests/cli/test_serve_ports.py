@@ -3,7 +3,6 @@ nothing opened, made or repaired before both ports are bound."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -14,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from dicomgen import Spec, write
-from helpers import index_counts
-
-ENV = {k: v for k, v in os.environ.items() if k != "PYPACS_CONFIG"}
+from helpers import CLI_ENV, index_counts
 
 
 @pytest.fixture
@@ -47,7 +44,7 @@ def serve(data: Path, dicom_port: int, http_port: int) -> subprocess.CompletedPr
         text=True,
         timeout=60,
         cwd=data.parent,
-        env=ENV,
+        env=CLI_ENV,
     )
 
 
@@ -83,7 +80,7 @@ def test_a_port_in_use_stops_serve_before_the_start_up_check(
         [sys.executable, "-m", "pypacs", "import", "--data", str(data), str(source)],
         check=True,
         capture_output=True,
-        env=ENV,
+        env=CLI_ENV,
     )
     # A file left without its index row: the start-up check would re-index it.
     name = "0123456789abcdef0123456789abcdef"
@@ -103,7 +100,7 @@ def test_a_port_in_use_stops_serve_before_the_start_up_check(
         [sys.executable, "-m", "pypacs", "check", "--data", str(data)],
         capture_output=True,
         text=True,
-        env=ENV,
+        env=CLI_ENV,
     )
     assert (
         check.stdout.splitlines()[-1] == "2 blobs checked: 1 re-indexed, 0 missing, 0 not indexable"

@@ -171,7 +171,7 @@ def decompress(ds: Dataset, syntax: UID, *, as_rgb: bool) -> None:
     frames = number_of_frames(ds)
     normalise_encapsulation(ds, syntax)
     try:
-        with _reason(f"cannot decode the {_name(syntax)} pixel data"):
+        with codec_reason(f"cannot decode the {syntax_name(syntax)} pixel data"):
             # Same pixel values, so the same SOP Instance UID (pydicom makes a new one by
             # default). pydicom updates Photometric Interpretation and Planar Configuration.
             ds.decompress(as_rgb=as_rgb, generate_instance_uid=False)
@@ -183,7 +183,7 @@ def decompress(ds: Dataset, syntax: UID, *, as_rgb: bool) -> None:
     got = len(ds.PixelData)
     if got not in (expected, expected + 1) or number_of_frames(ds) != frames:
         raise TranscodeError(
-            f"{_name(syntax)} decoded to {number_of_frames(ds)} frame(s) and {got} bytes of "
+            f"{syntax_name(syntax)} decoded to {number_of_frames(ds)} frame(s) and {got} bytes of "
             f"pixel data where the stored attributes say {frames} frame(s) and {expected} bytes"
         )
 
@@ -199,7 +199,7 @@ def frame_array(ds: Dataset, index: int) -> np.ndarray[Any, Any]:
     """
     syntax = UID(ds.file_meta.TransferSyntaxUID)
     try:
-        with _reason(f"cannot decode frame {index + 1}"):
+        with codec_reason(f"cannot decode frame {index + 1}"):
             return pixel_array(ds, index=index)
     except TranscodeError:
         if not _gdcm_can(syntax):
@@ -209,7 +209,7 @@ def frame_array(ds: Dataset, index: int) -> np.ndarray[Any, Any]:
 
 
 @contextmanager
-def _reason(reason: str) -> Iterator[None]:
+def codec_reason(reason: str) -> Iterator[None]:
     """Turn what pydicom and its plugins raise into TranscodeError, keeping the cause."""
     try:
         yield
@@ -218,7 +218,7 @@ def _reason(reason: str) -> Iterator[None]:
         raise TranscodeError(f"{reason}: {detail}") from exc
 
 
-def _name(syntax: UID) -> str:
+def syntax_name(syntax: UID) -> str:
     return syntax.name if syntax.name != str(syntax) else f"transfer syntax {syntax}"
 
 
@@ -241,7 +241,7 @@ def _gdcm_frame(ds: Dataset, syntax: UID, encoded: bytes) -> bytes:
     import gdcm
 
     if int(ds.get("SamplesPerPixel") or 1) != 1:
-        raise TranscodeError(f"cannot decode the {_name(syntax)} colour pixel data")
+        raise TranscodeError(f"cannot decode the {syntax_name(syntax)} colour pixel data")
     fragment = gdcm.Fragment()
     fragment.SetByteStringValue(encoded)
     fragments = gdcm.SequenceOfFragments.New()
@@ -264,7 +264,7 @@ def _gdcm_frame(ds: Dataset, syntax: UID, encoded: bytes) -> bytes:
     decoded: str = image.GetBuffer()
     out = decoded.encode("utf-8", "surrogateescape")
     if len(out) != pixel_data_length(ds, 1):
-        raise TranscodeError(f"GDCM decoded the {_name(syntax)} frame short")
+        raise TranscodeError(f"GDCM decoded the {syntax_name(syntax)} frame short")
     return out
 
 

@@ -8,8 +8,7 @@ The stored bytes are only read.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import cache
 from typing import BinaryIO
 
@@ -22,7 +21,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import UID
 
-from pypacs.archive.pixels import CODEC_ERRORS, decompress
+from pypacs.archive.pixels import codec_reason, decompress, syntax_name
 from pypacs.errors import TranscodeError
 
 # Uncompressed syntaxes we write, preferred first. Explicit VR Big Endian (retired, PS3.5 A.3)
@@ -105,20 +104,20 @@ def transcode(data: bytes | memoryview | BinaryIO, target: str) -> Dataset:
         return ds
     if wanted not in _targets():
         raise TranscodeError(
-            f"cannot produce {_name(wanted)}: pypacs writes only little endian uncompressed "
+            f"cannot produce {syntax_name(wanted)}: pypacs writes only little endian uncompressed "
             "syntaxes and lossless ones it has an encoder for"
         )
     if not _can_decode(stored):
-        raise TranscodeError(f"no decoder for {_name(stored)}")
+        raise TranscodeError(f"no decoder for {syntax_name(stored)}")
     has_pixels = "PixelData" in ds
     if has_pixels and stored.is_compressed:
         _decompress(ds, stored)
-    with _reason("cannot re-encode the data set"):
+    with codec_reason("cannot re-encode the data set"):
         if stored == ts.ExplicitVRBigEndian:
             _swap_to_little_endian(ds)
         _adopt_encoding(ds, wanted)
     if has_pixels and wanted.is_compressed:
-        with _reason(f"cannot encode the pixel data as {_name(wanted)}"):
+        with codec_reason(f"cannot encode the pixel data as {syntax_name(wanted)}"):
             _compress(ds, wanted)
     ds.file_meta.TransferSyntaxUID = wanted
     return ds
@@ -145,20 +144,6 @@ def _can_encode(syntax: str) -> bool:
         return bool(get_encoder(syntax).is_available)
     except NotImplementedError:
         return False
-
-
-def _name(syntax: UID) -> str:
-    return syntax.name if syntax.name != str(syntax) else f"transfer syntax {syntax}"
-
-
-@contextmanager
-def _reason(reason: str) -> Iterator[None]:
-    """Turn what pydicom and its plugins raise into TranscodeError, keeping the cause."""
-    try:
-        yield
-    except CODEC_ERRORS as exc:
-        detail = " ".join(str(exc).split())  # pydicom lists each plugin's failure on a line
-        raise TranscodeError(f"{reason}: {detail}") from exc
 
 
 def _read(data: bytes | memoryview | BinaryIO) -> Dataset:
