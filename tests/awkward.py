@@ -116,12 +116,16 @@ def made(folder: Path) -> list[Awkward]:
     one_each = [[f] for f in encoded]
     several = [split(f, 3) for f in encoded]  # three fragments per frame
     right = true_offsets(one_each)
+    flat = [fragment for frame in several for fragment in frame]
     cases = {
         # Off by one byte each and one entry too many, as GDCM's example has.
         "bot-wrong": (one_each, [o + 1 for o in right] + [right[-1] + 999]),
         "fragments-no-bot": (several, None),
         "fragments-bot-wrong": (several, [0, 17, 33, 50]),
         "fragments-bot-right": (several, true_offsets(several)),
+        # Offsets that fall where items begin, but of the first four fragments: only the
+        # frames' opening markers tell them wrong.
+        "fragments-bot-aligned-wrong": (several, true_offsets([[f] for f in flat])[:4]),
     }
     out = []
     for number, (name, (fragments, offsets)) in enumerate(cases.items(), 1):

@@ -89,10 +89,15 @@ def encoded_frames(ds: Dataset, syntax: str) -> list[bytes]:
         return [b"".join(fragments)]
     if len(fragments) == frames:  # PS3.5 A.4: one fragment per frame, the usual case
         return fragments
+    marker = _START_MARKER.get(syntax)
     for grouping in (_by_extended_table(ds, fragments), _by_offsets(bot, fragments)):
-        if grouping is not None and len(grouping) == frames:
+        if (
+            grouping is not None
+            and len(grouping) == frames
+            and (marker is None or all(f.startswith(marker) for f in grouping))
+        ):
             return grouping
-    by_marker = _by_marker(fragments, _START_MARKER.get(syntax))
+    by_marker = _by_marker(fragments, marker)
     if by_marker is not None and len(by_marker) == frames:
         return by_marker
     raise TranscodeError(
@@ -155,6 +160,8 @@ def normalise_encapsulation(ds: Dataset, syntax: str) -> None:
     """
     if "PixelData" not in ds or not UID(syntax).is_encapsulated:
         return
+    if syntax in ts.MPEGTransferSyntaxes:
+        return  # a video stream: its fragments are no frames (PS3.5 8.2.5)
     frames = encoded_frames(ds, syntax)
     for tag in ENCAPSULATION_ONLY:
         ds.pop(tag, None)

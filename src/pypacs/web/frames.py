@@ -33,7 +33,7 @@ from pypacs.web.negotiate import (
     acceptable,
     describe,
 )
-from pypacs.web.resources import Entity, entity_of, load, locate, service_url
+from pypacs.web.resources import Entity, entity_of, load_pixels, locate, service_url
 
 OCTET_STREAM = "application/octet-stream"
 _UNCOMPRESSED = ts.ExplicitVRLittleEndian  # PS3.18 Table 8.7.3-4
@@ -165,7 +165,7 @@ def _pixels(
 ) -> tuple[StoredInstance, FramePlan, Dataset]:
     stored = locate(archive, entity)
     plan = frame_plan(stored.transfer_syntax_uid, ranges)
-    ds = load(archive, stored)
+    ds = load_pixels(archive, stored)
     if _PIXEL_DATA not in ds:
         raise not_found(f"{entity} has no pixel data")
     return stored, plan, ds
@@ -211,7 +211,7 @@ def _bulk_parts(
     if syntax == ts.ExplicitVRBigEndian:  # bulk data is little endian
         ds, syntax = transcode(archive.read_instance(stored), _UNCOMPRESSED), _UNCOMPRESSED
     else:
-        ds = load(archive, stored)
+        ds = load_pixels(archive, stored)
     if tag not in ds:
         raise not_found(f"{entity} has no element ({tag >> 16:04X},{tag & 0xFFFF:04X})")
     if tag == _PIXEL_DATA:

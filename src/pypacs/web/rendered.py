@@ -31,7 +31,7 @@ from pypacs.web.render import (
     has_pixels,
     render,
 )
-from pypacs.web.resources import Entity, entered, entity_of, load, locate, middle
+from pypacs.web.resources import Entity, entered, entity_of, load_pixels, locate, middle
 
 THUMBNAIL_BOUND = 128  # a thumbnail fits in 128 x 128 unless the viewport says otherwise
 
@@ -158,7 +158,7 @@ def _instance_images(
     archive: Archive, entity: Entity, frames: list[int] | None, rendering: Rendering
 ) -> list[bytes]:
     """The rendered frames of one instance (its first frame when none are named)."""
-    ds = load(archive, locate(archive, entity))
+    ds = load_pixels(archive, locate(archive, entity))
     return [_image(ds, entity, i, rendering) for i in _frame_indexes(ds, entity, frames or [1])]
 
 
@@ -172,7 +172,7 @@ def _thumbnail(
         entity, stored = middle(archive, entity)
     else:
         stored = locate(archive, entity)
-    ds = load(archive, stored)
+    ds = load_pixels(archive, stored)
     index = _frame_indexes(ds, entity, frames)[0] if frames else number_of_frames(ds) // 2
     return _image(ds, entity, index, rendering)
 
@@ -182,7 +182,7 @@ def _rendered_parts(
 ) -> Iterator[bytes]:
     """Each image instance under a study or series rendered (its first frame)."""
     for stored in retrieval.instances:
-        ds = load(archive, stored)
+        ds = load_pixels(archive, stored)
         if has_pixels(ds):
             yield _image(ds, entity, 0, rendering)
 

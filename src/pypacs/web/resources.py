@@ -132,17 +132,26 @@ def middle(archive: Archive, entity: Entity) -> tuple[Entity, StoredInstance]:
 
 
 def load(archive: Archive, stored: StoredInstance) -> Dataset:
-    """The stored instance parsed (pixel data included, nothing decoded), its compressed
-    frames re-encapsulated where its offset table was wrong (archive/pixels.py).
+    """The stored instance parsed (pixel data included, nothing decoded).
+
+    Raises:
+        StoreError: the blob cannot be read or does not parse.
+    """
+    data = archive.read_instance(stored)
+    try:
+        return dcmread(BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"stored {stored.sop_instance_uid} does not parse: {exc}") from exc
+
+
+def load_pixels(archive: Archive, stored: StoredInstance) -> Dataset:
+    """``load``, its compressed frames re-encapsulated one fragment each, where they can be
+    found whatever the offset table says (archive/pixels.py): ready to take frames from.
 
     Raises:
         StoreError: the blob cannot be read or does not parse.
         TranscodeError: the frames Number of Frames gives cannot be found.
     """
-    data = archive.read_instance(stored)
-    try:
-        ds = dcmread(BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"stored {stored.sop_instance_uid} does not parse: {exc}") from exc
+    ds = load(archive, stored)
     normalise_encapsulation(ds, stored.transfer_syntax_uid)
     return ds

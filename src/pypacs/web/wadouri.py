@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, StoredInstance
-from pypacs.archive.pixels import number_of_frames
+from pypacs.archive.pixels import normalise_encapsulation, number_of_frames
 from pypacs.web.errors import HttpProblem, bad_parameter
 from pypacs.web.negotiate import MediaRange, is_uid, parse_accept
 from pypacs.web.options import WebOptions
@@ -205,6 +205,7 @@ def _answer(archive: Archive, request: UriRequest, ae: str) -> tuple[bytes, str]
     if request.transfer_syntax is not None:
         raise bad_parameter("transferSyntax", f"transferSyntax applies to {DICOM} only")
     rendering, index = _rendering(request.params, media, ds)
+    normalise_encapsulation(ds, stored.transfer_syntax_uid)  # frames found, not trusted
     return render(ds, index, rendering), media
 
 
