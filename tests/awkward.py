@@ -145,8 +145,9 @@ def unsplittable(folder: Path) -> Path:
 
 def library_files(folder: Path) -> list[tuple[str, Path]]:
     """Real files: GDCM's example and pydicom's 12-bit JPEG, big endian, multi-frame RLE and
-    JPEG 2000 (from pydicom-data), JPEG-LS, JPEG lossless RGB. pydicom keeps one image in several syntaxes under
-    the same UIDs: a copy after the first gets UIDs of its own (the pixel data untouched)."""
+    JPEG 2000 (from pydicom-data), JPEG-LS, JPEG lossless RGB. pydicom keeps one image in
+    several syntaxes under the same UIDs: a copy after the first gets UIDs of its own (the
+    pixel data untouched)."""
     names = [
         "JPEG-lossy.dcm",  # 12-bit JPEG Extended (process 4)
         "MR_small_bigendian.dcm",
