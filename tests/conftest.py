@@ -82,6 +82,9 @@ def start_pypacs(
                 "0",
                 "--http-port",
                 "0",
+                # A small space reserve: hundreds of test servers each keep one.
+                "--reserve-bytes",
+                "65536",
                 *args,
             ],
             stdout=subprocess.PIPE,

@@ -133,6 +133,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "storage",
+        "reserve_bytes",
+        int,
+        16 * 1024 * 1024,
+        "room kept free on the archive's disk so that deletes work when it is full (0: none)",
+        _non_negative_int,
+    ),
+    Setting(
+        "storage",
         "accept_unknown_sop_classes",
         bool,
         True,
@@ -260,6 +268,8 @@ class Settings:
             database_url=self.database_url,
             blob_root=str(Path(self.values[("storage", "path")]) / "blobs"),
             overwrite_duplicates=self.values[("storage", "overwrite_duplicates")],
+            reserve_path=str(Path(self.values[("storage", "path")]) / "space-reserve"),
+            reserve_bytes=self.values[("storage", "reserve_bytes")],
         )
 
     def net_options(self) -> NetOptions:

@@ -13,3 +13,7 @@ class ArchiveOptions:
     overwrite_duplicates: bool = False
     # fsync blobs and folders before acknowledging; only tests of other things turn it off.
     fsync: bool = True
+    # Room kept back on the disk so that deletes work when it is full (archive/reserve.py);
+    # 0: none.
+    reserve_path: str = ""
+    reserve_bytes: int = 0

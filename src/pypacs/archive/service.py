@@ -12,10 +12,12 @@ from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from pypacs.archive.ingest import Header, build_record, read_header
 from pypacs.archive.metadata import InstanceAttributes, instance_attributes
 from pypacs.archive.options import ArchiveOptions
+from pypacs.archive.reserve import SpaceReserve
 from pypacs.archive.retrieve import Retrieval, StoredInstance
 from pypacs.errors import (
     IndexConflict,
@@ -60,6 +62,8 @@ class Archive:
         self.store = store
         self.options = options
         self._writer = tx.GroupWriter(engine)
+        self.reserve = SpaceReserve(Path(options.reserve_path), options.reserve_bytes)
+        self.reserve.ensure()
 
     @classmethod
     def open(cls, options: ArchiveOptions) -> Archive:
@@ -70,7 +74,10 @@ class Archive:
 
     def close(self) -> None:
         self._writer.close()
-        close_engine(self.engine)
+        try:
+            close_engine(self.engine)
+        except OperationalError as exc:  # e.g. a full disk: the log stays, folded in later
+            log.warning("index not checkpointed on close: %s", exc.orig)
 
     def store_instance(
         self,
@@ -94,8 +101,20 @@ class Archive:
             self.engine, lambda conn: reads.instance_exists(conn, uid)
         ):
             return StoreResult(uid, header.sop_class_uid, Outcome.DUPLICATE)
+        self._check_room()
         key, size = self.store.put((data,))
         return self._index(header, key, size, replace=self.options.overwrite_duplicates)
+
+    def _check_room(self) -> None:
+        """Stores wait while the space reserve is given up (archive/reserve.py).
+
+        Raises:
+            OutOfResources: the disk is full and its reserve is in use.
+        """
+        if not self.reserve.ensure():
+            raise OutOfResources(
+                "disk full: the reserve is kept for deletes; delete to make room"
+            )
 
     def _index(self, header: Header, key: BlobKey, size: int, *, replace: bool) -> StoreResult:
         record = build_record(header, key, size)
@@ -297,6 +316,8 @@ class Archive:
             return deletes.delete_entity(conn, study_uid, series_uid, sop_instance_uid)
 
         # A store into the same branch may commit meanwhile (PostgreSQL): the retry sees it.
+        # A full disk refuses the index's own writes: the space reserve is given up for them.
+        released = False
         for attempt in range(3):
             try:
                 removed = self._writer.submit(remove)
@@ -304,6 +325,10 @@ class Archive:
             except IndexConflict:
                 if attempt == 2:
                     raise
+            except IndexUnavailable:
+                if released or not self.reserve.release():
+                    raise
+                released = True
         if removed is None:
             what = f"study {study_uid}"
             if series_uid is not None:
@@ -312,6 +337,7 @@ class Archive:
                 what = f"instance {sop_instance_uid} of {what}"
             raise NotFound(f"{what} is not in the archive")
         self._remove_deleted_blobs(removed.blob_keys)
+        self.reserve.ensure()  # made again once the delete has freed the room
         return removed
 
     def finish_deletions(self) -> int:
