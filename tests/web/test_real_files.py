@@ -8,6 +8,7 @@ DCMTK's getscu proposing compressed syntaxes first, GDCM's gdcmscu moving a stud
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -520,3 +521,29 @@ def test_gdcmscu_move_completes(corpus: Corpus, tmp_path: Path) -> None:
     )
     lines = wait_for(lambda: association_lines(corpus.by_cstore.log(), GDCM_MOVER))
     assert "1 move" in lines[-1]
+
+
+def test_an_instance_failing_after_the_status_line_ends_the_body_with_why(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    srv: RunningServer = server_factory()
+    broken = unsplittable(tmp_path)
+    good = dcmread(made(tmp_path)[0].path)
+    good.StudyInstanceUID = dcmread(broken, stop_before_pixels=True).StudyInstanceUID
+    store(srv, [write_dataset(good, tmp_path), broken])  # sent in this order
+    url = f"http://127.0.0.1:{srv.http_port}/dicom-web/studies/{good.StudyInstanceUID}"
+    received = b""
+    with httpx.stream("GET", url, headers={"Accept": f"{DEFAULT}; transfer-syntax={ELE}"}) as r:
+        assert r.status_code == 200  # the first instance went out whole
+        boundary = r.headers["content-type"].split("boundary=")[1].split(";")[0].strip('"')
+        with pytest.raises(httpx.RemoteProtocolError):  # and the connection was cut
+            for chunk in r.iter_raw():
+                received += chunk
+    pieces = received.split(b"--" + boundary.encode())
+    assert not received.rstrip().endswith(b"--")  # no closing delimiter
+    head, _, body = pieces[2].partition(b"\r\n\r\n")
+    assert b"Content-Type: application/json" in head
+    error = json.loads(body.strip())["error"]
+    assert error["code"] == "cannot-transcode" and "3 frames" in error["message"]
+    first = dcmread(BytesIO(pieces[1].partition(b"\r\n\r\n")[2][:-2]))
+    assert first.SOPInstanceUID == good.SOPInstanceUID and first.NumberOfFrames == 4

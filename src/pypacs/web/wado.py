@@ -3,6 +3,7 @@ of every WADO-RS resource (metadata, frames, bulk data, rendered, thumbnails).""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -143,7 +144,11 @@ def _parts(
     boundary: str,
 ) -> Iterator[bytes]:
     """One part per instance, one instance in memory at a time; small parts are joined into
-    chunks of about 256 KiB (each chunk costs a thread hop and an ASGI send)."""
+    chunks of about 256 KiB (each chunk costs a thread hop and an ASGI send).
+
+    An instance that cannot be sent whole after the status line went out ends the body
+    with a part that says so (the one JSON error shape), and without the closing delimiter:
+    the connection is closed, so that no client takes the answer for complete."""
     pending: list[bytes] = []
     size = 0
     with stack:
@@ -156,9 +161,18 @@ def _parts(
             if size >= _CHUNK:
                 yield b"".join(pending)
                 pending, size = [], 0
-            sent = _next(retrieval, send)
+            try:
+                sent = _next(retrieval, send)
+            except TranscodeError as exc:
+                yield b"".join([*pending, *_failure_part(boundary, exc)])
+                raise
     pending.append(closing(boundary))
     yield b"".join(pending)
+
+
+def _failure_part(boundary: str, exc: TranscodeError) -> list[bytes]:
+    error = {"error": {"status": 406, "code": "cannot-transcode", "message": str(exc)}}
+    return [part_head(boundary, "application/json"), json.dumps(error).encode(), part_tail()]
 
 
 def _next(retrieval: Retrieval, send: _Sender) -> tuple[str, bytes] | None:
@@ -166,9 +180,8 @@ def _next(retrieval: Retrieval, send: _Sender) -> tuple[str, bytes] | None:
         try:
             sent = send(stored)
         except TranscodeError as exc:
-            # Before the first part this is an error answer (retrieve_endpoint); later the
-            # status line is gone and the body is cut short (no closing delimiter, the
-            # connection ends), which the client sees: never an instance with less in it.
+            # Before the first part this is an error answer (retrieve_endpoint); later an
+            # error part ends the body (_parts): never an instance with less in it.
             log.error("WADO-RS: %s cannot be sent: %s", stored.sop_instance_uid, exc)
             raise
         if sent is not None:
