@@ -418,16 +418,35 @@ def test_non_conforming_uids_are_served_by_every_door(corpus: Corpus, server_fac
         assert gone.status_code == 204
 
 
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [
+        ("StudyInstanceUID", "1.2.3/4"),  # a path separator: no URL can name it
+        ("SOPInstanceUID", "../../../../tmp/evil"),
+        ("SeriesInstanceUID", "1.2.3\x004"),  # a control character
+        ("StudyInstanceUID", "1." + "2" * 198),  # 200 characters, over PS3.5's 64
+    ],
+)
 def test_a_uid_no_door_could_serve_is_refused_at_the_door(
-    server_factory: Any, tmp_path: Path
+    server_factory: Any, tmp_path: Path, keyword: str, value: str
 ) -> None:
     srv: RunningServer = server_factory()
     ds = make_dataset(Spec("BADUID", "Bad^Uid", 1, 1, 1, rows=8))
-    ds.StudyInstanceUID = "1.2.3/4"  # a slash would make it a path no URL can name
-    path = write_dataset(ds, tmp_path)
+    setattr(ds, keyword, value)
+    if keyword == "SOPInstanceUID":
+        ds.file_meta.MediaStorageSOPInstanceUID = value
+    path = tmp_path / "bad-uid.dcm"  # not named after the UID: it holds a path
+    ds.save_as(path, enforce_file_format=True)
     (status,) = store_files(srv.dicom_port, [path]).values()
     assert int(status.Status) == 0xA900
-    assert "StudyInstanceUID" in str(status.ErrorComment)
+    assert keyword in str(status.ErrorComment)
+    # STOW-RS: the same refusal (PS3.18 Annex I, 409 with the failure reason).
+    answer = stow_one(srv, path.read_bytes())
+    assert answer.status_code == 409
+    (failed,) = answer.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xA900]
+    found = httpx.get(f"http://127.0.0.1:{srv.http_port}/dicom-web/studies", timeout=30)
+    assert found.status_code == 204  # nothing was kept
 
 
 # -- storage SOP classes -----------------------------------------------------------------
