@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import resource
 import socket
 import sys
 import time
@@ -33,7 +34,9 @@ from pypacs.net.ae import configure_pynetdicom, start_server
 from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions, RemoteAE
 from pypacs.web.app import create_app
+from pypacs.web.connection import limited_protocol
 from pypacs.web.jobs import EchoResult, MoveProgress, Remote, RemoteFailure
+from pypacs.web.options import WebOptions
 
 log = logging.getLogger("pypacs.server")
 
@@ -277,6 +280,39 @@ def _start_dimse(net: NetOptions, archive: Archive, reserved: socket.socket) -> 
     return ae
 
 
+# The soft descriptor limit is raised to this when the hard limit is "unlimited".
+_UNLIMITED_NOFILE = 1_048_576
+
+
+def descriptor_budget(web: WebOptions) -> WebOptions:
+    """Raise the soft limit of open descriptors to the hard one and keep HTTP connections to
+    at most half of it.
+
+    The other half is the DICOM side's (associations, outgoing C-MOVE associations), the
+    index's, the blob files' and the logs': a flood of HTTP connections then meets
+    ``[web] max_connections`` (answered 503) long before it could starve C-ECHO or C-STORE
+    of a descriptor.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _UNLIMITED_NOFILE if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+    if soft == resource.RLIM_INFINITY or web.max_connections <= soft // 2:
+        return web
+    log.warning(
+        "[web] max_connections = %d lowered to %d: half of the open-file limit (%d), the rest "
+        "kept for DICOM, the index and files",
+        web.max_connections,
+        soft // 2,
+        soft,
+    )
+    return dataclasses.replace(web, max_connections=max(1, soft // 2))
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; prints one 'listening' line on stdout once ready.
 
@@ -286,7 +322,7 @@ def run(settings: Settings) -> None:
     Raises:
         ListenError: a port cannot be listened on.
     """
-    net, web = settings.net_options(), settings.web_options()
+    net, web = settings.net_options(), descriptor_budget(settings.web_options())
     location = archive_location(settings)
     with contextlib.ExitStack() as stack:
         # The DICOM port is held by this socket until the start-up check is done, then
@@ -335,6 +371,12 @@ def run(settings: Settings) -> None:
             # X-Forwarded-* are honoured only from [web] trusted_proxies (web/urls.py);
             # uvicorn's own handling would trust any peer on loopback.
             proxy_headers=False,
+            # Deadlines for a request's head and body, the cap on connections and the
+            # 414/431 answers live in the protocol (web/connection.py); h11's own buffer
+            # limit is set past them so that those answers come first.
+            http=limited_protocol(web),
+            timeout_keep_alive=web.keep_alive_timeout,
+            h11_max_incomplete_event_size=web.max_url_bytes + web.max_header_bytes + 1024,
         )
         asyncio.run(uvicorn.Server(config).serve(sockets=[http_socket]))
     sys.stdout.flush()

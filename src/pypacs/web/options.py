@@ -24,6 +24,13 @@ class WebOptions:
     # and the peers whose X-Forwarded-* headers are believed (web/urls.py).
     base_url: str = ""
     trusted_proxies: tuple[str, ...] = ()
+    # Bounds of one HTTP connection (web/connection.py), in seconds and bytes.
+    header_timeout: int = 20  # the request line and headers, from their first byte
+    body_timeout: int = 60  # longest wait for the next piece of a request body
+    keep_alive_timeout: int = 5  # an idle connection between two requests
+    max_connections: int = 256  # HTTP connections open at once; more are refused (503)
+    max_url_bytes: int = 16_384  # longest request target (path and query): 414
+    max_header_bytes: int = 65_536  # largest header section: 431
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
