@@ -20,6 +20,8 @@ import httpx
 import pytest
 
 from conftest import RunningServer, start_pypacs
+from pypacs.config import load
+from pypacs.errors import ConfigError
 
 from helpers import echo, wait_for
 
@@ -217,7 +219,7 @@ def test_descriptor_reserve_keeps_the_dicom_port_answering(tmp_path: Path) -> No
         for _ in range(300):
             socks.append(socket.create_connection(("127.0.0.1", srv.http_port), timeout=30))
         # Every connection was accepted or refused by the server (none waits in its queue).
-        refusals = [sock for sock in socks[128:]]
+        refusals = socks[128:]
         for sock in refusals:
             sock.setblocking(False)
         answers = answers_until_closed(refusals, timeout=60)
@@ -299,3 +301,30 @@ def test_head_at_the_limits_is_served_and_one_byte_more_is_not(limited: RunningS
     assert (status, body["error"]["code"]) == (404, "not-found")
     answer = raw(limited.http_port, get(b"/api/health", section_of(8193)))
     assert parse(answer)[2] == HEADERS_TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("header_timeout = 0", "[web] header_timeout = 0: expected a positive integer"),
+        ('body_timeout = "60"', '[web] body_timeout = "60": expected an integer'),
+        ("keep_alive_timeout = -1", "[web] keep_alive_timeout = -1: expected a positive integer"),
+        ("max_connections = true", "[web] max_connections = true: expected an integer"),
+        ("max_url_bytes = 0", "[web] max_url_bytes = 0: expected a positive integer"),
+        ("max_header_bytes = 1.5", "[web] max_header_bytes = 1.5: expected an integer"),
+    ],
+)
+def test_limits_are_checked_in_the_configuration(tmp_path: Path, line: str, expected: str) -> None:
+    path = tmp_path / "pypacs.toml"
+    path.write_text(f"[web]\n{line}\n")
+    with pytest.raises(ConfigError) as raised:
+        load(path)
+    assert str(raised.value) == f"{path}: {expected}"
+
+
+def test_limits_reach_the_web_options(tmp_path: Path) -> None:
+    path = tmp_path / "pypacs.toml"
+    path.write_text("[web]\nheader_timeout = 7\nmax_connections = 9\n")
+    web = load(path).web_options()
+    assert (web.header_timeout, web.body_timeout, web.max_connections) == (7, 60, 9)
+    assert (web.keep_alive_timeout, web.max_url_bytes, web.max_header_bytes) == (5, 16384, 65536)
