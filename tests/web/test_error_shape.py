@@ -4,6 +4,7 @@ a failure leaves the archive as it was."""
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -141,7 +142,37 @@ CASES: list[Any] = [
     # admin API
     pytest.param("GET", "/api/jobs/nope", {}, {}, None, 404, "not-found", None),
     pytest.param(
-        "POST", "/api/remotes/nowhere/echo", {}, {}, None, 404, "not-found", None, id="echo"
+        "POST",
+        "/api/remotes/nowhere/echo",
+        {},
+        {"Content-Type": "application/json"},
+        None,
+        404,
+        "not-found",
+        None,
+        id="echo",
+    ),
+    pytest.param(
+        "POST",
+        "/api/remotes/nowhere/echo",
+        {},
+        {"Content-Type": "text/plain"},
+        b"",
+        415,
+        "unsupported-media-type",
+        "Content-Type",
+        id="echo-not-json",
+    ),
+    pytest.param(
+        "DELETE",
+        f"{W}/studies/{S}",
+        {},
+        {"Origin": "http://elsewhere.example"},
+        None,
+        403,
+        "cross-origin",
+        "Origin",
+        id="delete-cross-origin",
     ),
     pytest.param(
         "GET",
@@ -268,4 +299,21 @@ def test_invalid_request_target_is_400_from_the_http_server(
     assert headers[b"connection"] == b"close"
     assert body == b"Invalid HTTP request received."
     # The server is fine afterwards.
+    assert httpx.get(f"http://127.0.0.1:{pacs.http_port}/api/health").status_code == 200
+
+
+def test_request_target_too_long_is_414_in_the_shape(pacs: RunningServer) -> None:
+    # [web] max_url_bytes (16 KiB by default): a longer target is answered, not reset, and
+    # in the one shape, by pypacs' HTTP connection layer (web/connection.py).
+    status, headers, body = raw_request(pacs.http_port, b"/" + b"a" * 200_000)
+    assert status == b"HTTP/1.1 414 Request-URI Too Long"
+    assert headers[b"content-type"] == b"application/json"
+    assert headers[b"connection"] == b"close"
+    assert json.loads(body) == {
+        "error": {
+            "status": 414,
+            "code": "uri-too-long",
+            "message": "the request target (path and query) exceeds 16384 bytes",
+        }
+    }
     assert httpx.get(f"http://127.0.0.1:{pacs.http_port}/api/health").status_code == 200

@@ -24,6 +24,7 @@ from pypacs.query.types import InvalidQuery, Query
 from pypacs.query.values import check_uid
 from pypacs.web.errors import HttpProblem, bad_parameter, not_found
 from pypacs.web.jobs import Jobs, Remote, RemoteOps
+from pypacs.web.origin import require_json
 
 _STUDY_INSTANCE_UID, _SOP_INSTANCE_UID = 0x0020000D, 0x00080018
 _MAX_BODY = 65_536  # a move request is one UID; anything near this is not one
@@ -74,6 +75,7 @@ class _AdminApi:
         return JSONResponse([_remote_json(r) for r in self.ops.remotes()])
 
     async def echo(self, request: Request) -> JSONResponse:
+        require_json(request)  # a page of another site cannot send it unasked (web/origin.py)
         remote = self._remote_named(request.path_params["name"])
         result = await run_in_threadpool(self.ops.echo, remote.name)
         return JSONResponse(
@@ -87,6 +89,7 @@ class _AdminApi:
         )
 
     async def move(self, request: Request) -> JSONResponse:
+        require_json(request)  # a page of another site cannot send it unasked (web/origin.py)
         remote = self._remote_named(request.path_params["name"])
         study_uid = _study_uid_of(await _json_body(request))
         count = await run_in_threadpool(_count, self.archive, _study_query(study_uid))

@@ -9,6 +9,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -21,6 +22,7 @@ from pypacs.web import admin, delete, openapi, qido, stow, wado, wadouri
 from pypacs.web.errors import EXCEPTION_HANDLERS
 from pypacs.web.jobs import NoRemotes, RemoteOps
 from pypacs.web.options import WebOptions
+from pypacs.web.origin import SameOriginOnly
 from pypacs.web.urls import PublicAddress
 
 # PS3.18 8.2: every DICOMweb resource lives under one base URL.
@@ -67,7 +69,13 @@ def create_app(
         *wado.routes(archive, options, DICOMWEB_BASE),
         *wadouri.routes(archive, options, ""),  # PS3.18 9: at the server's root
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        # A state-changing request from another site's page is refused (web/origin.py).
+        middleware=[Middleware(SameOriginOnly)],
+    )
     # Every absolute URL the routes write starts at this address (web/urls.py).
     app.state.public_address = PublicAddress.of(options)
     # The web page's files answer what no route takes; as a route at "/" they would also

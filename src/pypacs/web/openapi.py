@@ -287,8 +287,10 @@ def _admin(base: str) -> dict[str, Any]:
             "post": _op(
                 "C-ECHO the remote (PS3.7 9.1.5)",
                 "admin",
-                {"200": _json("the outcome", _ref("schemas", "Echo")), **_errors(404)},
+                {"200": _json("the outcome", _ref("schemas", "Echo")), **_errors(403, 404, 415)},
                 [remote],
+                # Content-Type: application/json is required, as on every admin POST.
+                requestBody={"required": False, "content": {_JSON: {"schema": {}}}},
             )
         },
         f"{base}/remotes/{{name}}/move": {
@@ -297,7 +299,7 @@ def _admin(base: str) -> dict[str, Any]:
                 "admin",
                 {
                     "202": _json("started", _ref("schemas", "Job")),
-                    **_errors(400, 404, 413, 503),
+                    **_errors(400, 403, 404, 413, 415, 503),
                 },
                 [remote],
                 requestBody={
