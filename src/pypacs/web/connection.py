@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -102,6 +103,30 @@ class _Head:
         return 414, "uri-too-long", message, None
 
 
+class _Refusals:
+    """Connections refused for ``max_connections``, logged at most once a second (with how
+    many there were) so that a flood of connections does not become a flood of log lines."""
+
+    def __init__(self) -> None:
+        self.unlogged = 0
+        self.last = -1.0
+
+    def count(self, open_connections: int) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now - self.last >= 1.0:
+            log.info(
+                "HTTP connections refused: %d since the last report, %d open "
+                "([web] max_connections)",
+                self.unlogged,
+                open_connections,
+            )
+            self.unlogged, self.last = 0, now
+
+
+_refusals = _Refusals()
+
+
 class LimitedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the bounds of ``options`` (set by ``limited_protocol``)."""
 
@@ -123,9 +148,7 @@ class LimitedH11Protocol(H11Protocol):
             # in which case the close resets the connection.
             self.transport = transport
             self._refused = True
-            log.info(
-                "HTTP connection refused: %d open ([web] max_connections)", len(self.connections)
-            )
+            _refusals.count(len(self.connections))
             message = f"the server has {self.options.max_connections} HTTP connections open"
             transport.write(answer(503, "too-many-connections", message))
             transport.close()
