@@ -11,9 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pypacs.web.multipart import (
+    Event,
     MultipartError,
     Part,
+    PartHead,
     PartReader,
+    PartStream,
     boundary_of,
     closing,
     media_type,
@@ -169,7 +172,7 @@ def test_a_long_preamble_is_not_kept() -> None:
     reader = PartReader(BOUNDARY)
     for _ in range(1000):
         reader.feed(b"p" * 1000)
-    assert len(reader._buf) < 100
+    assert reader.buffered < 100
     # Boundary text after the preamble's last line is no delimiter: CRLF must come before.
     assert reader.feed(b"--" + BOUNDARY.encode() + b"\r\n\r\ny") == []
     assert contents(reader.feed(b"\r\n" + body([b"z"]))) == [b"z"]
@@ -239,3 +242,22 @@ def test_any_chunking_gives_the_same_parts(
     points = sorted({min(c, len(data)) for c in cuts})
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     assert contents(feed_all(chunks)) == parts
+
+
+def test_a_part_streams_through_without_being_held() -> None:
+    """PartStream gives a part's content piece by piece; it keeps at most a delimiter's
+    length of it between two chunks, however large the part."""
+    content = bytes(range(256)) * 20_000  # 5 MB
+    data = body([content, b"second"])
+    stream = PartStream(BOUNDARY)
+    events: list[Event] = []
+    for at in range(0, len(data), 65_536):
+        events += stream.feed(data[at : at + 65_536])
+        assert stream.buffered < 100
+    stream.close()
+    heads = [e for e in events if isinstance(e, PartHead)]
+    assert [h.content_type for h in heads] == ["application/dicom"] * 2
+    pieces = [e for e in events if isinstance(e, bytes)]
+    assert len(pieces) > 70 and max(len(p) for p in pieces) <= 65_536 + 100
+    assert b"".join(pieces) == content + b"second"
+    assert events.count(None) == 2 and events[-1] is None

@@ -100,6 +100,19 @@ def boundary_of(content_type: str) -> str:
     return boundary
 
 
+@dataclass(frozen=True)
+class PartHead:
+    """The header fields of a part (names lower-cased), read before its content."""
+
+    headers: dict[str, str]
+
+    @property
+    def content_type(self) -> str | None:
+        """The part's media type (lower-cased, without parameters); None when not given."""
+        value = self.headers.get("content-type")
+        return media_type(value)[0] if value else None
+
+
 @dataclass
 class Part:
     """One body part: its header fields (names lower-cased) and its content."""
@@ -110,8 +123,11 @@ class Part:
     @property
     def content_type(self) -> str | None:
         """The part's media type (lower-cased, without parameters); None when not given."""
-        value = self.headers.get("content-type")
-        return media_type(value)[0] if value else None
+        return PartHead(self.headers).content_type
+
+
+# What ``PartStream.feed`` gives: a part's head, a piece of its content, or None for its end.
+Event = PartHead | bytes | None
 
 
 class _State(Enum):
@@ -121,9 +137,10 @@ class _State(Enum):
     DONE = 4
 
 
-class PartReader:
-    """Incremental multipart reader: feed it chunks as they arrive, get each part as soon
-    as its closing delimiter has been seen. Memory holds one part and a chunk's worth."""
+class PartStream:
+    """Incremental multipart reader that never holds a part: feed it chunks as they arrive,
+    get each part's head, its content piece by piece, and its end. Memory holds a chunk and
+    at most a delimiter's length (plus transport padding) of the bytes before it."""
 
     def __init__(self, boundary: str) -> None:
         self._delimiter = b"\r\n--" + boundary.encode("latin-1")
@@ -131,36 +148,38 @@ class PartReader:
         self._buf = bytearray(b"\r\n")
         self._scan = 0  # no delimiter starts before this offset of the buffer
         self._state = _State.PREAMBLE
-        self._headers: dict[str, str] = {}
-        self.parts = 0
+        self.parts = 0  # parts whose head has been read
 
     @property
     def done(self) -> bool:
         """Whether the closing delimiter has been read."""
         return self._state is _State.DONE
 
-    def feed(self, chunk: bytes) -> list[Part]:
-        """Take the next bytes of the body; return the parts they complete.
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not given out yet."""
+        return len(self._buf)
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        """Take the next bytes of the body; return what they complete, in order.
 
         Raises:
             MultipartError: the bytes cannot belong to a well-formed body.
         """
-        parts: list[Part] = []
+        events: list[Event] = []
         if self.done:
-            return parts  # the epilogue
+            return events  # the epilogue
         self._buf += chunk
         while not self.done:
-            if self._state is _State.HEADERS:
-                if not self._read_headers():
-                    return parts
-            else:
-                part = self._read_to_delimiter()
-                if part is None:
-                    return parts
-                if part is not _NO_PART:
-                    parts.append(part)
+            progressed = (
+                self._read_headers(events)
+                if self._state is _State.HEADERS
+                else self._read_to_delimiter(events)
+            )
+            if not progressed:
+                return events
         self._buf = bytearray()
-        return parts
+        return events
 
     def close(self) -> None:
         """The body has ended.
@@ -175,42 +194,43 @@ class PartReader:
             raise MultipartError(f"the body holds no part delimited by --{boundary}")
         raise MultipartError(f"the body ends before its closing delimiter --{boundary}--")
 
-    def _read_to_delimiter(self) -> Part | None:
-        """Find the next delimiter; return the part it ends (``_NO_PART`` after the
-        preamble), or None when more bytes are needed."""
+    def _give(self, events: list[Event], end: int) -> None:
+        """The buffer up to ``end`` is content (of the part, or of the ignored preamble)."""
+        if end <= 0:
+            return
+        if self._state is _State.BODY:
+            events.append(bytes(self._buf[:end]))
+        del self._buf[:end]
+
+    def _read_to_delimiter(self, events: list[Event]) -> bool:
+        """Give out content up to the next delimiter and, when it is there, the end of the
+        part it closes; False when more bytes are needed."""
         buf, delimiter = self._buf, self._delimiter
         while True:
             at = buf.find(delimiter, self._scan)
             if at < 0:
-                keep_from = max(0, len(buf) - len(delimiter) + 1)
-                if self._state is _State.PREAMBLE:
-                    del buf[:keep_from]  # the preamble is ignored: keep no more of it
-                    self._scan = 0
-                else:
-                    self._scan = keep_from
-                return None
+                # A delimiter may begin in the last bytes: keep those, give out the rest.
+                self._give(events, len(buf) - len(delimiter) + 1)
+                self._scan = 0
+                return False
             kind, end = _after_delimiter(buf, at + len(delimiter))
             if kind == "more":
-                self._scan = at
-                return None
+                self._give(events, at)
+                self._scan = 0
+                return False
             if kind == "no":  # boundary text inside the content, not a delimiter
                 self._scan = at + 1
                 continue
             break
-        part: Part = _NO_PART
+        self._give(events, at)
+        del buf[: end - at]
         if self._state is _State.BODY:
-            # The part's content is the buffer up to the delimiter: no copy of it is made.
-            self._buf = bytearray(buf[end:])
-            del buf[at:]
-            part = Part(self._headers, buf)
-            self.parts += 1
-        else:
-            del buf[:end]
+            events.append(None)
         self._scan = 0
         self._state = _State.DONE if kind == "close" else _State.HEADERS
-        return part
+        return True
 
-    def _read_headers(self) -> bool:
+    def _read_headers(self, events: list[Event]) -> bool:
         buf = self._buf
         if len(buf) < 2:
             return False
@@ -226,13 +246,58 @@ class PartReader:
         if end > _MAX_HEADER_BYTES:
             raise MultipartError(f"part header fields longer than {_MAX_HEADER_BYTES}")
         del buf[:end]
-        self._headers = _header_fields(block)
+        events.append(PartHead(_header_fields(block)))
+        self.parts += 1
         self._state = _State.BODY
         self._scan = 0
         return True
 
 
-_NO_PART = Part({}, bytearray())
+class PartReader:
+    """Incremental multipart reader giving whole parts, each as soon as its closing
+    delimiter has been seen. Memory holds one part and a chunk's worth."""
+
+    def __init__(self, boundary: str) -> None:
+        self._stream = PartStream(boundary)
+        self._head = PartHead({})
+        self._body = bytearray()
+        self.parts = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether the closing delimiter has been read."""
+        return self._stream.done
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not part of a returned or begun part."""
+        return self._stream.buffered
+
+    def feed(self, chunk: bytes) -> list[Part]:
+        """Take the next bytes of the body; return the parts they complete.
+
+        Raises:
+            MultipartError: the bytes cannot belong to a well-formed body.
+        """
+        parts: list[Part] = []
+        for event in self._stream.feed(chunk):
+            if isinstance(event, PartHead):
+                self._head, self._body = event, bytearray()
+            elif event is None:
+                parts.append(Part(self._head.headers, self._body))
+                self._body = bytearray()
+                self.parts += 1
+            else:
+                self._body += event
+        return parts
+
+    def close(self) -> None:
+        """The body has ended.
+
+        Raises:
+            MultipartError: the closing delimiter was never read.
+        """
+        self._stream.close()
 
 
 def _after_delimiter(buf: bytearray, at: int) -> tuple[str, int]:
@@ -272,6 +337,19 @@ def _header_fields(block: bytes) -> dict[str, str]:
         name = key.strip().lower()
         fields[name] = value.strip()
     return fields
+
+
+async def read_events(chunks: AsyncIterable[bytes], boundary: str) -> AsyncIterator[Event]:
+    """The heads, content pieces and ends of the parts of a body arriving as ``chunks``.
+
+    Raises:
+        MultipartError: the body is malformed or ends before its closing delimiter.
+    """
+    stream = PartStream(boundary)
+    async for chunk in chunks:
+        for event in stream.feed(chunk):
+            yield event
+    stream.close()
 
 
 async def read_parts(chunks: AsyncIterable[bytes], boundary: str) -> AsyncIterator[Part]:
