@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import struct
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.datadict import dictionary_VR
@@ -15,6 +16,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from pypacs.archive.dicomjson import element_json
 from pypacs.errors import InvalidInstance
@@ -52,15 +54,19 @@ class Header:
         return str(self.dataset.SOPClassUID)
 
 
-def read_header(data: bytes | memoryview) -> Header:
+def read_header(data: bytes | memoryview | BinaryIO) -> Header:
     """Parse a DICOM file's meta and dataset up to the pixel data.
+
+    ``data`` is the file's bytes or a seekable binary file (read from its start). A file's
+    pixel data is never read into memory: its element headers are checked for length
+    against the file's size instead, and elements after it are not indexed.
 
     Raises:
         InvalidInstance: the bytes are not a DICOM file, do not parse, or lack a required UID;
             kind ``"dicomdir"`` for a DICOMDIR.
     """
     try:
-        ds = pydicom.dcmread(BytesIO(data))
+        ds = _parse(data)
         if ds.file_meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
             raise InvalidInstance("a DICOMDIR (media directory), not an instance", "dicomdir")
         _check_complete(ds)
@@ -91,6 +97,73 @@ def read_header(data: bytes | memoryview) -> Header:
 
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
+# PS3.5 7.1.2: explicit VRs whose length takes 4 bytes after 2 reserved ones.
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"})
+_LONG_VRS |= {b"UR", b"UT", b"UV"}
+
+
+def _parse(data: bytes | memoryview | BinaryIO) -> Dataset:
+    if isinstance(data, bytes | memoryview | bytearray):
+        return pydicom.dcmread(BytesIO(data))
+    data.seek(0)
+    ds = pydicom.dcmread(data, stop_before_pixels=True)
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        data.seek(0)  # pydicom inflates the whole data set anyway; checked as bytes
+        return pydicom.dcmread(BytesIO(data.read()))
+    _check_rest(data, ds)
+    return ds
+
+
+def _check_rest(fp: BinaryIO, ds: Dataset) -> None:
+    """The elements from the pixel data on (where ``fp`` stands) hold as many bytes as
+    their headers announce, found by seeking from header to header (PS3.5 7.1, A.4).
+
+    Raises:
+        InvalidInstance: an element is cut short.
+    """
+    implicit, little = ds.original_encoding
+    order = "<" if little else ">"
+    start = fp.tell()
+    end = fp.seek(0, 2)
+    fp.seek(start)
+    encapsulated = False
+    while fp.tell() < end:
+        tag, length = _element_header(fp, order, bool(implicit and not encapsulated))
+        where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        if tag == _SEQUENCE_END:
+            encapsulated = False
+            continue
+        if length == _UNDEFINED:
+            if tag not in _PIXEL_TAGS:
+                return  # a sequence after the pixel data (signatures): not walked
+            encapsulated = True  # PS3.5 A.4: items follow, up to a sequence delimiter
+            continue
+        if fp.tell() + length > end:
+            raise _cut_short(f"{where}: {end - fp.tell()} of {length} bytes")
+        fp.seek(length, 1)
+    if encapsulated:
+        raise _cut_short("(7FE0,0010): no sequence delimiter")
+
+
+def _cut_short(where: str) -> InvalidInstance:
+    return InvalidInstance(f"dataset does not parse: cut short in {where}", "unparsable")
+
+
+def _element_header(fp: BinaryIO, order: str, implicit: bool) -> tuple[int, int]:
+    head = fp.read(8)
+    if len(head) < 8:
+        raise _cut_short("an element header")
+    group, element = struct.unpack(order + "HH", head[:4])
+    tag = group << 16 | element
+    if implicit or group == 0xFFFE:  # items and delimiters have no VR (PS3.5 7.5)
+        return tag, struct.unpack(order + "I", head[4:])[0]
+    if head[4:6] not in _LONG_VRS:
+        return tag, struct.unpack(order + "H", head[6:])[0]
+    more = fp.read(4)
+    if len(more) < 4:
+        raise _cut_short("an element header")
+    return tag, struct.unpack(order + "I", more)[0]
 
 
 def _check_complete(ds: Dataset) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from pydicom.dataset import Dataset
 from sqlalchemy import Connection, Engine
@@ -81,12 +82,15 @@ class Archive:
 
     def store_instance(
         self,
-        data: bytes | memoryview,
+        data: bytes | memoryview | BinaryIO,
         *,
         expected_sop_class: str | None = None,
         expected_sop_instance: str | None = None,
     ) -> StoreResult:
         """Keep a DICOM file's bytes as they are and index it; return once both are durable.
+
+        ``data`` may be a seekable file (``spool``): it is copied a chunk at a time and only
+        its header is parsed, so memory does not grow with its size.
 
         Raises:
             InvalidInstance: the data does not parse, lacks a required UID, or disagrees
@@ -102,8 +106,15 @@ class Archive:
         ):
             return StoreResult(uid, header.sop_class_uid, Outcome.DUPLICATE)
         self._check_room()
-        key, size = self.store.put((data,))
+        key, size = self.store.put(_chunks(data))
         return self._index(header, key, size, replace=self.options.overwrite_duplicates)
+
+    def spool(self) -> BinaryIO:
+        """An anonymous temporary file on the blob store's disk where it is a folder (else in
+        the system's temporary folder) to receive an instance into before ``store_instance``;
+        it disappears when closed, or with the process."""
+        root = Path(self.options.blob_root)
+        return tempfile.TemporaryFile(dir=root if root.is_dir() else None)
 
     def _check_room(self) -> None:
         """Stores wait while the space reserve is given up (archive/reserve.py).
@@ -112,9 +123,7 @@ class Archive:
             OutOfResources: the disk is full and its reserve is in use.
         """
         if not self.reserve.ensure():
-            raise OutOfResources(
-                "disk full: the reserve is kept for deletes; delete to make room"
-            )
+            raise OutOfResources("disk full: the reserve is kept for deletes; delete to make room")
 
     def _index(self, header: Header, key: BlobKey, size: int, *, replace: bool) -> StoreResult:
         record = build_record(header, key, size)
@@ -368,6 +377,18 @@ class Archive:
             except (IndexUnavailable, IndexConflict) as exc:  # forgotten by the next check
                 log.warning("deleted blobs stay recorded until the next check: %s", exc)
         return len(gone)
+
+
+_CHUNK = 1 << 20
+
+
+def _chunks(data: bytes | memoryview | BinaryIO) -> Iterator[bytes | memoryview]:
+    if isinstance(data, bytes | memoryview | bytearray):
+        yield data
+        return
+    data.seek(0)
+    while chunk := data.read(_CHUNK):
+        yield chunk
 
 
 def _check_expected(header: Header, sop_class: str | None, sop_instance: str | None) -> None:
