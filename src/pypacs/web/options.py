@@ -20,6 +20,8 @@ class WebOptions:
     # PS3.18 8.3.4.4 lets the origin server cap a search that gives no limit.
     qido_default_limit: int = 1000
     stow_max_bytes: int = 2_147_483_648
+    stow_max_part_bytes: int = 1_073_741_824  # one part, spooled to disk as it arrives
+    stow_max_parts: int = 10_000
     # The public address absolute URLs start with ("" = the address each request reached)
     # and the peers whose X-Forwarded-* headers are believed (web/urls.py).
     base_url: str = ""

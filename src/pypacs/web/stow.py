@@ -1,9 +1,12 @@
 """STOW-RS: store instances sent over HTTP (PS3.18 10.5).
 
-Each part of a ``multipart/related; type="application/dicom"`` body is a PS3.10 file, stored
-as received through ``Archive.store_instance`` as soon as it has arrived: memory holds one
-part. (A part that lacks the 128-byte preamble, "DICM" or the whole File Meta Information
-gets them, see ``_frame_as_part10``; the data set's bytes never change.)
+Each part of a ``multipart/related; type="application/dicom"`` body is a PS3.10 file: its
+content goes to an anonymous file on the archive's disk as it arrives (``Archive.spool``),
+and once the part has ended the archive stores it as received from there, parsing only its
+header: memory holds a buffer of a part, never a whole one. (A part that lacks the 128-byte
+preamble, "DICM" or the whole File Meta Information gets them, see ``_Incoming``; the data
+set's bytes never change.) ``[web] stow_max_part_bytes`` and ``stow_max_parts`` bound one
+part and the number of parts, ``stow_max_bytes`` the whole body.
 The answer goes out once the whole body has been read and every part stored or refused, so
 a 200 or 202 acknowledges only durable instances (DESIGN rule 1).
 """
@@ -11,10 +14,12 @@ a 200 or 202 acknowledges only durable instances (DESIGN rule 1).
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from io import BytesIO
+from typing import Any, BinaryIO
 
 import pydicom
 from pydicom import uid as ts
@@ -31,7 +36,14 @@ from pypacs.errors import IndexUnavailable, InvalidInstance, StoreError
 from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
 from pypacs.web.delete import path_uid
 from pypacs.web.errors import HttpProblem, bad_parameter, not_acceptable
-from pypacs.web.multipart import MultipartError, Part, boundary_of, media_type, read_parts
+from pypacs.web.multipart import (
+    Event,
+    MultipartError,
+    PartHead,
+    boundary_of,
+    media_type,
+    read_events,
+)
 from pypacs.web.options import WebOptions
 from pypacs.web.resources import service_url
 
@@ -87,14 +99,15 @@ class _Identity:
 _IDENTITY_TAGS = [0x00080016, 0x00080018, 0x0020000D, 0x0020000E]
 
 
-def _identify(data: bytearray) -> _Identity:
+def _identify(fp: BinaryIO) -> _Identity:
     """The UIDs of a received PS3.10 file, from its data set, else from its meta information
     alone; never raises (a file that does not parse is for the archive to refuse)."""
-    for length in (len(data), _meta_length(data)):
+    fp.seek(0)
+    head = fp.read(144)
+    for source in (fp, BytesIO(head + fp.read(max(0, _meta_length(head) - len(head))))):
         try:
-            ds = pydicom.dcmread(
-                _ViewFile(data, length), stop_before_pixels=True, specific_tags=_IDENTITY_TAGS
-            )
+            source.seek(0)
+            ds = pydicom.dcmread(source, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
         except Exception:  # pydicom raises many types on input that is not DICOM
             continue
         meta = ds.file_meta
@@ -108,34 +121,7 @@ def _identify(data: bytearray) -> _Identity:
     return _Identity()
 
 
-class _ViewFile:
-    """The first ``length`` bytes of a buffer as a read-only file, without the copy that
-    BytesIO would make of a part that may be large."""
-
-    def __init__(self, data: bytearray, length: int) -> None:
-        self._view = memoryview(data)[:length]
-        self._pos = 0
-
-    def read(self, size: int | None = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else self._pos + size
-        chunk = self._view[self._pos : end].tobytes()
-        self._pos += len(chunk)
-        return chunk
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = (0, self._pos, len(self._view))[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def close(self) -> None:
-        """Let the buffer be resized again (a bytearray cannot be while it is viewed)."""
-        self._view.release()
-
-
-def _meta_length(data: bytearray) -> int:
+def _meta_length(data: bytes) -> int:
     """Where the File Meta Information ends, from its group length (PS3.10 7.1), or 0."""
     # Preamble, "DICM", then (0002,0000) UL, explicit VR little endian: tag, "UL", 2 + 4 bytes.
     if data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
@@ -273,6 +259,14 @@ class _TooLarge(Exception):
     pass
 
 
+class _PartTooLarge(Exception):
+    pass
+
+
+class _TooManyParts(Exception):
+    pass
+
+
 async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
     """The body, up to ``limit`` bytes: parts complete within them are stored."""
     received = 0
@@ -284,13 +278,103 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _too_large(limit: int, stored: int) -> HttpProblem:
+def _too_large(what: str, stored: int) -> HttpProblem:
     kept = f"; stored before it: {_instances(stored)}" if stored else ""
-    return HttpProblem(
-        413,
-        "too-large",
-        f"the request body is larger than {limit} bytes ([web] stow_max_bytes){kept}",
-    )
+    return HttpProblem(413, "too-large", f"{what}{kept}")
+
+
+def _body_limit(limit: int) -> str:
+    return f"the request body is larger than {limit} bytes ([web] stow_max_bytes)"
+
+
+_SPOOL_BUFFER = 1 << 20  # content held before it is written to the part's file
+_FRAMED = 132  # bytes that tell how a part is framed: a preamble's 128, then "DICM"
+
+
+class _Incoming:
+    """One part being received: its content written to a spool file a buffer at a time, with
+    the framing a PS3.10 file needs put in front where only that is missing (PS3.10 7.1):
+
+    - no preamble, the File Meta Information group (0002) first, as pydicom writes a data
+      set without preamble (and so dicomweb-client sends it): preamble and "DICM" added;
+    - "DICM" then the meta group, without the 128 bytes before it: the preamble added;
+    - a bare data set, no meta information at all: meta information made by pypacs, when
+      the data set's first element tells its transfer syntax (implicit or explicit VR little
+      endian, explicit VR big endian) and it names its SOP Class and Instance UIDs.
+
+    Anything else is left for the archive to refuse. A part of another media type is read
+    and dropped, never written.
+    """
+
+    def __init__(self, archive: Archive, head: PartHead) -> None:
+        self.archive = archive
+        self.content_type = head.content_type
+        self.wanted = self.content_type in (None, DICOM)
+        self.fp: BinaryIO | None = archive.spool() if self.wanted else None
+        self.size = 0
+        self.pending = bytearray()
+        self.framing: bool | None = None  # None: undecided; False: maybe a bare data set
+        self.added: str | None = None
+        self.error: OSError | None = None
+
+    def take(self, data: bytes) -> bool:
+        """Keep a piece of the content; True when the buffer should be written out."""
+        self.size += len(data)
+        if self.fp is not None:
+            self.pending += data
+        return len(self.pending) >= _SPOOL_BUFFER
+
+    def flush(self) -> None:
+        if self.fp is None or self.error is not None:
+            self.pending.clear()
+            return
+        try:
+            if self.framing is None:
+                head = bytes(self.pending[:_FRAMED])
+                prefix, self.added = _prefix(head)
+                self.framing = self.added is not None or head[128:132] == b"DICM"
+                self.fp.write(prefix)
+            self.fp.write(self.pending)
+        except OSError as exc:  # the disk is full: the part fails alone, as out of resources
+            self.error = exc
+        self.pending.clear()
+
+    def finish(self) -> None:
+        """The part has ended: write what is left, and the meta information of a bare data
+        set (its content copied once more behind it)."""
+        self.flush()
+        if self.fp is None or self.error is not None or self.framing:
+            return
+        made = _bare_meta(self.fp)
+        if made is None:
+            return
+        meta, self.added = made
+        framed = self.archive.spool()
+        try:
+            framed.write(meta)
+            self.fp.seek(0)
+            shutil.copyfileobj(self.fp, framed, _SPOOL_BUFFER)
+        except OSError as exc:
+            framed.close()
+            self.error = exc
+            return
+        self.fp.close()
+        self.fp = framed
+
+    def close(self) -> None:
+        if self.fp is not None:
+            self.fp.close()
+
+
+def _prefix(head: bytes) -> tuple[bytes, str | None]:
+    """What goes before a part whose first bytes are ``head``, and its name (None: nothing)."""
+    if head[128:132] == b"DICM":
+        return b"", None
+    if head[:4] == b"DICM" and head[4:6] == b"\x02\x00":
+        return bytes(128), "preamble"
+    if head[:2] == b"\x02\x00":
+        return PREAMBLE, "preamble and DICM prefix"
+    return b"", None
 
 
 class _Stow:
@@ -305,19 +389,29 @@ class _Stow:
             path_uid(study, "study")
         boundary = _boundary(request)
         answer_type = _response_type(request)
-        limit = self.options.stow_max_bytes
+        options = self.options
+        limit = options.stow_max_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit, 0)
+            raise _too_large(_body_limit(limit), 0)
         outcomes = _Outcomes(service_url(request, self.base))
         client = request.client.host if request.client else "?"
         try:
-            async for part in read_parts(_limited(request, limit), boundary):
-                await self._store(part, study, outcomes, client)
-                del part  # not held while the next part arrives
+            events = read_events(_limited(request, limit), boundary)
+            await self._receive(events, study, outcomes, client)
         except _TooLarge:
             log.info("STOW-RS from %s: body past %d bytes", client, limit)
-            raise _too_large(limit, len(outcomes.referenced)) from None
+            raise _too_large(_body_limit(limit), len(outcomes.referenced)) from None
+        except _PartTooLarge:
+            log.info("STOW-RS from %s: a part past %d bytes", client, options.stow_max_part_bytes)
+            what = f"a part is larger than {options.stow_max_part_bytes} bytes"
+            raise _too_large(
+                f"{what} ([web] stow_max_part_bytes)", len(outcomes.referenced)
+            ) from None
+        except _TooManyParts:
+            log.info("STOW-RS from %s: more than %d parts", client, options.stow_max_parts)
+            what = f"the request holds more than {options.stow_max_parts} parts"
+            raise _too_large(f"{what} ([web] stow_max_parts)", len(outcomes.referenced)) from None
         except MultipartError as exc:
             log.info("STOW-RS from %s: malformed body: %s", client, exc)
             kept = len(outcomes.referenced)
@@ -336,25 +430,67 @@ class _Stow:
         )
         return JSONResponse(outcomes.module(), outcomes.status, media_type=answer_type)
 
-    async def _store(self, part: Part, study: str | None, outcomes: _Outcomes, client: str) -> None:
-        if part.content_type not in (None, DICOM):
+    async def _receive(
+        self, events: AsyncIterator[Event], study: str | None, outcomes: _Outcomes, client: str
+    ) -> None:
+        """Spool each part as it arrives and store it once it has ended.
+
+        Raises:
+            _PartTooLarge, _TooManyParts: a part or the number of parts is past its limit.
+        """
+        part: _Incoming | None = None
+        count = 0
+        try:
+            async for event in events:
+                if isinstance(event, PartHead):
+                    count += 1
+                    if count > self.options.stow_max_parts:
+                        raise _TooManyParts
+                    part = await run_in_threadpool(_Incoming, self.archive, event)
+                elif event is None:
+                    assert part is not None
+                    await run_in_threadpool(part.finish)
+                    incoming, part = part, None
+                    try:
+                        await self._store(incoming, study, outcomes, client)
+                    finally:
+                        await run_in_threadpool(incoming.close)
+                else:
+                    assert part is not None
+                    if part.take(event):
+                        await run_in_threadpool(part.flush)
+                    if part.size > self.options.stow_max_part_bytes:
+                        raise _PartTooLarge
+        finally:
+            if part is not None:
+                await run_in_threadpool(part.close)
+
+    async def _store(
+        self, part: _Incoming, study: str | None, outcomes: _Outcomes, client: str
+    ) -> None:
+        if part.fp is None:
             log.info("STOW-RS from %s: a part of type %s refused", client, part.content_type)
             outcomes.failure(_Identity(), FailureReason.CANNOT_UNDERSTAND)
             return
-        added = await run_in_threadpool(_frame_as_part10, part.body)
-        ident = await run_in_threadpool(_identify, part.body)
-        if added is not None:
-            log.info("STOW-RS from %s: %s given %s", client, ident.sop_instance or "a part", added)
+        fp = part.fp
+        ident = await run_in_threadpool(_identify, fp)
+        name = ident.sop_instance or "a part"
+        if part.error is not None:
+            log.error("STOW-RS from %s: %s not received: %s", client, name, part.error)
+            outcomes.failure(ident, FailureReason.OUT_OF_RESOURCES)
+            return
+        if part.added is not None:
+            log.info("STOW-RS from %s: %s given %s", client, name, part.added)
         refusal = _refusal(ident, study)
         if refusal is not None:
             reason, why = refusal
-            log.info("STOW-RS from %s: %s refused: %s", client, ident.sop_instance or "a part", why)
+            log.info("STOW-RS from %s: %s refused: %s", client, name, why)
             outcomes.failure(ident, reason)
             return
         try:
-            result = await run_in_threadpool(self.archive.store_instance, memoryview(part.body))
+            result = await run_in_threadpool(self.archive.store_instance, fp)
         except InvalidInstance as exc:
-            log.info("STOW-RS from %s: %s refused: %s", client, ident.sop_instance or "a part", exc)
+            log.info("STOW-RS from %s: %s refused: %s", client, name, exc)
             unreadable = exc.kind in ("not-dicom", "unparsable")
             outcomes.failure(
                 ident,
@@ -385,46 +521,26 @@ _BARE_SYNTAXES: dict[tuple[bool | None, bool | None], ts.UID] = {
 _IMPLEMENTATION_VERSION = f"PYPACS_{pypacs.__version__}"
 
 
-def _frame_as_part10(body: bytearray) -> str | None:
-    """Make a part a PS3.10 file where only its framing is missing (PS3.10 7.1); what is
-    there, meta information and data set bytes, stays as received. Returns what was added.
-
-    - no preamble, the File Meta Information group (0002) first, as pydicom writes a data
-      set without preamble (and so dicomweb-client sends it): preamble and "DICM" added;
-    - "DICM" then the meta group, without the 128 bytes before it: the preamble added;
-    - a bare data set, no meta information at all: meta information made by pypacs, when
-      the data set's first element tells its transfer syntax (implicit or explicit VR little
-      endian, explicit VR big endian) and it names its SOP Class and Instance UIDs.
-    Anything else is left for the archive to refuse.
-    """
-    if body[128:132] == b"DICM":
-        return None
-    if body[:4] == b"DICM" and body[4:6] == b"\x02\x00":
-        body[0:0] = bytes(128)
-        return "preamble"
-    if body[:2] == b"\x02\x00":
-        body[0:0] = PREAMBLE
-        return "preamble and DICM prefix"
-    view = _ViewFile(body, len(body))
+def _bare_meta(fp: BinaryIO) -> tuple[bytes, str] | None:
+    """File Meta Information for a bare data set (see ``_Incoming``) and its description;
+    None when the content is not one pypacs can frame."""
     try:
+        fp.seek(0)
         ds = pydicom.dcmread(
-            view, force=True, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS[:2]
+            fp, force=True, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS[:2]
         )
         syntax = _BARE_SYNTAXES.get(ds.original_encoding)
         sop_class = _text(ds.get("SOPClassUID"))
         sop_instance = _text(ds.get("SOPInstanceUID"))
     except Exception:  # pydicom raises many types on input that is not DICOM
         return None
-    finally:
-        view.close()
     if syntax is None or not _meta_uid(sop_class) or not _meta_uid(sop_instance):
         return None
     assert sop_class is not None and sop_instance is not None
     meta = file_meta(
         sop_class, sop_instance, syntax, PYDICOM_IMPLEMENTATION_UID, _IMPLEMENTATION_VERSION
     )
-    body[0:0] = meta
-    return f"file meta information ({syntax.name})"
+    return bytes(meta), f"file meta information ({syntax.name})"
 
 
 def _meta_uid(value: str | None) -> bool:
