@@ -225,6 +225,24 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "web",
+        "render_max_frame_bytes",
+        int,
+        67_108_864,
+        "largest frame rendered, decoded (Rows x Columns x Samples per Pixel x bytes a "
+        "sample); a larger one gets 413",
+        _positive_int,
+    ),
+    Setting(
+        "web",
+        "render_max_bytes_in_flight",
+        int,
+        268_435_456,
+        "decoded frame bytes all renders may hold at once; a render past it waits up to "
+        "2 seconds, then gets 503",
+        _positive_int,
+    ),
+    Setting(
+        "web",
         "base_url",
         str,
         "",
@@ -362,6 +380,8 @@ class Settings:
             stow_max_bytes=self.values[("web", "stow_max_bytes")],
             stow_max_part_bytes=self.values[("web", "stow_max_part_bytes")],
             stow_max_parts=self.values[("web", "stow_max_parts")],
+            render_max_frame_bytes=self.values[("web", "render_max_frame_bytes")],
+            render_max_bytes_in_flight=self.values[("web", "render_max_bytes_in_flight")],
             base_url=self.values[("web", "base_url")],
             trusted_proxies=tuple(self.values[("web", "trusted_proxies")]),
             header_timeout=self.values[("web", "header_timeout")],

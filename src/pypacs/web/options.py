@@ -22,6 +22,9 @@ class WebOptions:
     stow_max_bytes: int = 2_147_483_648
     stow_max_part_bytes: int = 1_073_741_824  # one part, spooled to disk as it arrives
     stow_max_parts: int = 10_000
+    # Rendering (web/renderlimits.py): the largest decoded frame, and all renders at once.
+    render_max_frame_bytes: int = 67_108_864
+    render_max_bytes_in_flight: int = 268_435_456
     # The public address absolute URLs start with ("" = the address each request reached)
     # and the peers whose X-Forwarded-* headers are believed (web/urls.py).
     base_url: str = ""

@@ -7,6 +7,7 @@ archive or the request.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -86,10 +87,25 @@ def apply_window(values: Pixels, window: Window) -> Pixels:
 
 def full_range(values: Pixels) -> Pixels:
     """The lowest value to 0, the highest to 255, linearly: for an image without a window."""
-    low, high = float(values.min()), float(values.max())
+    return _stretched(values, float(values.min()), float(values.max()))
+
+
+def _stretched(values: Pixels, low: float, high: float) -> Pixels:
     if high <= low:
         return np.zeros(values.shape, np.uint8)
     return np.rint((values - low) / (high - low) * 255.0).astype(np.uint8)
+
+
+# Samples taken through the floating point steps at once: the pipeline works in blocks of
+# rows so that its working copies stay small whatever the frame's size.
+_BLOCK_SAMPLES = 1 << 20
+
+
+def _row_blocks(arr: Pixels) -> Iterator[slice]:
+    per_row = max(1, arr[0].size) if arr.shape[0] else 1
+    step = max(1, _BLOCK_SAMPLES // per_row)
+    for start in range(0, arr.shape[0], step):
+        yield slice(start, start + step)
 
 
 def _functional_groups(ds: Dataset, index: int) -> Iterator[Dataset]:
@@ -159,15 +175,29 @@ def own_window(ds: Dataset, index: int) -> Window | None:
 
 
 def _gray(arr: Pixels, ds: Dataset, index: int, window: Window | None) -> Pixels:
-    values = modality_values(arr, ds, index)
     window = window or own_window(ds, index)
-    out = apply_window(values, window) if window else full_range(values)
+    low, high = math.inf, -math.inf
+    if window is None:  # the full range of the whole frame, block by block
+        for rows in _row_blocks(arr):
+            values = modality_values(arr[rows], ds, index)
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+    out = np.empty(arr.shape[:2], np.uint8)
+    for rows in _row_blocks(arr):
+        values = modality_values(arr[rows], ds, index)
+        out[rows] = apply_window(values, window) if window else _stretched(values, low, high)
     if ds.PhotometricInterpretation == "MONOCHROME1":  # minimum is white (PS3.3 C.7.6.3.1.2)
-        out = 255 - out
+        np.subtract(255, out, out=out)
     return out
 
 
 def _color(arr: Pixels, ds: Dataset) -> Pixels:
+    out = np.empty((*arr.shape[:2], 3), np.uint8)
+    for rows in _row_blocks(arr):
+        out[rows] = _color_block(arr[rows], ds)
+    return out
+
+
+def _color_block(arr: Pixels, ds: Dataset) -> Pixels:
     if ds.PhotometricInterpretation == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
         bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
@@ -222,7 +252,8 @@ def encode(pixels: Pixels, rendering: Rendering) -> bytes:
     if box is not None:
         size = _fit(image.width, image.height, box)
         if size != image.size:
-            image = image.resize(size, Image.Resampling.LANCZOS)
+            # A box reduction first where it shrinks 3 times or more: fast, and as sharp.
+            image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     out = BytesIO()
     if rendering.media == PNG:
         image.save(out, "PNG")

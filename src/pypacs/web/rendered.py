@@ -22,6 +22,7 @@ from pypacs.web.errors import bad_parameter, not_acceptable, not_found
 from pypacs.web.frames import parse_frames
 from pypacs.web.multipart import closing, new_boundary, part_head, part_tail, related_type
 from pypacs.web.negotiate import MediaRange, acceptable, describe
+from pypacs.web.options import WebOptions
 from pypacs.web.render import (
     FUNCTIONS,
     RENDERED_TYPES,
@@ -31,6 +32,8 @@ from pypacs.web.render import (
     has_pixels,
     render,
 )
+from pypacs.web.rendercache import RenderCache
+from pypacs.web.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
 from pypacs.web.resources import Entity, entered, entity_of, load_pixels, locate, middle
 
 THUMBNAIL_BOUND = 128  # a thumbnail fits in 128 x 128 unless the viewport says otherwise
@@ -101,6 +104,10 @@ def parse_viewport(text: str, *, region: bool) -> tuple[tuple[int, int], Region 
         shape = "vw,vh[,sx,sy,sw,sh]" if region else "vw,vh"
         raise bad_parameter("viewport", f"{text!r} is not {shape}")
     size = (_integer(values[0], "viewport", 1), _integer(values[1], "viewport", 1))
+    if max(size) > MAX_VIEWPORT:
+        raise bad_parameter(
+            "viewport", f"{text!r} is larger than {MAX_VIEWPORT} pixels a side, pypacs' largest"
+        )
     if len(values) == 2:
         return size, None
     x, y = _integer(values[2], "viewport", 0), _integer(values[3], "viewport", 0)
@@ -140,10 +147,37 @@ def rendering_of(params: QueryParams, ranges: list[MediaRange], *, thumbnail: bo
     return rendering
 
 
-def _image(ds: Dataset, entity: Entity, index: int, rendering: Rendering) -> bytes:
-    if not has_pixels(ds):
-        raise not_acceptable(f"{entity} has no image: pypacs renders images only")
-    return render(ds, index, rendering)
+def _check_region(ds: Dataset, region: Region | None) -> None:
+    """A source region lies within the image (PS3.18 8.3.5.1.3: a region *of* the image).
+
+    Raises:
+        HttpProblem: 400 naming ``viewport``.
+    """
+    if region is None:
+        return
+    x0, x1 = sorted((region.x, region.x + region.width))
+    y0, y1 = sorted((region.y, region.y + region.height))
+    columns, rows = int(ds.Columns), int(ds.Rows)
+    if x0 < 0 or y0 < 0 or x1 > columns or y1 > rows:
+        raise bad_parameter(
+            "viewport",
+            f"the source region {region.x},{region.y},{region.width},{region.height} is not "
+            f"within the {columns}x{rows} image",
+        )
+
+
+class _Renderer:
+    """Renders frames within the process's budget (web/renderlimits.py)."""
+
+    def __init__(self, budget: RenderBudget) -> None:
+        self.budget = budget
+
+    def image(self, ds: Dataset, entity: Entity, index: int, rendering: Rendering) -> bytes:
+        if not has_pixels(ds):
+            raise not_acceptable(f"{entity} has no image: pypacs renders images only")
+        _check_region(ds, rendering.region)
+        with self.budget.decoding(ds):
+            return render(ds, index, rendering)
 
 
 def _frame_indexes(ds: Dataset, entity: Entity, frames: list[int]) -> list[int]:
@@ -155,36 +189,58 @@ def _frame_indexes(ds: Dataset, entity: Entity, frames: list[int]) -> list[int]:
 
 
 def _instance_images(
-    archive: Archive, entity: Entity, frames: list[int] | None, rendering: Rendering
-) -> list[bytes]:
-    """The rendered frames of one instance (its first frame when none are named)."""
+    renderer: _Renderer,
+    archive: Archive,
+    entity: Entity,
+    frames: list[int] | None,
+    rendering: Rendering,
+) -> tuple[bytes, Iterator[bytes], int]:
+    """The rendered frames of one instance (its first frame when none are named): the first
+    rendered now, the others as they are asked for, and how many there are."""
     ds = load_pixels(archive, locate(archive, entity))
-    return [_image(ds, entity, i, rendering) for i in _frame_indexes(ds, entity, frames or [1])]
+    indexes = _frame_indexes(ds, entity, frames or [1])
+    first = renderer.image(ds, entity, indexes[0], rendering)
+    rest = (renderer.image(ds, entity, i, rendering) for i in indexes[1:])
+    return first, rest, len(indexes)
 
 
 def _thumbnail(
-    archive: Archive, entity: Entity, frames: list[int] | None, rendering: Rendering
+    renderer: _Renderer,
+    cache: RenderCache,
+    archive: Archive,
+    entity: Entity,
+    frames: list[int] | None,
+    rendering: Rendering,
 ) -> bytes:
     """PS3.18 10.4.3.3.4: one small image, without patient information: the middle
     instance of a series (of a study's first series), the middle frame of a multi-frame
-    instance, or the frame named."""
+    instance, or the frame named. Kept once made (web/rendercache.py)."""
     if entity.instance is None:
         entity, stored = middle(archive, entity)
     else:
         stored = locate(archive, entity)
-    ds = load_pixels(archive, stored)
-    index = _frame_indexes(ds, entity, frames)[0] if frames else number_of_frames(ds) // 2
-    return _image(ds, entity, index, rendering)
+    key = (stored.blob_key, tuple(frames or ()), rendering)
+    image = cache.get(key)
+    if image is None:
+        ds = load_pixels(archive, stored)
+        index = _frame_indexes(ds, entity, frames)[0] if frames else number_of_frames(ds) // 2
+        image = renderer.image(ds, entity, index, rendering)
+        cache.put(key, image)
+    return image
 
 
 def _rendered_parts(
-    archive: Archive, retrieval: Retrieval, entity: Entity, rendering: Rendering
+    renderer: _Renderer,
+    archive: Archive,
+    retrieval: Retrieval,
+    entity: Entity,
+    rendering: Rendering,
 ) -> Iterator[bytes]:
     """Each image instance under a study or series rendered (its first frame)."""
     for stored in retrieval.instances:
         ds = load_pixels(archive, stored)
         if has_pixels(ds):
-            yield _image(ds, entity, 0, rendering)
+            yield renderer.image(ds, entity, 0, rendering)
 
 
 def _multipart(
@@ -205,56 +261,63 @@ def _frames_of(request: Request) -> list[int] | None:
     return None if text is None else parse_frames(text)
 
 
-def rendered_endpoint(archive: Archive) -> Any:
+def rendered_endpoint(archive: Archive, renderer: _Renderer) -> Any:
     async def rendered(request: Request) -> Response:
         entity = entity_of(request)
         frames = _frames_of(request)
         rendering = rendering_of(request.query_params, acceptable(request), thumbnail=False)
+        media = rendering.media
         if entity.instance is not None:
-            images = await run_in_threadpool(_instance_images, archive, entity, frames, rendering)
-            if len(images) == 1:
-                return Response(images[0], media_type=rendering.media)
-            boundary = new_boundary()
-            body = b"".join(
-                b"".join((part_head(boundary, rendering.media), image, part_tail()))
-                for image in images
+            first, rest, count = await run_in_threadpool(
+                _instance_images, renderer, archive, entity, frames, rendering
             )
-            body += closing(boundary)
-            return Response(body, media_type=related_type(boundary, rendering.media))
+            if count == 1:
+                return Response(first, media_type=media)
+            boundary = new_boundary()
+            chunks = _multipart(rest, first, media, boundary, ExitStack())
+            return StreamingResponse(
+                iterate_in_threadpool(chunks), media_type=related_type(boundary, media)
+            )
         retrieval, stack = await run_in_threadpool(entered, archive.retrieve(entity.query()))
-        parts = _rendered_parts(archive, retrieval, entity, rendering)
+        parts = _rendered_parts(renderer, archive, retrieval, entity, rendering)
         try:
-            first = await run_in_threadpool(next, parts, None)
-            if first is None:
+            image = await run_in_threadpool(next, parts, None)
+            if image is None:
                 raise not_acceptable(f"{entity} holds no image: pypacs renders images only")
         except BaseException:
             await run_in_threadpool(stack.close)
             raise
         boundary = new_boundary()
-        chunks = _multipart(parts, first, rendering.media, boundary, stack)
+        chunks = _multipart(parts, image, media, boundary, stack)
         return StreamingResponse(
-            iterate_in_threadpool(chunks), media_type=related_type(boundary, rendering.media)
+            iterate_in_threadpool(chunks), media_type=related_type(boundary, media)
         )
 
     return rendered
 
 
-def thumbnail_endpoint(archive: Archive) -> Any:
+def thumbnail_endpoint(archive: Archive, renderer: _Renderer, cache: RenderCache) -> Any:
     async def thumbnail(request: Request) -> Response:
         entity = entity_of(request)
         frames = _frames_of(request)
         if frames is not None and len(frames) != 1:
             raise bad_parameter("frames", "a thumbnail shows one frame")
         rendering = rendering_of(request.query_params, acceptable(request), thumbnail=True)
-        image = await run_in_threadpool(_thumbnail, archive, entity, frames, rendering)
+        image = await run_in_threadpool(
+            _thumbnail, renderer, cache, archive, entity, frames, rendering
+        )
         return Response(image, media_type=rendering.media)
 
     return thumbnail
 
 
-def routes(archive: Archive, paths: tuple[str, str, str]) -> list[BaseRoute]:
+def routes(archive: Archive, options: WebOptions, paths: tuple[str, str, str]) -> list[BaseRoute]:
     """``paths``: the study, series and instance resource templates."""
-    rendered, thumbnail = rendered_endpoint(archive), thumbnail_endpoint(archive)
+    renderer = _Renderer(
+        budget_for(options.render_max_frame_bytes, options.render_max_bytes_in_flight)
+    )
+    rendered = rendered_endpoint(archive, renderer)
+    thumbnail = thumbnail_endpoint(archive, renderer, RenderCache())
     frames = f"{paths[2]}/frames/{{frames}}"
     return [
         *(Route(f"{p}/rendered", rendered, methods=["GET"]) for p in (*paths, frames)),

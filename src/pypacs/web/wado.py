@@ -261,5 +261,5 @@ def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
             for path in (study, series, instance)
         ),
         *frames.routes(archive, instance, base),
-        *rendered.routes(archive, (study, series, instance)),
+        *rendered.routes(archive, options, (study, series, instance)),
     ]

@@ -19,6 +19,7 @@ from pypacs.web.errors import HttpProblem, bad_parameter
 from pypacs.web.negotiate import MediaRange, is_uid, parse_accept
 from pypacs.web.options import WebOptions
 from pypacs.web.render import RENDERED_TYPES, Region, Rendering, Window, has_pixels, render
+from pypacs.web.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
 from pypacs.web.resources import Entity, load, locate
 from pypacs.web.wado import DEFAULT_SYNTAX, DICOM, part10, target_syntax
 
@@ -41,7 +42,6 @@ _UNSUPPORTED = {
     "presentationUID": "pypacs does not apply presentation states",
     "presentationSeriesUID": "pypacs does not apply presentation states",
 }
-_HUGE = 1 << 30  # an unbounded side of the rows x columns box
 
 
 @dataclass(frozen=True)
@@ -162,14 +162,26 @@ def _region(text: str, ds: Dataset) -> Region:
     return Region(left, top, right - left, bottom - top)
 
 
+def _size(params: QueryParams) -> tuple[int, int] | None:
+    """PS3.18 9.5.1 rows and columns: the box the image fits in (either may be left out)."""
+    rows, columns = _positive(params, "rows"), _positive(params, "columns")
+    for name, side in (("rows", rows), ("columns", columns)):
+        if side is not None and side > MAX_VIEWPORT:
+            raise bad_parameter(name, f"{name} {side} is more than {MAX_VIEWPORT}, pypacs' largest")
+    if rows is None and columns is None:
+        return None
+    # The side left out follows the aspect ratio, within the largest side pypacs renders.
+    return columns or MAX_VIEWPORT, rows or MAX_VIEWPORT
+
+
 def _rendering(params: QueryParams, media: str, ds: Dataset) -> tuple[Rendering, int]:
     """The rendering the parameters ask for, and the frame index (PS3.18 9.5.1)."""
     if "transferSyntax" in params:
         raise bad_parameter("transferSyntax", f"transferSyntax applies to {DICOM} only")
     rendering = Rendering(media)
-    rows, columns = _positive(params, "rows"), _positive(params, "columns")
-    if rows is not None or columns is not None:
-        rendering = replace(rendering, size=(columns or _HUGE, rows or _HUGE))
+    size = _size(params)
+    if size is not None:
+        rendering = replace(rendering, size=size)
     if "region" in params:
         rendering = replace(rendering, region=_region(params["region"], ds))
     center, width = "windowCenter" in params, "windowWidth" in params
@@ -196,7 +208,9 @@ def _rendering(params: QueryParams, media: str, ds: Dataset) -> tuple[Rendering,
     return rendering, index
 
 
-def _answer(archive: Archive, request: UriRequest, ae: str) -> tuple[bytes, str]:
+def _answer(
+    archive: Archive, request: UriRequest, ae: str, budget: RenderBudget
+) -> tuple[bytes, str]:
     stored = locate(archive, request.entity)
     ds = load(archive, stored)
     media = _media(request, ds)
@@ -206,15 +220,18 @@ def _answer(archive: Archive, request: UriRequest, ae: str) -> tuple[bytes, str]
         raise bad_parameter("transferSyntax", f"transferSyntax applies to {DICOM} only")
     rendering, index = _rendering(request.params, media, ds)
     normalise_encapsulation(ds, stored.transfer_syntax_uid)  # frames found, not trusted
-    return render(ds, index, rendering), media
+    with budget.decoding(ds):
+        return render(ds, index, rendering), media
 
 
 def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
     """The one WADO-URI route, ``{base}/wado`` (PS3.18 9: parameters name the instance)."""
 
+    budget = budget_for(options.render_max_frame_bytes, options.render_max_bytes_in_flight)
+
     async def wado(request: Request) -> Response:
         parsed = parse_request(request.query_params, request.headers.getlist("accept"))
-        body, media = await run_in_threadpool(_answer, archive, parsed, options.ae_title)
+        body, media = await run_in_threadpool(_answer, archive, parsed, options.ae_title, budget)
         return Response(body, media_type=media)
 
     endpoint: Any = wado
