@@ -19,7 +19,7 @@ from pypacs.query.from_dimse import parse_identifier
 from pypacs.query.respond import ResponseContext
 from pypacs.query.types import InvalidQuery, QueryOptions
 
-from dicomgen import Spec, make_dataset
+from dicomgen import Spec, make_dataset, study_uid
 
 NAMES = [
     "Smith^John",
@@ -100,15 +100,32 @@ time_ranges = st.tuples(st.sampled_from([*TIMES, ""]), st.sampled_from([*TIMES, 
     lambda t: f"{t[0]}-{t[1]}" if any(t) else t[0]
 )
 
+
+def several(single: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """One to four values of a key, separated by backslashes (PS3.4 C.2.2.2.8): SQL takes a
+    list of values as one parameter, the residual matcher value by value."""
+    return st.lists(single, min_size=1, max_size=4).map("\\".join)
+
+
+# Some name no study: patients have one to three studies.
+STUDY_UIDS = [
+    study_uid(IDS[p % len(IDS)] + ("" if p < len(IDS) else "b"), s)
+    for p in range(12)
+    for s in (1, 2, 3, 4)
+]
+
 KEY_VALUES: dict[str, st.SearchStrategy[str]] = {
-    "PatientName": values(NAMES),
-    "PatientID": values(IDS),
-    "StudyDate": st.one_of(st.sampled_from(DATES), ranges),
-    "StudyTime": time_ranges,
-    "StudyDescription": values([d for d in DESCRIPTIONS if d]),
-    "ModalitiesInStudy": st.sampled_from([*MODALITIES, "CT\\MR", "", "C?"]),
-    "AccessionNumber": st.sampled_from(["ACC0001", "ACC000?", "ACC*", ""]),
-    "PatientAge": st.sampled_from(["045Y", "0*", ""]),
+    "PatientName": several(values(NAMES)),
+    "PatientID": several(values(IDS)),
+    "StudyDate": several(st.one_of(st.sampled_from(DATES), ranges)),
+    "StudyTime": several(time_ranges),
+    "StudyDescription": several(values([d for d in DESCRIPTIONS if d])),
+    "ModalitiesInStudy": several(st.sampled_from([*MODALITIES, "CT\\MR", "", "C?"])),
+    "AccessionNumber": several(st.sampled_from(["ACC0001", "ACC000?", "ACC*", ""])),
+    "PatientAge": several(st.sampled_from(["045Y", "0*", ""])),
+    "StudyInstanceUID": st.lists(st.sampled_from(STUDY_UIDS), min_size=1, max_size=6).map(
+        "\\".join
+    ),
 }
 # One to three keys at a time, so that most queries match something.
 identifiers = st.lists(

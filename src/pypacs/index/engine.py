@@ -12,6 +12,10 @@ from sqlalchemy.exc import ArgumentError
 from pypacs.errors import ConfigError
 
 WRITE_OPTION = "pypacs_write"
+# Compiled statements SQLAlchemy keeps per engine. Queries' statements do not vary with the
+# number of values a key lists (query/value_list.py); the bound is what holds if some other
+# statement ever does.
+QUERY_CACHE_SIZE = 100
 
 
 def make_engine(url: str) -> Engine:
@@ -31,7 +35,13 @@ def make_engine(url: str) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         try:
-            return create_engine(parsed, pool_size=8, max_overflow=8, pool_pre_ping=True)
+            return create_engine(
+                parsed,
+                pool_size=8,
+                max_overflow=8,
+                pool_pre_ping=True,
+                query_cache_size=QUERY_CACHE_SIZE,
+            )
         except ModuleNotFoundError as exc:
             raise ConfigError(
                 f"{url!r} needs the PostgreSQL driver: pip install 'pypacs[postgresql]'"
@@ -54,7 +64,9 @@ def _sqlite_engine(url: str) -> Engine:
     # The driver's own transaction handling is turned off so that BEGIN is ours: IMMEDIATE
     # for writes (one writer, no upgrade deadlocks), deferred for reads; savepoints work.
     engine = create_engine(
-        url, connect_args={"isolation_level": None, "check_same_thread": False, "timeout": 30}
+        url,
+        connect_args={"isolation_level": None, "check_same_thread": False, "timeout": 30},
+        query_cache_size=QUERY_CACHE_SIZE,
     )
 
     @event.listens_for(engine, "connect")

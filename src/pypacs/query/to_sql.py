@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, FromClause, Select, String, and_, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Integer,
+    Select,
+    String,
+    and_,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.sql.elements import ColumnClause
 
 from pypacs.index.schema import LEVEL_TABLES, instance, patient, series, study
@@ -15,6 +27,7 @@ from pypacs.model.levels import LEVEL_ORDER, Level
 from pypacs.model.vr import may_be_multivalued, pn_match_form
 from pypacs.query.like import ESCAPE, escape_literal, like_pattern
 from pypacs.query.types import CombinedDateTime, Exact, Match, Pattern, Query, Range
+from pypacs.query.value_list import AnyOf, InAnyRange
 
 _PARENT_JOIN = {
     Level.STUDY: (study.c.patient_pk, patient.c.pk),
@@ -48,22 +61,32 @@ def column_key(tag: int) -> Key | None:
     return key if key is not None and key.column is not None else None
 
 
-def _exact_multi(col: ColumnElement[str], value: str) -> ColumnElement[bool]:
+def _equal_any(col: ColumnElement[Any], values: list[str]) -> ColumnElement[bool]:
+    # One value is a plain comparison; several are one list parameter (value_list.py).
+    return col == values[0] if len(values) == 1 else AnyOf(col, values)
+
+
+def _like_any(col: ColumnElement[str], patterns: list[str]) -> ColumnElement[bool]:
+    if len(patterns) == 1:
+        return col.like(patterns[0], escape=ESCAPE)
+    return AnyOf(col, patterns, like=True)
+
+
+def _exact_multi(col: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
     # A value stored among several ("CT\MR"): equal, first, last, or in between.
-    v = escape_literal(value)
     sep = "\\\\"
-    return or_(
-        col == value,
-        col.like(v + sep + "%", escape=ESCAPE),
-        col.like("%" + sep + v, escape=ESCAPE),
-        col.like("%" + sep + v + sep + "%", escape=ESCAPE),
-    )
+    patterns: list[str] = []
+    for value in values:
+        v = escape_literal(value)
+        patterns += [v + sep + "%", "%" + sep + v, "%" + sep + v + sep + "%"]
+    return or_(_equal_any(col, values), _like_any(col, patterns))
 
 
 def _pn_predicate(match: Match, col: ColumnElement[str]) -> tuple[ColumnElement[bool] | None, bool]:
     """PN on its match column (upper-cased alphabetic group): exact when the key is
     case-insensitive and names the alphabetic group only; otherwise a superset or nothing."""
-    preds: list[ColumnElement[bool]] = []
+    forms: list[str] = []
+    patterns: list[str] = []
     for term in match.terms:
         text: str = (
             term.value
@@ -76,10 +99,54 @@ def _pn_predicate(match: Match, col: ColumnElement[str]) -> tuple[ColumnElement[
             return None, False
         form = pn_match_form(text)
         if isinstance(term, Exact):
-            preds.append(col == form)
+            forms.append(form)
         else:
-            preds.append(col.like(like_pattern(form), escape=ESCAPE))
-    return or_(*preds), match.case_insensitive
+            patterns.append(like_pattern(form))
+    return _any_term(col, forms, patterns, []), match.case_insensitive
+
+
+def _any_term(
+    col: ColumnElement[str],
+    exact: list[str],
+    patterns: list[str],
+    ranges: list[tuple[str | None, str | None]],
+) -> ColumnElement[bool]:
+    """Whether ``col`` matches any of the terms: each kind of term is one predicate whatever
+    the number of its values (PS3.4 C.2.2.2.2 UID lists, C.2.2.2.8 multiple values)."""
+    preds: list[ColumnElement[bool]] = []
+    if exact:
+        preds.append(_equal_any(col, exact))
+    if patterns:
+        preds.append(_like_any(col, patterns))
+    if len(ranges) == 1:
+        low, high = ranges[0]
+        bounds: list[ColumnElement[bool]] = [col.is_not(None)]
+        if low is not None:
+            bounds.append(col >= low)
+        if high is not None:
+            bounds.append(col <= high)
+        preds.append(and_(*bounds))
+    elif ranges:
+        preds.append(InAnyRange(col, ranges))
+    return or_(*preds)
+
+
+def _integer_predicate(match: Match, col: ColumnElement[int]) -> ColumnElement[bool]:
+    """A count kept as an integer column (NumberOf...Related...): the values that are
+    integers the column can hold; any other value matches no count."""
+    numbers = sorted(
+        {int(t.value) for t in match.terms if isinstance(t, Exact) and _int64(t.value)}
+    )
+    if not numbers:
+        return false()
+    if len(numbers) == 1:
+        return col == numbers[0]
+    return AnyOf(col, numbers, integer=True)
+
+
+def _int64(text: str) -> bool:
+    digits = text.lstrip("+-")
+    return digits.isascii() and digits.isdigit() and -(2**63) <= int(text) < 2**63
 
 
 def predicate(
@@ -89,25 +156,27 @@ def predicate(
     col: ColumnElement[str] = table_col
     if match.items:
         return None, False
+    if isinstance(table_col.type, Integer):
+        return _integer_predicate(match, cast(ColumnElement[int], table_col)), True
     if key.vr == "PN":
         return _pn_predicate(match, col)
     multi = may_be_multivalued(key.tag)
-    preds: list[ColumnElement[bool]] = []
+    exact: list[str] = []
+    patterns: list[str] = []
+    ranges: list[tuple[str | None, str | None]] = []
     for term in match.terms:
         if isinstance(term, Range):
-            bounds: list[ColumnElement[bool]] = [col.is_not(None)]
-            if term.low is not None:
-                bounds.append(col >= term.low)
-            if term.high is not None:
-                bounds.append(col <= term.high)
-            preds.append(and_(*bounds))
+            ranges.append((term.low, term.high))
         elif isinstance(term, Exact):
-            preds.append(_exact_multi(col, term.value) if multi else col == term.value)
+            exact.append(term.value)
+        elif multi:
+            return None, False
         else:
-            if multi:
-                return None, False
-            preds.append(col.like(like_pattern(term.pattern), escape=ESCAPE))
-    return or_(*preds), True
+            patterns.append(like_pattern(term.pattern))
+    if multi and exact:
+        stored_among = _exact_multi(col, exact)
+        return (or_(stored_among, _any_term(col, [], [], ranges)) if ranges else stored_among), True
+    return _any_term(col, exact, patterns, ranges), True
 
 
 def _combined_predicate(c: CombinedDateTime) -> ColumnElement[bool]:
