@@ -8,21 +8,24 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
+import sqlalchemy as sa
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 
-from conftest import RunningServer, pg_database
+from conftest import PG_ADMIN_URL, RunningServer, pg_database
 from findfixtures import (
     STUDY_ROOT,
     SUCCESS,
+    find,
     identifier,
     send_find,
     serve_datasets,
 )
 
-from dicomgen import Spec, make_dataset, study_uid
-from helpers import association
+from dicomgen import Spec, make_dataset, study_uid, write_dataset
+from helpers import association, status_of, store_files, wait_for
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 STUDIES = 40
@@ -107,3 +110,120 @@ def test_uid_lists_of_many_lengths_answer_exactly_in_bounded_memory(
     assert answered == sorted(stored_uid(n) for n in stored)
     current, peak = memory_mib(lists_pacs.proc.pid)
     assert peak < RSS_BOUND_MIB, f"peak {peak} MiB, now {current} MiB"
+
+
+# -- a database error is logged, never sent --------------------------------------------------
+
+# What the peer is told instead (PS3.4 C.4.1.1.4 statuses; ErrorComment, PS3.7 C.4).
+INDEX_UNAVAILABLE = "index unavailable: the reason is in the server's log"
+UNEXPECTED = "unexpected failure; see the log"
+# Text of the databases' own messages that must not reach a peer.
+DATABASE_WORDS = ("study", "relation", "no such", "sqlite", "psycopg", "select", "5432", "fatal")
+
+
+@pytest.fixture(params=BACKENDS)
+def small_pacs(
+    request: pytest.FixtureRequest, server_factory: object, tmp_path: Path
+) -> Iterator[tuple[RunningServer, str]]:
+    """A server holding three studies of LIST, and the URL of its index database."""
+
+    def start(*flags: str) -> RunningServer:
+        srv: RunningServer = server_factory(*flags)  # type: ignore[operator]
+        folder = tmp_path / "in"
+        folder.mkdir()
+        files = [write_dataset(make_dataset(replace(LIST, study=n)), folder) for n in (1, 2, 3)]
+        assert {status_of(s) for s in store_files(srv.dicom_port, files).values()} == {"0x0000"}
+        return srv
+
+    if request.param == "sqlite":
+        srv = start()
+        yield srv, srv.database_url
+        return
+    for url in pg_database():
+        srv = start("--database-url", url)
+        yield srv, url
+        srv.kill()  # before its database is dropped
+
+
+def run_sql(url: str, statement: str) -> None:
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def assert_told_nothing_of_the_database(text: str) -> None:
+    assert not [word for word in DATABASE_WORDS if word in text.lower()], text
+
+
+def qido(srv: RunningServer) -> httpx.Response:
+    url = f"http://127.0.0.1:{srv.http_port}/dicom-web/studies"
+    return httpx.get(url, params={"PatientID": LIST.patient_id}, timeout=30)
+
+
+def test_a_failing_query_is_logged_and_answered_without_the_database_text(
+    small_pacs: tuple[RunningServer, str],
+) -> None:
+    srv, url = small_pacs
+    run_sql(url, "ALTER TABLE study RENAME TO study_away")
+    try:
+        answer = find(srv.dicom_port, {"PatientID": LIST.patient_id, "StudyInstanceUID": ""})
+        http = qido(srv)
+    finally:
+        run_sql(url, "ALTER TABLE study_away RENAME TO study")
+    # SQLite's "no such table" is an operational error (the index is unavailable);
+    # PostgreSQL's undefined table is unexpected (0x0110, PS3.7 C.4).
+    comment = str(answer.final.get("ErrorComment", ""))
+    assert (answer.status, comment) in ((0xA700, INDEX_UNAVAILABLE), (0x0110, UNEXPECTED))
+    assert answer.responses == []
+    assert http.status_code in (500, 503), http.text
+    assert_told_nothing_of_the_database(http.text)
+    wait_for(
+        lambda: (
+            "no such table: study" in srv.log() or 'relation "study" does not exist' in srv.log()
+        ),
+        what="the database's error in the server's log",
+    )
+    again = find(srv.dicom_port, {"PatientID": LIST.patient_id, "StudyInstanceUID": ""})
+    assert again.status == SUCCESS
+    assert sorted(str(r.StudyInstanceUID) for r in again.responses) == sorted(
+        stored_uid(n) for n in (1, 2, 3)
+    )
+
+
+def _allow_connections(url: str, allow: bool) -> None:
+    name = url.rsplit("/", 1)[1]
+    run_sql(PG_ADMIN_URL, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
+    if not allow:
+        run_sql(
+            PG_ADMIN_URL,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+        )
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from pg_database()
+
+
+@pytest.mark.postgresql
+def test_an_unreachable_index_is_out_of_resources_without_the_database_text(
+    pg_url: str, server_factory: object
+) -> None:
+    srv: RunningServer = server_factory("--database-url", pg_url)  # type: ignore[operator]
+    _allow_connections(pg_url, False)
+    try:
+        answer = find(srv.dicom_port, {"PatientID": LIST.patient_id, "StudyInstanceUID": ""})
+        http = qido(srv)
+    finally:
+        _allow_connections(pg_url, True)
+    # PS3.4 C.4.1.1.4: Refused: Out of Resources.
+    assert answer.status == 0xA700
+    assert str(answer.final.ErrorComment) == INDEX_UNAVAILABLE
+    assert http.status_code == 503
+    assert http.json()["error"]["message"] == INDEX_UNAVAILABLE
+    wait_for(lambda: "index read failed: " in srv.log(), what="the reason in the log")
+    assert find(srv.dicom_port, {"PatientID": LIST.patient_id}).status == SUCCESS

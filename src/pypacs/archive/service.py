@@ -132,7 +132,9 @@ class Archive:
         except Exception as exc:
             # Two-phase write: the index refused, so the blob is revoked.
             self._revoke(key)
-            raise OutOfResources(f"index write failed: {exc}") from exc
+            # The database's own text stays in the log (index/tx.py), never in an answer.
+            log.error("index write of %s failed: %s", header.sop_instance_uid, exc)
+            raise OutOfResources(f"index write failed: {tx.REASON_IN_LOG}") from exc
         if result.outcome is Outcome.DUPLICATE:
             self._revoke(key)  # another association stored the same instance first
         elif result.previous_blob is not None:
@@ -229,7 +231,8 @@ class Archive:
         skip = query.offset if residual else 0
         limit = query.limit
         sent = 0
-        with self.engine.connect() as conn:
+        # One snapshot per query; a database that fails is IndexUnavailable (index/tx.py).
+        with tx.snapshot(self.engine) as conn:
             for mapping in reads.stream(conn, compiled.statement):
                 row = Row(compiled, cast(Mapping[str, Any], mapping))
                 if residual and not passes_residual(compiled, row):

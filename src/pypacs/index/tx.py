@@ -26,6 +26,16 @@ _RETRIES = 5
 _RETRYABLE_PGCODES = frozenset({"40001", "40P01"})
 
 
+# What a peer is told when the database fails: its own text (SQL, table names, hosts)
+# goes to the log only (_unavailable), never into an ErrorComment or an HTTP answer.
+REASON_IN_LOG = "the reason is in the server's log"
+
+
+def _unavailable(what: str, exc: DBAPIError) -> IndexUnavailable:
+    log.error("index %s failed: %s", what, exc.orig)
+    return IndexUnavailable(f"index unavailable: {REASON_IN_LOG}")
+
+
 def _retryable(exc: DBAPIError) -> bool:
     code = getattr(exc.orig, "sqlstate", None)
     if code in _RETRYABLE_PGCODES:
@@ -39,7 +49,7 @@ def read(engine: Engine, fn: Callable[[Connection], T]) -> T:
         with engine.connect() as conn, conn.begin():
             return fn(conn)
     except OperationalError as exc:
-        raise IndexUnavailable(f"index unavailable: {exc.orig}") from exc
+        raise _unavailable("read", exc) from exc
 
 
 @contextmanager
@@ -53,7 +63,7 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
             with conn.begin():
                 yield conn
     except OperationalError as exc:
-        raise IndexUnavailable(f"index unavailable: {exc.orig}") from exc
+        raise _unavailable("read", exc) from exc
 
 
 def write(engine: Engine, fn: Callable[[Connection], T]) -> T:
@@ -75,7 +85,7 @@ def write(engine: Engine, fn: Callable[[Connection], T]) -> T:
                 time.sleep(delay)
                 continue
             if isinstance(exc, OperationalError):
-                raise IndexUnavailable(f"index unavailable: {exc.orig}") from exc
+                raise _unavailable("write", exc) from exc
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -158,7 +168,8 @@ class GroupWriter:
         except Exception as exc:
             failure = _translated(exc)
             if len(batch) > 1 and not isinstance(failure, IndexUnavailable | IndexConflict):
-                failure = IndexUnavailable(f"index commit failed: {exc}")
+                log.error("index commit failed: %s", exc)
+                failure = IndexUnavailable(f"index commit failed: {REASON_IN_LOG}")
                 failure.__cause__ = exc
             for item in batch:
                 item.future.set_exception(failure)
@@ -173,11 +184,13 @@ class GroupWriter:
 def _translated(exc: Exception) -> Exception:
     """Database errors become ours (the cause kept); a caller's own errors stay as raised."""
     if isinstance(exc, IntegrityError):
-        conflict = IndexConflict(f"concurrent write: {exc.orig}")
+        log.info("index write met a concurrent write: %s", exc.orig)
+        conflict = IndexConflict("index write met a concurrent write")
         conflict.__cause__ = exc
         return conflict
     if isinstance(exc, DBAPIError):
-        unavailable = IndexUnavailable(f"index write failed: {exc.orig}")
+        log.error("index write failed: %s", exc.orig)
+        unavailable = IndexUnavailable(f"index write failed: {REASON_IN_LOG}")
         unavailable.__cause__ = exc
         return unavailable
     return exc

@@ -16,6 +16,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 
 from pypacs.archive import Archive
+from pypacs.errors import PypacsError
 from pypacs.model.sop import QR_FIND, QR_GET, QR_MOVE
 from pypacs.net.options import NetOptions
 from pypacs.net.part10 import received_part10
@@ -217,8 +218,10 @@ class DimseHandlers:
             )
         answer = Dataset()
         answer.Status = int(status)
-        # ErrorComment is LO: at most 64 characters (PS3.7 C.4, PS3.5 6.2).
-        answer.ErrorComment = str(exc)[:64]
+        # ErrorComment is LO: at most 64 characters (PS3.7 C.4, PS3.5 6.2). Only our own
+        # errors are told; any other text (a database's) stays in the log above.
+        told = str(exc) if isinstance(exc, PypacsError) else "unexpected failure; see the log"
+        answer.ErrorComment = told[:64]
         tag = getattr(exc, "tag", None)
         if tag is not None:
             answer.OffendingElement = [tag]
