@@ -1,6 +1,7 @@
-"""C-FIND under abuse, over real sockets, on both index backends: UID lists of many lengths
+"""Queries under abuse, over real sockets, on both index backends: UID lists of many lengths
 and one of 50,000 UIDs answer exactly and leave the server's memory bounded; a lone
-backslash matches nothing; a database error's text never reaches the peer."""
+backslash matches nothing; integers out of range are refused naming the key or parameter;
+a database error's text never reaches the peer."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from conftest import PG_ADMIN_URL, RunningServer, pg_database
 from findfixtures import (
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
     STUDY_ROOT,
     SUCCESS,
     find,
+    findscu,
     identifier,
     send_find,
     serve_datasets,
@@ -110,6 +113,98 @@ def test_uid_lists_of_many_lengths_answer_exactly_in_bounded_memory(
     assert answered == sorted(stored_uid(n) for n in stored)
     current, peak = memory_mib(lists_pacs.proc.pid)
     assert peak < RSS_BOUND_MIB, f"peak {peak} MiB, now {current} MiB"
+
+
+# -- a lone backslash ------------------------------------------------------------------------
+
+# PS3.5 6.4: a backslash separates values, so "\\" alone is two empty values, and each
+# empty value among several matches nothing (docs/conformance.md).
+LONE_BACKSLASH = [
+    pytest.param("PatientID", id="column"),
+    pytest.param("StudyInstanceUID", id="uid"),
+    pytest.param("PatientName", id="person-name"),
+    pytest.param("PatientAge", id="no-column"),
+    pytest.param("NumberOfStudyRelatedInstances", id="count"),
+]
+
+
+@pytest.mark.parametrize("keyword", LONE_BACKSLASH)
+def test_a_lone_backslash_matches_nothing(lists_pacs: RunningServer, keyword: str) -> None:
+    answer = find(lists_pacs.dicom_port, {"StudyInstanceUID": "", keyword: "\\"})
+    assert answer.status == SUCCESS
+    assert answer.responses == []
+    # The same key left empty is universal: every study of the set.
+    assert len(find(lists_pacs.dicom_port, {keyword: ""}).responses) == STUDIES
+
+
+def test_a_lone_backslash_from_findscu_matches_nothing(
+    lists_pacs: RunningServer, tmp_path: Path
+) -> None:
+    keys = ["QueryRetrieveLevel=STUDY", "PatientID=\\", "StudyInstanceUID"]
+    run = findscu(lists_pacs.dicom_port, "-S", keys, tmp_path / "lone")
+    assert run.returncode == 0, run.output
+    assert run.responses == []
+    keys = ["QueryRetrieveLevel=STUDY", f"PatientID={LIST.patient_id}", "StudyInstanceUID"]
+    run = findscu(lists_pacs.dicom_port, "-S", keys, tmp_path / "all")
+    assert len(run.responses) == STUDIES
+
+
+# -- integers ----------------------------------------------------------------------------------
+
+
+def test_counts_match_lists_of_integers(lists_pacs: RunningServer) -> None:
+    port = lists_pacs.dicom_port
+    # Every study of the set holds one instance.
+    assert len(find(port, {"NumberOfStudyRelatedInstances": "2\\1\\3"}).responses) == STUDIES
+    assert find(port, {"NumberOfStudyRelatedInstances": "2\\3"}).responses == []
+    assert find(port, {"NumberOfStudyRelatedInstances": "2147483647"}).responses == []
+
+
+OUT_OF_RANGE = ["100000000000000000000", "2147483648", "-2147483649", "0000000000001"]
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+def test_an_integer_string_out_of_range_is_refused(lists_pacs: RunningServer, value: str) -> None:
+    # PS3.5 6.2: IS holds -2**31 .. 2**31 - 1 in at most 12 characters.
+    answer = find(lists_pacs.dicom_port, {"NumberOfStudyRelatedInstances": value})
+    assert answer.status == IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    assert answer.final["OffendingElement"].value == 0x00201208
+
+
+@pytest.mark.parametrize("value", [*OUT_OF_RANGE, "\u00b2", "9" * 5000])
+def test_an_integer_string_parameter_out_of_range_is_400(
+    lists_pacs: RunningServer, value: str
+) -> None:
+    http = qido_with(lists_pacs, {"NumberOfStudyRelatedInstances": value})
+    assert http.status_code == 400
+    assert http.json()["error"]["parameter"] == "NumberOfStudyRelatedInstances"
+
+
+@pytest.mark.parametrize("name", ["limit", "offset"])
+@pytest.mark.parametrize(
+    "value", ["100000000000000000000", "2147483648", "9" * 5000, "\u00b2", "-1", "1e3"]
+)
+def test_limit_and_offset_out_of_range_are_refused(
+    lists_pacs: RunningServer, name: str, value: str
+) -> None:
+    http = qido_with(lists_pacs, {name: value})
+    assert http.status_code == 400, http.text
+    error = http.json()["error"]
+    assert error["parameter"] == name
+    assert error["message"].startswith(f"{name} must be an integer from 0 to 2147483647")
+    assert len(error["message"]) < 200
+
+
+def test_the_largest_limit_and_offset_are_answered(lists_pacs: RunningServer) -> None:
+    every = qido_with(lists_pacs, {"limit": "2147483647", "offset": "0"})
+    assert every.status_code == 200
+    assert len(every.json()) == STUDIES
+    assert qido_with(lists_pacs, {"offset": "2147483647"}).status_code == 204
+
+
+def qido_with(srv: RunningServer, params: dict[str, str]) -> httpx.Response:
+    url = f"http://127.0.0.1:{srv.http_port}/dicom-web/studies"
+    return httpx.get(url, params={"PatientID": LIST.patient_id, **params}, timeout=30)
 
 
 # -- a database error is logged, never sent --------------------------------------------------

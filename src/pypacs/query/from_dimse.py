@@ -61,7 +61,7 @@ def _term(tag: int, vr: str, raw: str) -> Term | None:
         # PS3.4 C.2.2.2.4: no wildcards for UIDs; each value of a list is exact (C.2.2.2.2).
         return Exact(values.check_uid(value, tag))
     if vr == "IS" and value.lstrip("+-").isdigit():
-        return Exact(str(int(value)))  # integers compare by value ("02" is 2)
+        return Exact(values.integer_string(value, tag))  # by value: "02" is 2
     if vr in RANGE_VRS:
         return _range_or_exact(tag, vr, value)
     if vr in WILDCARD_VRS and ("*" in value or "?" in value):
@@ -118,10 +118,14 @@ def parse_match(elem: DataElement, level: Level, options: QueryOptions) -> Match
             items=tuple(m for m in item_matches if not m.universal),
             item_tags=tuple(m.tag for m in item_matches),
         )
-    texts = _texts(elem)
+    given = _texts(elem)
     # An empty value among several matches nothing by itself (an empty UID is no UID,
     # C.2.2.2.2); only a wholly empty key, or a lone "*", is universal.
-    texts = [t for t in texts if normalise(t, vr)] if len(texts) > 1 else texts
+    texts = [t for t in given if normalise(t, vr)] if len(given) > 1 else given
+    if len(given) > 1 and not texts:
+        # PS3.5 6.4: a backslash separates values, so a lone backslash is two empty values; each
+        # matches nothing (C.2.2.2.8 matches value by value), so the key matches nothing.
+        return Match(tag, vr, level, nothing=True)
     terms = tuple(t for t in (_term(tag, vr, raw) for raw in texts) if t is not None)
     if len(terms) < len(texts):
         terms = ()  # a lone "*" among the values makes the whole key universal

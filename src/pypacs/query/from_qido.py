@@ -109,9 +109,19 @@ def _vr(tag: int, name: str) -> str:
     return vr.split(" or ")[0]
 
 
+# The largest limit or offset taken: the SQL integer every backend holds (PS3.18 8.3.4.4
+# sets no bound; a larger one could not be answered anyway).
+MAX_COUNT = 2**31 - 1
+
+
 def _non_negative(name: str, text: str) -> int:
-    if not text.isdigit():
-        raise InvalidQuery(f"{name} must be a non-negative integer, not {text!r}", parameter=name)
+    # ASCII digits only, and few of them: int() takes other digits ("²") and refuses very
+    # long texts, neither with an answer that names the parameter.
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_COUNT:
+        shown = repr(text) if len(text) <= 24 else repr(text[:24]) + "..."
+        raise InvalidQuery(
+            f"{name} must be an integer from 0 to {MAX_COUNT}, not {shown}", parameter=name
+        )
     return int(text)
 
 
@@ -162,7 +172,12 @@ def _put(ds: Dataset, tag: int, vr: str, value: str | None, path: str) -> None:
         # PS3.18 8.3.4.1: UID list matching takes the UIDs separated by commas (a
         # backslash, the DIMSE separator, is accepted too).
         value = value.replace(",", "\\")
-    ds.add_new(tag, vr, value)
+    try:
+        ds.add_new(tag, vr, value)
+    except (ValueError, OverflowError):  # pydicom converts IS and DS values, and refuses
+        # what is not a number (or an IS of thousands of digits)
+        shown = repr(value) if len(value) <= 24 else repr(value[:24]) + "..."
+        raise InvalidQuery(f"{path} is not a value of VR {vr}: {shown}", parameter=path) from None
 
 
 def _includefields(texts: Iterable[str]) -> tuple[list[str], bool]:

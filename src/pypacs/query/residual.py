@@ -108,6 +108,8 @@ def item_matches(item: dict[str, Any], keys: tuple[Match, ...]) -> bool:
 
 def matches(match: Match, element: dict[str, Any] | None) -> bool:
     """Whether a stored element satisfies a key (PS3.4 C.2.2.2)."""
+    if match.nothing:
+        return False
     if match.universal:
         return True
     if match.items:

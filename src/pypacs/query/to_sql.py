@@ -154,6 +154,8 @@ def predicate(
 ) -> tuple[ColumnElement[bool] | None, bool]:
     """The SQL predicate of a key with a column, and whether it decides the key exactly."""
     col: ColumnElement[str] = table_col
+    if match.nothing:
+        return false(), True
     if match.items:
         return None, False
     if isinstance(table_col.type, Integer):

@@ -73,10 +73,12 @@ class Match:
     case_insensitive: bool = False
     # The keys the request's sequence item names (returned in each matching item).
     item_tags: tuple[int, ...] = ()
+    # Several values, every one empty (a lone backslash): no entity matches (from_dimse).
+    nothing: bool = False
 
     @property
     def universal(self) -> bool:
-        return not self.terms and not self.items
+        return not self.terms and not self.items and not self.nothing
 
 
 @dataclass(frozen=True)

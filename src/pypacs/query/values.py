@@ -9,6 +9,9 @@ from pypacs.model.vr import normalise_datetime, normalise_time
 from pypacs.query.types import InvalidQuery
 
 _DA = re.compile(r"^\d{8}$")
+_IS = re.compile(r"^[+-]?[0-9]{1,12}$")
+# PS3.5 6.2, IS: at most 12 characters, a value from -2**31 to 2**31 - 1.
+IS_RANGE = (-(2**31), 2**31 - 1)
 
 
 def _tag(tag: int) -> str:
@@ -20,6 +23,26 @@ def check_uid(value: str, tag: int) -> str:
     if not is_acceptable_uid(value):
         raise InvalidQuery(f"{_tag(tag)} is not a UID: {value!r}", tag)
     return value
+
+
+def integer_string(value: str, tag: int) -> str:
+    """An IS value in its canonical form (no sign or leading zeros to tell apart).
+
+    Raises:
+        InvalidQuery: not a decimal integer within the range of IS.
+    """
+    if not _IS.match(value) or not IS_RANGE[0] <= int(value) <= IS_RANGE[1]:
+        raise InvalidQuery(
+            f"{_tag(tag)} is not an Integer String from {IS_RANGE[0]} to {IS_RANGE[1]}: "
+            f"{_shown(value)}",
+            tag,
+        )
+    return str(int(value))
+
+
+def _shown(value: str, most: int = 24) -> str:
+    """A value quoted for a message, cut short when long."""
+    return repr(value) if len(value) <= most else repr(value[:most]) + "..."
 
 
 def date(value: str, tag: int) -> str:
