@@ -58,7 +58,7 @@ class SpaceReserve:
                     log.warning("cannot make the space reserve %s: %s", self.path, exc)
                 return False
             self._held = True
-            log.info("space reserve of %d bytes in place at %s", self.size, self.path)
+            log.debug("space reserve of %d bytes in place at %s", self.size, self.path)
             return True
 
     def release(self) -> bool:
