@@ -6,14 +6,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dicomgen import Spec, write
-from helpers import CLI_ENV, index_counts
+from helpers import index_counts, run_pypacs
 
 
 @pytest.fixture
@@ -27,25 +26,8 @@ def occupied() -> Iterator[int]:
 
 
 def serve(data: Path, dicom_port: int, http_port: int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pypacs",
-            "serve",
-            "--data",
-            str(data),
-            "--dicom-port",
-            str(dicom_port),
-            "--http-port",
-            str(http_port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=data.parent,
-        env=CLI_ENV,
-    )
+    ports = ("--dicom-port", str(dicom_port), "--http-port", str(http_port))
+    return run_pypacs("serve", "--data", str(data), *ports, cwd=data.parent, timeout=60)
 
 
 @pytest.mark.parametrize("busy", ["DICOM", "HTTP"])
@@ -76,12 +58,8 @@ def test_a_port_in_use_stops_serve_before_the_start_up_check(
     source.mkdir()
     data = tmp_path / "data"
     write(Spec("PORT1", "Busy^Bea", 1, 1, 1), source)
-    subprocess.run(
-        [sys.executable, "-m", "pypacs", "import", "--data", str(data), str(source)],
-        check=True,
-        capture_output=True,
-        env=CLI_ENV,
-    )
+    imported = run_pypacs("import", "--data", str(data), str(source), cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
     # A file left without its index row: the start-up check would re-index it.
     name = "0123456789abcdef0123456789abcdef"
     fan_out = data / "blobs" / name[:2]
@@ -96,12 +74,7 @@ def test_a_port_in_use_stops_serve_before_the_start_up_check(
     assert len(result.stderr.splitlines()) == 1
     assert index_counts(url)["instance"] == 1  # the orphan was not re-indexed
     # ... which a check does, once run: the orphan was one.
-    check = subprocess.run(
-        [sys.executable, "-m", "pypacs", "check", "--data", str(data)],
-        capture_output=True,
-        text=True,
-        env=CLI_ENV,
-    )
+    check = run_pypacs("check", "--data", str(data), cwd=tmp_path)
     assert (
         check.stdout.splitlines()[-1] == "2 blobs checked: 1 re-indexed, 0 missing, 0 not indexable"
     )

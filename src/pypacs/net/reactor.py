@@ -320,7 +320,9 @@ class PromptACSE(ACSE):
     """pynetdicom's ACSE, whose accepted contexts are settled (net/negotiation.py) before
     the A-ASSOCIATE-AC goes out."""
 
-    negotiation: Negotiation | None
+    def __init__(self, assoc: Association, negotiation: Negotiation | None) -> None:
+        super().__init__(assoc)
+        self.negotiation = negotiation
 
     def send_accept(self) -> None:
         if self.negotiation is not None:
@@ -345,8 +347,8 @@ class PromptRequestHandler(RequestHandler):
         )
         assoc.dul.__class__ = PromptDUL
         assoc.dul.prepare()  # type: ignore[attr-defined]
-        assoc.acse.__class__ = PromptACSE
-        assoc.acse.negotiation = getattr(self.server, "negotiation", None)  # type: ignore[attr-defined]
+        # A new ACSE of our own class: pynetdicom's holds nothing but its association.
+        assoc.acse = PromptACSE(assoc, getattr(self.server, "negotiation", None))
         return assoc
 
 
