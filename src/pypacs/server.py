@@ -33,9 +33,9 @@ from pypacs.net import scu
 from pypacs.net.ae import configure_pynetdicom, start_server
 from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions, RemoteAE
+from pypacs.web.admin.jobs import EchoResult, MoveProgress, Remote, RemoteFailure
 from pypacs.web.app import create_app
-from pypacs.web.connection import limited_protocol
-from pypacs.web.jobs import EchoResult, MoveProgress, Remote, RemoteFailure
+from pypacs.web.http.connection import limited_protocol
 from pypacs.web.options import WebOptions
 
 log = logging.getLogger("pypacs.server")

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from conftest import RunningServer, start_pypacs
 from pypacs.errors import OutOfResources
-from pypacs.web.jobs import EchoResult, Jobs, MoveProgress, Remote, RemoteFailure
+from pypacs.web.admin.jobs import EchoResult, Jobs, MoveProgress, Remote, RemoteFailure
 
 from dicomgen import Spec, make_dataset, write_dataset
 from helpers import blob_files, blob_path, index_rows, store_files, wait_for

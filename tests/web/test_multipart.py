@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pypacs.web.multipart import (
+from pypacs.web.http.multipart import (
     Event,
     MultipartError,
     Part,

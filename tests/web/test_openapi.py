@@ -162,7 +162,7 @@ def test_a_schema_rejects_what_does_not_fit(spec: dict[str, Any]) -> None:
 
 
 def test_the_page_is_served_from_the_package(client: httpx.Client) -> None:
-    ui = files("pypacs.web") / "ui"
+    ui = files("pypacs.web.page") / "static"
     for name in ("index.html", "app.js", "style.css"):
         assert ui.joinpath(name).is_file(), name
     page = client.get("/")

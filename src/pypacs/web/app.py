@@ -4,26 +4,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
 
 import pypacs
 from pypacs.archive import Archive
-from pypacs.web import admin, delete, openapi, qido, stow, wado, wadouri
-from pypacs.web.errors import EXCEPTION_HANDLERS
-from pypacs.web.jobs import NoRemotes, RemoteOps
+from pypacs.web import openapi, page
+from pypacs.web.admin import api as admin
+from pypacs.web.admin.jobs import NoRemotes, RemoteOps
+from pypacs.web.dicomweb import delete, qido, stow, wado, wadouri
+from pypacs.web.http.errors import EXCEPTION_HANDLERS
+from pypacs.web.http.origin import SameOriginOnly
+from pypacs.web.http.urls import PublicAddress
 from pypacs.web.options import WebOptions
-from pypacs.web.origin import SameOriginOnly
-from pypacs.web.urls import PublicAddress
 
 # PS3.18 8.2: every DICOMweb resource lives under one base URL.
 DICOMWEB_BASE = "/dicom-web"
@@ -80,17 +78,5 @@ def create_app(
     app.state.public_address = PublicAddress.of(options)
     # The web page's files answer what no route takes; as a route at "/" they would also
     # take a method a route does not allow, which then gets 404 instead of 405.
-    app.router.default = _Page(directory=Path(__file__).parent / "ui", html=True)
+    app.router.default = page.files()
     return app
-
-
-class _Page(StaticFiles):
-    """The web page's files. Another method than GET or HEAD on a path that is no file is
-    404, as on any unknown path (StaticFiles answers 405 before it looks)."""
-
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        if scope["method"] not in ("GET", "HEAD"):
-            _, found = await run_in_threadpool(self.lookup_path, path)
-            if found is None:
-                raise HTTPException(status_code=404)
-        return await super().get_response(path, scope)

@@ -23,13 +23,13 @@ from pypacs.archive import Archive, Retrieval, StoredInstance
 from pypacs.archive.transcode import choose_syntax, transcode
 from pypacs.errors import TranscodeError
 from pypacs.model.levels import Level
-from pypacs.web import frames, rendered
-from pypacs.web.errors import not_acceptable, not_found
-from pypacs.web.metadata import metadata_endpoint
-from pypacs.web.multipart import closing, new_boundary, part_head, part_tail, related_type
-from pypacs.web.negotiate import ANY_SYNTAX, LOSSY, MediaRange, acceptable, describe
+from pypacs.web.dicomweb import frames, rendered
+from pypacs.web.dicomweb.metadata import metadata_endpoint
+from pypacs.web.dicomweb.resources import Entity, entered, entity_of, service_url
+from pypacs.web.http.errors import not_acceptable, not_found
+from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
+from pypacs.web.http.negotiate import ANY_SYNTAX, LOSSY, MediaRange, acceptable, describe
 from pypacs.web.options import WebOptions
-from pypacs.web.resources import Entity, entered, entity_of, service_url
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pydicom import uid as ts
 from starlette.requests import Request
 
 from pypacs.model.uid import is_acceptable_uid
-from pypacs.web.errors import bad_parameter
+from pypacs.web.http.errors import bad_parameter
 
 ANY_SYNTAX = "*"
 

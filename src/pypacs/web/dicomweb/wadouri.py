@@ -15,13 +15,13 @@ from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, StoredInstance
 from pypacs.archive.pixels import normalise_encapsulation, number_of_frames
-from pypacs.web.errors import HttpProblem, bad_parameter
-from pypacs.web.negotiate import MediaRange, is_uid, parse_accept
+from pypacs.web.dicomweb.render import RENDERED_TYPES, Region, Rendering, Window, has_pixels, render
+from pypacs.web.dicomweb.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
+from pypacs.web.dicomweb.resources import Entity, load, locate
+from pypacs.web.dicomweb.wado import DEFAULT_SYNTAX, DICOM, part10, target_syntax
+from pypacs.web.http.errors import HttpProblem, bad_parameter
+from pypacs.web.http.negotiate import MediaRange, is_uid, parse_accept
 from pypacs.web.options import WebOptions
-from pypacs.web.render import RENDERED_TYPES, Region, Rendering, Window, has_pixels, render
-from pypacs.web.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
-from pypacs.web.resources import Entity, load, locate
-from pypacs.web.wado import DEFAULT_SYNTAX, DICOM, part10, target_syntax
 
 # PS3.18 9.1.2: the instance is named by all three UIDs.
 _UIDS = (("studyUID", "study"), ("seriesUID", "series"), ("objectUID", "instance"))

@@ -17,9 +17,9 @@ from pypacs.model.levels import Level
 from pypacs.query.from_qido import QidoSearch, parse_qido
 from pypacs.query.respond import ResponseContext
 from pypacs.query.types import QueryOptions
-from pypacs.web.errors import not_acceptable
+from pypacs.web.dicomweb.resources import service_url
+from pypacs.web.http.errors import not_acceptable
 from pypacs.web.options import WebOptions
-from pypacs.web.resources import service_url
 
 DICOM_JSON = "application/dicom+json"
 _ACCEPTED = frozenset({DICOM_JSON, "application/json", "application/*", "*/*"})

@@ -18,7 +18,7 @@ from functools import cache
 
 from pydicom.dataset import Dataset
 
-from pypacs.web.errors import HttpProblem
+from pypacs.web.http.errors import HttpProblem
 
 MAX_VIEWPORT = 4096  # pixels a side of a rendered image or thumbnail (PS3.18 8.3.5.1.3)
 WAIT_SECONDS = 2.0  # how long a render waits for the budget before 503

@@ -26,9 +26,9 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pypacs.web.errors import HttpProblem, problem_response
+from pypacs.web.http.errors import HttpProblem, problem_response
+from pypacs.web.http.urls import public_root
 from pypacs.web.options import DEFAULT_PORTS
-from pypacs.web.urls import public_root
 
 # RFC 9110 9.2.1: the methods that are not safe, i.e. that may change state.
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

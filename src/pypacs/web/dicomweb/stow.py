@@ -34,9 +34,10 @@ from pypacs.archive import Archive
 from pypacs.archive.part10 import PREAMBLE, file_meta
 from pypacs.errors import IndexUnavailable, InvalidInstance, StoreError
 from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
-from pypacs.web.delete import path_uid
-from pypacs.web.errors import HttpProblem, bad_parameter, not_acceptable
-from pypacs.web.multipart import (
+from pypacs.web.dicomweb.delete import path_uid
+from pypacs.web.dicomweb.resources import service_url
+from pypacs.web.http.errors import HttpProblem, bad_parameter, not_acceptable
+from pypacs.web.http.multipart import (
     Event,
     MultipartError,
     PartHead,
@@ -45,9 +46,8 @@ from pypacs.web.multipart import (
     read_events,
 )
 from pypacs.web.options import WebOptions
-from pypacs.web.resources import service_url
 
-log = logging.getLogger("pypacs.web.stow")
+log = logging.getLogger("pypacs.web.dicomweb.stow")
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"

@@ -22,9 +22,10 @@ from pypacs.archive.pixels import frame_array, number_of_frames
 from pypacs.archive.transcode import choose_syntax, transcode
 from pypacs.errors import TranscodeError
 from pypacs.model.attributes import BULK_DATA_VRS
-from pypacs.web.errors import bad_parameter, not_acceptable, not_found
-from pypacs.web.multipart import closing, new_boundary, part_head, part_tail, related_type
-from pypacs.web.negotiate import (
+from pypacs.web.dicomweb.resources import Entity, entity_of, load_pixels, locate, service_url
+from pypacs.web.http.errors import bad_parameter, not_acceptable, not_found
+from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
+from pypacs.web.http.negotiate import (
     ANY_SYNTAX,
     COMPRESSED_MEDIA,
     LOSSY,
@@ -33,7 +34,6 @@ from pypacs.web.negotiate import (
     acceptable,
     describe,
 )
-from pypacs.web.resources import Entity, entity_of, load_pixels, locate, service_url
 
 OCTET_STREAM = "application/octet-stream"
 _UNCOMPRESSED = ts.ExplicitVRLittleEndian  # PS3.18 Table 8.7.3-4

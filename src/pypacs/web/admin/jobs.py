@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pypacs.errors import OutOfResources, PypacsError
 
-log = logging.getLogger("pypacs.web.jobs")
+log = logging.getLogger("pypacs.web.admin.jobs")
 
 
 @dataclass(frozen=True)

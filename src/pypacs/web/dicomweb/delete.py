@@ -16,10 +16,10 @@ from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive
 from pypacs.model.uid import is_acceptable_uid
-from pypacs.web.errors import bad_parameter
+from pypacs.web.http.errors import bad_parameter
 from pypacs.web.options import WebOptions
 
-log = logging.getLogger("pypacs.web.delete")
+log = logging.getLogger("pypacs.web.dicomweb.delete")
 
 
 def path_uid(value: str, name: str) -> str:

@@ -22,9 +22,9 @@ from pypacs.model.levels import InformationModel
 from pypacs.query.from_dimse import parse_retrieve
 from pypacs.query.types import InvalidQuery, Query
 from pypacs.query.values import check_uid
-from pypacs.web.errors import HttpProblem, bad_parameter, not_found
-from pypacs.web.jobs import Jobs, Remote, RemoteOps
-from pypacs.web.origin import require_json
+from pypacs.web.admin.jobs import Jobs, Remote, RemoteOps
+from pypacs.web.http.errors import HttpProblem, bad_parameter, not_found
+from pypacs.web.http.origin import require_json
 
 _STUDY_INSTANCE_UID, _SOP_INSTANCE_UID = 0x0020000D, 0x00080018
 _MAX_BODY = 65_536  # a move request is one UID; anything near this is not one

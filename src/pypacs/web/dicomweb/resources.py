@@ -20,9 +20,9 @@ from pypacs.errors import StoreError
 from pypacs.model.levels import InformationModel, Level
 from pypacs.query.from_dimse import parse_retrieve
 from pypacs.query.types import Query
-from pypacs.web.errors import bad_parameter, not_found
-from pypacs.web.negotiate import is_uid
-from pypacs.web.urls import public_url
+from pypacs.web.http.errors import bad_parameter, not_found
+from pypacs.web.http.negotiate import is_uid
+from pypacs.web.http.urls import public_url
 
 T = TypeVar("T")
 

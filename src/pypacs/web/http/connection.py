@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from pypacs.web.errors import problem_response
+from pypacs.web.http.errors import problem_response
 from pypacs.web.options import WebOptions
 
 log = logging.getLogger("pypacs.web")

@@ -18,12 +18,8 @@ from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, Retrieval
 from pypacs.archive.pixels import number_of_frames
-from pypacs.web.errors import bad_parameter, not_acceptable, not_found
-from pypacs.web.frames import parse_frames
-from pypacs.web.multipart import closing, new_boundary, part_head, part_tail, related_type
-from pypacs.web.negotiate import MediaRange, acceptable, describe
-from pypacs.web.options import WebOptions
-from pypacs.web.render import (
+from pypacs.web.dicomweb.frames import parse_frames
+from pypacs.web.dicomweb.render import (
     FUNCTIONS,
     RENDERED_TYPES,
     Region,
@@ -32,9 +28,13 @@ from pypacs.web.render import (
     has_pixels,
     render,
 )
-from pypacs.web.rendercache import RenderCache
-from pypacs.web.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
-from pypacs.web.resources import Entity, entered, entity_of, load_pixels, locate, middle
+from pypacs.web.dicomweb.rendercache import RenderCache
+from pypacs.web.dicomweb.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
+from pypacs.web.dicomweb.resources import Entity, entered, entity_of, load_pixels, locate, middle
+from pypacs.web.http.errors import bad_parameter, not_acceptable, not_found
+from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
+from pypacs.web.http.negotiate import MediaRange, acceptable, describe
+from pypacs.web.options import WebOptions
 
 THUMBNAIL_BOUND = 128  # a thumbnail fits in 128 x 128 unless the viewport says otherwise
 

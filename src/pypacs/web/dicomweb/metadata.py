@@ -15,10 +15,10 @@ from starlette.responses import Response, StreamingResponse
 
 from pypacs.archive import Archive
 from pypacs.archive.metadata import InstanceAttributes
-from pypacs.web.errors import not_acceptable, not_found
-from pypacs.web.jsonmerge import Member, Members, member
-from pypacs.web.negotiate import MediaRange, acceptable, describe
-from pypacs.web.resources import Entity, entered, entity_of, service_url
+from pypacs.web.dicomweb.jsonmerge import Member, Members, member
+from pypacs.web.dicomweb.resources import Entity, entered, entity_of, service_url
+from pypacs.web.http.errors import not_acceptable, not_found
+from pypacs.web.http.negotiate import MediaRange, acceptable, describe
 
 DICOM_JSON = "application/dicom+json"
 _JSON_TYPES = (DICOM_JSON, "application/json")

@@ -1,0 +1,1 @@
+"""The admin REST API under /api: statistics, remote AEs and the jobs that send studies to them."""
