@@ -1,126 +1,28 @@
-"""Shared fixtures: a real pypacs server on ephemeral ports, database URLs, test data."""
+"""Shared fixtures: real pypacs servers on ephemeral ports, index databases, archives.
+
+Plain helpers (starting a server, building datasets, reading the index) live in named modules
+beside this one (serving, helpers, dicomgen, findfixtures, ...); what is a fixture here is
+requested as a test's argument, never imported.
+"""
 
 from __future__ import annotations
 
-import os
-import secrets
-import selectors
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from pypacs.archive import Archive, ArchiveOptions
 from pypacs.archive.ingest import configure_pydicom
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-PG_ADMIN_URL = os.environ.get(
-    "PYPACS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-@dataclass
-class RunningServer:
-    proc: subprocess.Popen[bytes]
-    data: Path
-    dicom_port: int
-    http_port: int
-    log_path: Path
-    ae_title: str = "PYPACS"
-    extra: list[str] = field(default_factory=list)
-
-    @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.data / 'index.sqlite'}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        self._close()
-        return code
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-        self._close()
-
-    def _close(self) -> None:
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def start_pypacs(
-    data: Path, *args: str, timeout: float = 30.0, preexec: Callable[[], None] | None = None
-) -> RunningServer:
-    """Start ``pypacs serve`` on free ports and wait for its 'listening' line.
-
-    ``preexec`` runs in the child before ``exec`` (e.g. to set resource limits).
-    """
-    data.mkdir(parents=True, exist_ok=True)
-    log_path = data.parent / f"{data.name}-server.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pypacs",
-                "serve",
-                "--data",
-                str(data),
-                "--dicom-port",
-                "0",
-                "--http-port",
-                "0",
-                # A small space reserve: hundreds of test servers each keep one.
-                "--reserve-bytes",
-                "65536",
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            preexec_fn=preexec,
-        )
-    assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    line = b""
-    while time.monotonic() < deadline:
-        if not selector.select(timeout=0.2):
-            if proc.poll() is not None:
-                break
-            continue
-        line = proc.stdout.readline()
-        if line.startswith(b"listening") or not line:
-            break
-    selector.close()
-    if not line.startswith(b"listening"):
-        proc.kill()
-        raise RuntimeError(f"pypacs did not start: {log_path.read_text(errors='replace')[-3000:]}")
-    fields = dict(part.split("=", 1) for part in line.decode().split()[1:])
-    return RunningServer(
-        proc,
-        data,
-        int(fields["dicom"].rsplit(":", 1)[1]),
-        int(fields["http"].rsplit(":", 1)[1]),
-        log_path,
-        extra=list(args),
-    )
+from findfixtures import serve_datasets
+from helpers import pg_database
+from serving import RunningServer, start_pypacs
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[object]:
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Start servers on demand (``factory(*flags, data=...)``); all killed afterwards."""
     started: list[RunningServer] = []
 
     def factory(*args: str, data: Path | None = None) -> RunningServer:
@@ -134,22 +36,9 @@ def server_factory(tmp_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture
-def server(server_factory: object) -> RunningServer:
-    return server_factory()  # type: ignore[operator, no-any-return]
-
-
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
-    name = "pypacs_test_" + secrets.token_hex(4)
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+def server(server_factory: Callable[..., RunningServer]) -> RunningServer:
+    """A pypacs server of its own, with an empty archive, for one test."""
+    return server_factory()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
@@ -165,6 +54,27 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def archive(db_url: str, tmp_path: Path) -> Iterator[Archive]:
     """An Archive opened in-process on each index backend (``db_url``), blobs not fsynced."""
     configure_pydicom()
-    arc = Archive.open(ArchiveOptions(db_url, str(tmp_path / "blobs"), fsync=False))
+    arc = Archive.open(
+        ArchiveOptions(
+            db_url,
+            str(tmp_path / "blobs"),
+            overwrite_duplicates=False,
+            reserve_path="",
+            reserve_bytes=0,
+            fsync=False,
+        )
+    )
     yield arc
     arc.close()
+
+
+@pytest.fixture(scope="session")
+def find_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server holding the find data set (findfixtures.PATIENTS) on default settings.
+
+    Shared by every module that only reads it (C-FIND, QIDO-RS, the error shape): a test
+    that stores or deletes starts its own.
+    """
+    srv = serve_datasets(tmp_path_factory, "find-set")
+    yield srv
+    srv.kill()

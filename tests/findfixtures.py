@@ -50,10 +50,9 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import build_context
 
-from conftest import RunningServer, start_pypacs
-
 from dicomgen import Spec, make_dataset, uid, write_dataset
 from helpers import status_of, store_files
+from serving import RunningServer, start_pypacs
 
 PATIENT_ROOT = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from io import BytesIO
@@ -26,6 +29,9 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 TABLES = ("patient", "study", "series", "instance")
+PG_ADMIN_URL = os.environ.get(
+    "PYPACS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 SUCCESS = "0x0000"
 
 # -- the index and the blob folder -------------------------------------------------------
@@ -60,6 +66,51 @@ def index_counts(url: str) -> dict[str, int]:
             }
     finally:
         engine.dispose()
+
+
+def startup_check(log: str) -> dict[str, int]:
+    """The counts of the last start-up check line of the server log."""
+    found = re.findall(
+        r"start-up check: (\d+) blobs, (\d+) re-indexed, (\d+) missing, (\d+) unreadable", log
+    )
+    blobs, reindexed, missing, unreadable = map(int, found[-1])
+    return {"blobs": blobs, "reindexed": reindexed, "missing": missing, "unreadable": unreadable}
+
+
+def assert_counts_consistent(url: str) -> None:
+    """Each level's derived counts equal what its rows say."""
+    patients = index_rows(url, "patient")
+    studies = index_rows(url, "study")
+    series = index_rows(url, "series")
+    instances = index_rows(url, "instance")
+    per_series = Counter(row["series_pk"] for row in instances)
+    assert {s["pk"]: s["num_instances"] for s in series} == dict(per_series)
+    series_per_study = Counter(s["study_pk"] for s in series)
+    instances_per_study: Counter[int] = Counter()
+    for s in series:
+        instances_per_study[s["study_pk"]] += per_series[s["pk"]]
+    for study in studies:
+        assert study["num_series"] == series_per_study[study["pk"]]
+        assert study["num_instances"] == instances_per_study[study["pk"]]
+    for patient in patients:
+        own = [s for s in studies if s["patient_pk"] == patient["pk"]]
+        assert patient["num_studies"] == len(own)
+        assert patient["num_series"] == sum(s["num_series"] for s in own)
+        assert patient["num_instances"] == sum(s["num_instances"] for s in own)
+
+
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = "pypacs_test_" + secrets.token_hex(4)
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def blob_files(data: Path) -> list[Path]:

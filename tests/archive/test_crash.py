@@ -7,28 +7,28 @@ committed; a crash in between leaves at most an orphan blob, which start-up re-i
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections import Counter
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 
-from conftest import RunningServer
-
 from dicomgen import Spec, dataset_bytes, write
 from helpers import (
     SUCCESS,
+    assert_counts_consistent,
     association,
     blob_files,
     blob_path,
     contexts_for,
     index_rows,
     send_file,
+    startup_check,
     status_of,
     store_files,
     tmp_files,
 )
+from serving import RunningServer
 
 THREADS = 4
 PER_THREAD = 40
@@ -99,37 +99,6 @@ def make_batches(folder: Path) -> list[list[Path]]:
         ]
         for n in range(THREADS)
     ]
-
-
-def startup_check(log: str) -> dict[str, int]:
-    """The counts of the last start-up check line of the server log."""
-    found = re.findall(
-        r"start-up check: (\d+) blobs, (\d+) re-indexed, (\d+) missing, (\d+) unreadable", log
-    )
-    blobs, reindexed, missing, unreadable = map(int, found[-1])
-    return {"blobs": blobs, "reindexed": reindexed, "missing": missing, "unreadable": unreadable}
-
-
-def assert_counts_consistent(url: str) -> None:
-    """Each level's derived counts equal what its rows say."""
-    patients = index_rows(url, "patient")
-    studies = index_rows(url, "study")
-    series = index_rows(url, "series")
-    instances = index_rows(url, "instance")
-    per_series = Counter(row["series_pk"] for row in instances)
-    assert {s["pk"]: s["num_instances"] for s in series} == dict(per_series)
-    series_per_study = Counter(s["study_pk"] for s in series)
-    instances_per_study: Counter[int] = Counter()
-    for s in series:
-        instances_per_study[s["study_pk"]] += per_series[s["pk"]]
-    for study in studies:
-        assert study["num_series"] == series_per_study[study["pk"]]
-        assert study["num_instances"] == instances_per_study[study["pk"]]
-    for patient in patients:
-        own = [s for s in studies if s["patient_pk"] == patient["pk"]]
-        assert patient["num_studies"] == len(own)
-        assert patient["num_series"] == sum(s["num_series"] for s in own)
-        assert patient["num_instances"] == sum(s["num_instances"] for s in own)
 
 
 def test_sigkill_mid_ingest_loses_nothing_acknowledged(

@@ -15,10 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import RunningServer, start_pypacs
-
 from dicomgen import Spec, make_dataset, write_dataset
 from helpers import store_files
+from serving import RunningServer, start_pypacs
 
 DISK_BYTES = 12 * 1024 * 1024
 RESERVE = 2 * 1024 * 1024

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_pypacs
-
 from dicomgen import Spec, write
 from helpers import index_counts, run_pypacs
+from serving import start_pypacs
 
 pypacs = run_pypacs
 

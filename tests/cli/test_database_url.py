@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import pg_database, start_pypacs
-
 from dicomgen import Spec, write
-from helpers import index_counts, run_pypacs
+from helpers import index_counts, pg_database, run_pypacs
 from qrscp import free_port
+from serving import start_pypacs
 
 PASSWORD = "Hunter2-s3cret"
 

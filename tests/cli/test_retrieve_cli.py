@@ -16,12 +16,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from conftest import RunningServer
-
 from dicomgen import Spec, dataset_bytes, make_dataset, write, write_dataset
 from helpers import blob_path, index_counts, index_rows, run_pypacs
 from qrscp import Qrscp, dcmqrscp, free_port, storescp, storescu
 from receiver import receiver
+from serving import RunningServer
 
 PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"  # not among the 120 classes a C-GET offers
 pypacs = run_pypacs

@@ -13,11 +13,11 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
-from conftest import RunningServer, start_pypacs
 from pypacs.archive.ingest import configure_pydicom
 
 from dicomgen import Spec, make_dataset, write_dataset
 from helpers import store_files, wait_for
+from serving import RunningServer, start_pypacs
 
 STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
 PATIENT_ROOT = "1.2.840.10008.5.1.4.1.2.1.1"

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 
-from conftest import PG_ADMIN_URL, RunningServer, pg_database
+from dicomgen import Spec, make_dataset, study_uid, write_dataset
 from findfixtures import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
     STUDY_ROOT,
@@ -26,9 +26,8 @@ from findfixtures import (
     send_find,
     serve_datasets,
 )
-
-from dicomgen import Spec, make_dataset, study_uid, write_dataset
-from helpers import association, status_of, store_files, wait_for
+from helpers import PG_ADMIN_URL, association, pg_database, status_of, store_files, wait_for
+from serving import RunningServer
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 STUDIES = 40

@@ -4,12 +4,10 @@ the Patient/Study Only model and a refused identifier."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import RunningServer
 from findfixtures import (
     ALL_PATIENTS,
     PATIENT,
@@ -17,19 +15,10 @@ from findfixtures import (
     STUDY,
     findscu,
     patient_counts,
-    serve_datasets,
     studies,
 )
-
 from helpers import echo
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = serve_datasets(tmp_path_factory, "find-dcmtk")
-    yield srv
-    srv.kill()
-
+from serving import RunningServer
 
 PATIENT_KEYS = [
     "QueryRetrieveLevel=PATIENT",
@@ -42,8 +31,10 @@ PATIENT_KEYS = [
 
 
 @pytest.mark.parametrize("model_flag", ["-P", "-O"])
-def test_one_response_per_patient(pacs: RunningServer, tmp_path: Path, model_flag: str) -> None:
-    run = findscu(pacs.dicom_port, model_flag, PATIENT_KEYS, tmp_path)
+def test_one_response_per_patient(
+    find_pacs: RunningServer, tmp_path: Path, model_flag: str
+) -> None:
+    run = findscu(find_pacs.dicom_port, model_flag, PATIENT_KEYS, tmp_path)
     assert run.returncode == 0, run.output
     got = {
         str(r.PatientID): (
@@ -74,10 +65,10 @@ def test_one_response_per_patient(pacs: RunningServer, tmp_path: Path, model_fla
     ],
 )
 def test_study_root_study_level(
-    pacs: RunningServer, tmp_path: Path, keys: list[str], expected: list[str]
+    find_pacs: RunningServer, tmp_path: Path, keys: list[str], expected: list[str]
 ) -> None:
     all_keys: list[str | bytes] = ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", *keys]
-    run = findscu(pacs.dicom_port, "-S", all_keys, tmp_path)
+    run = findscu(find_pacs.dicom_port, "-S", all_keys, tmp_path)
     assert run.returncode == 0, run.output
     assert studies(run.responses) == expected
 
@@ -97,7 +88,7 @@ def test_study_root_study_level(
     ],
 )
 def test_character_sets(
-    pacs: RunningServer,
+    find_pacs: RunningServer,
     tmp_path: Path,
     charset: str,
     encoding: str,
@@ -113,7 +104,7 @@ def test_character_sets(
         "StudyInstanceUID",
         "StudyDescription",
     ]
-    run = findscu(pacs.dicom_port, "-S", keys, tmp_path)
+    run = findscu(find_pacs.dicom_port, "-S", keys, tmp_path)
     assert run.returncode == 0, run.output
     (response,) = run.responses
     assert str(response.PatientID) == patient_id
@@ -123,10 +114,12 @@ def test_character_sets(
     assert str(response.StudyDescription) == STUDY[label].description
 
 
-def test_refused_identifier_and_the_server_goes_on(pacs: RunningServer, tmp_path: Path) -> None:
+def test_refused_identifier_and_the_server_goes_on(
+    find_pacs: RunningServer, tmp_path: Path
+) -> None:
     keys: list[str | bytes] = ["QueryRetrieveLevel=SERIES", "Modality=MR", "SeriesInstanceUID"]
-    run = findscu(pacs.dicom_port, "-S", keys, tmp_path)
+    run = findscu(find_pacs.dicom_port, "-S", keys, tmp_path)
     assert run.responses == []
     final = run.output.split("Received Final Find Response")[-1].splitlines()[0]
     assert "DataSetDoesNotMatchSOPClass" in final, run.output  # DCMTK's name for 0xA900
-    assert echo(pacs.dicom_port) == "0x0000"
+    assert echo(find_pacs.dicom_port) == "0x0000"

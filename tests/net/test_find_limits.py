@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from conftest import RunningServer
+from dicomgen import Spec, make_dataset
 from findfixtures import (
     ALL_STUDIES,
     CANCEL,
@@ -30,9 +30,8 @@ from findfixtures import (
     serve_datasets,
     studies,
 )
-
-from dicomgen import Spec, make_dataset
 from helpers import echo, wait_for
+from serving import RunningServer
 
 # The cancel fixture: MANY instances of one series, each holding a long text that a query
 # asks back, so that all the responses together (18 MB) cannot sit in the sockets' buffers.

@@ -4,15 +4,12 @@ character sets declared and decoded (PS3.5 6.1.2.3)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
-from conftest import RunningServer
 from findfixtures import (
     ALL_PATIENTS,
     ALL_STUDIES,
@@ -34,20 +31,13 @@ from findfixtures import (
     patient_counts,
     patients,
     series,
-    serve_datasets,
     studies,
     study_counts,
 )
+from serving import RunningServer
 
 # Returned besides the requested keys (PS3.4 C.4.1.1.3.2, C.4.1.1.3.1).
 ALWAYS_ALLOWED = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle"}
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = serve_datasets(tmp_path_factory, "find-responses")
-    yield srv
-    srv.kill()
 
 
 def plain(elem: DataElement) -> object:
@@ -82,7 +72,7 @@ def check_keys(response: Dataset, expected: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("model", [PATIENT_ROOT, PATIENT_STUDY_ONLY], ids=["PR", "PSO"])
-def test_patient_level_one_response_per_patient(pacs: RunningServer, model: str) -> None:
+def test_patient_level_one_response_per_patient(find_pacs: RunningServer, model: str) -> None:
     keys = {
         "PatientID": "",
         "PatientName": "",
@@ -90,7 +80,7 @@ def test_patient_level_one_response_per_patient(pacs: RunningServer, model: str)
         "NumberOfPatientRelatedSeries": "",
         "NumberOfPatientRelatedInstances": "",
     }
-    answer = find(pacs.dicom_port, keys, level="PATIENT", model=model)
+    answer = find(find_pacs.dicom_port, keys, level="PATIENT", model=model)
     assert answer.status == SUCCESS
     assert patients(answer.responses) == sorted(ALL_PATIENTS)
     got = {
@@ -123,8 +113,8 @@ STUDY_COUNT_KEYS = {
 }
 
 
-def test_study_level_one_response_per_study(pacs: RunningServer) -> None:
-    answer = find(pacs.dicom_port, STUDY_COUNT_KEYS)
+def test_study_level_one_response_per_study(find_pacs: RunningServer) -> None:
+    answer = find(find_pacs.dicom_port, STUDY_COUNT_KEYS)
     assert answer.status == SUCCESS
     assert studies(answer.responses) == sorted(ALL_STUDIES)
     got = {label: study_summary(r) for label, r in by_label(answer.responses).items()}
@@ -132,9 +122,9 @@ def test_study_level_one_response_per_study(pacs: RunningServer) -> None:
 
 
 @pytest.mark.parametrize("model", [PATIENT_ROOT, PATIENT_STUDY_ONLY], ids=["PR", "PSO"])
-def test_study_level_under_patient_counts(pacs: RunningServer, model: str) -> None:
+def test_study_level_under_patient_counts(find_pacs: RunningServer, model: str) -> None:
     keys = {"PatientID": "PAT-JOHN", **STUDY_COUNT_KEYS}
-    answer = find(pacs.dicom_port, keys, model=model)
+    answer = find(find_pacs.dicom_port, keys, model=model)
     assert answer.status == SUCCESS
     got = {label: study_summary(r) for label, r in by_label(answer.responses).items()}
     assert got == {
@@ -143,9 +133,9 @@ def test_study_level_under_patient_counts(pacs: RunningServer, model: str) -> No
     }
 
 
-def test_series_level_one_response_per_series(pacs: RunningServer) -> None:
+def test_series_level_one_response_per_series(find_pacs: RunningServer) -> None:
     keys = {"SeriesInstanceUID": "", "NumberOfSeriesRelatedInstances": "", "Modality": ""}
-    answer = find(pacs.dicom_port, keys, level="SERIES", ext=RELATIONAL)
+    answer = find(find_pacs.dicom_port, keys, level="SERIES", ext=RELATIONAL)
     assert answer.status == SUCCESS
     assert series(answer.responses) == sorted(SERIES_UID)
     got = {
@@ -160,8 +150,8 @@ def test_series_level_one_response_per_series(pacs: RunningServer) -> None:
     assert got == expected
 
 
-def test_image_level_one_response_per_instance(pacs: RunningServer) -> None:
-    answer = find(pacs.dicom_port, {"SOPInstanceUID": ""}, level="IMAGE", ext=RELATIONAL)
+def test_image_level_one_response_per_instance(find_pacs: RunningServer) -> None:
+    answer = find(find_pacs.dicom_port, {"SOPInstanceUID": ""}, level="IMAGE", ext=RELATIONAL)
     assert answer.status == SUCCESS
     assert instances(answer.responses) == sorted(INSTANCE_UID)
 
@@ -225,8 +215,8 @@ def _sorted_modalities(response: Dataset) -> Dataset:
     return response
 
 
-def test_study_return_keys_every_key_in_every_response(pacs: RunningServer) -> None:
-    answer = find(pacs.dicom_port, STUDY_RETURN_KEYS)
+def test_study_return_keys_every_key_in_every_response(find_pacs: RunningServer) -> None:
+    answer = find(find_pacs.dicom_port, STUDY_RETURN_KEYS)
     assert answer.status == SUCCESS
     got = by_label(answer.responses)
     assert sorted(got) == sorted(ALL_STUDIES)
@@ -235,39 +225,41 @@ def test_study_return_keys_every_key_in_every_response(pacs: RunningServer) -> N
 
 
 @pytest.mark.parametrize("level", ["STUDY", "SERIES", "IMAGE"])
-def test_retrieve_ae_title_and_availability_when_asked(pacs: RunningServer, level: str) -> None:
+def test_retrieve_ae_title_and_availability_when_asked(
+    find_pacs: RunningServer, level: str
+) -> None:
     keys: dict[str, object] = {"StudyInstanceUID": STUDY_UID["john1"]}
     if level != "STUDY":
         keys["SeriesInstanceUID"] = SERIES_UID["john1/1"] if level == "IMAGE" else ""
     if level == "IMAGE":
         keys["SOPInstanceUID"] = ""
     asked = {**keys, "RetrieveAETitle": "", "InstanceAvailability": ""}
-    answer = find(pacs.dicom_port, asked, level=level)
+    answer = find(find_pacs.dicom_port, asked, level=level)
     assert answer.status == SUCCESS
     assert answer.responses
     for response in answer.responses:
         # PS3.4 C.4.1.1.3.2 / C.6.1.1.5: answered, not matched.
         assert response.RetrieveAETitle == "PYPACS"
         assert response.InstanceAvailability == "ONLINE"
-    plain_answer = find(pacs.dicom_port, keys, level=level)
+    plain_answer = find(find_pacs.dicom_port, keys, level=level)
     assert all("InstanceAvailability" not in r for r in plain_answer.responses)
 
 
-def test_missing_values_come_back_zero_length(pacs: RunningServer) -> None:
+def test_missing_values_come_back_zero_length(find_pacs: RunningServer) -> None:
     keys = {"StudyInstanceUID": "", "StudyDescription": "", "ReferringPhysicianName": ""}
-    (response,) = find(pacs.dicom_port, {**keys, "AccessionNumber": "AX1%"}).responses
+    (response,) = find(find_pacs.dicom_port, {**keys, "AccessionNumber": "AX1%"}).responses
     assert studies([response]) == ["john2"]
     for keyword in ("StudyDescription", "ReferringPhysicianName"):
         assert keyword in response
         assert response[keyword].is_empty, keyword
 
 
-def test_patient_return_keys(pacs: RunningServer) -> None:
+def test_patient_return_keys(find_pacs: RunningServer) -> None:
     keys = {
         k: ""
         for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientComments")
     }
-    answer = find(pacs.dicom_port, keys, level="PATIENT", model=PATIENT_ROOT)
+    answer = find(find_pacs.dicom_port, keys, level="PATIENT", model=PATIENT_ROOT)
     assert answer.status == SUCCESS
     assert patients(answer.responses) == sorted(ALL_PATIENTS)
     for response in answer.responses:
@@ -298,9 +290,9 @@ SERIES_RETURN_KEYS = (
 )
 
 
-def test_series_return_keys(pacs: RunningServer) -> None:
+def test_series_return_keys(find_pacs: RunningServer) -> None:
     keys = dict.fromkeys(SERIES_RETURN_KEYS, "") | {"StudyInstanceUID": STUDY_UID["john1"]}
-    answer = find(pacs.dicom_port, keys, level="SERIES")
+    answer = find(find_pacs.dicom_port, keys, level="SERIES")
     assert answer.status == SUCCESS
     assert series(answer.responses) == ["john1/1", "john1/2", "john1/3"]
     study = STUDY["john1"]
@@ -324,7 +316,7 @@ def test_series_return_keys(pacs: RunningServer) -> None:
         )
 
 
-def test_image_return_keys(pacs: RunningServer) -> None:
+def test_image_return_keys(find_pacs: RunningServer) -> None:
     keywords = (
         "StudyInstanceUID",
         "SeriesInstanceUID",
@@ -337,7 +329,7 @@ def test_image_return_keys(pacs: RunningServer) -> None:
         "AcquisitionDate",  # absent from all
     )
     keys = dict.fromkeys(keywords, "") | {"StudyInstanceUID": STUDY_UID["john1"]}
-    answer = find(pacs.dicom_port, keys, level="IMAGE", ext=RELATIONAL)
+    answer = find(find_pacs.dicom_port, keys, level="IMAGE", ext=RELATIONAL)
     assert answer.status == SUCCESS
     labels = [f"john1/1/{i}" for i in (1, 2, 3)] + ["john1/2/1", "john1/2/2", "john1/3/1"]
     assert instances(answer.responses) == labels
@@ -413,17 +405,17 @@ def code_key(**keys: str) -> list[Dataset]:
     ],
 )
 def test_sequence_key_returns_matching_items_with_requested_keys(
-    pacs: RunningServer, key: list[Dataset], expected: list[dict[str, str]]
+    find_pacs: RunningServer, key: list[Dataset], expected: list[dict[str, str]]
 ) -> None:
     keys = {"StudyInstanceUID": STUDY_UID["john1"], "ProcedureCodeSequence": key}
-    (response,) = find(pacs.dicom_port, keys).responses
+    (response,) = find(find_pacs.dicom_port, keys).responses
     items = [{e.keyword: str(e.value) for e in item} for item in response.ProcedureCodeSequence]
     assert items == expected
 
 
-def test_sequence_key_of_a_study_without_it_is_empty(pacs: RunningServer) -> None:
+def test_sequence_key_of_a_study_without_it_is_empty(find_pacs: RunningServer) -> None:
     keys = {"StudyInstanceUID": STUDY_UID["john2"], "ProcedureCodeSequence": code_key()}
-    (response,) = find(pacs.dicom_port, keys).responses
+    (response,) = find(find_pacs.dicom_port, keys).responses
     assert "ProcedureCodeSequence" in response
     assert len(response.ProcedureCodeSequence) == 0
 
@@ -435,10 +427,10 @@ NON_ASCII = {"PAT-MUELLER": "mue1", "PAT-NONO": "non1", "PAT-YAMADA": "yam1"}
 
 @pytest.mark.parametrize("patient_id", sorted(NON_ASCII))
 def test_non_ascii_values_decode_and_declare_a_charset(
-    pacs: RunningServer, patient_id: str
+    find_pacs: RunningServer, patient_id: str
 ) -> None:
     keys = {"PatientID": patient_id, "PatientName": "", "StudyDescription": ""}
-    (response,) = find(pacs.dicom_port, {**keys, "StudyInstanceUID": ""}).responses
+    (response,) = find(find_pacs.dicom_port, {**keys, "StudyInstanceUID": ""}).responses
     label = NON_ASCII[patient_id]
     assert "SpecificCharacterSet" in response
     assert str(response.PatientName) == PATIENT[patient_id].name
@@ -447,10 +439,10 @@ def test_non_ascii_values_decode_and_declare_a_charset(
 
 @pytest.mark.parametrize("charset", [None, "ISO_IR 100", "ISO_IR 192", "\\ISO 2022 IR 87"], ids=str)
 def test_every_name_decodes_whatever_the_request_charset(
-    pacs: RunningServer, charset: str | None
+    find_pacs: RunningServer, charset: str | None
 ) -> None:
     keys = {"PatientID": "", "PatientName": ""}
-    answer = find(pacs.dicom_port, keys, level="PATIENT", model=PATIENT_ROOT, charset=charset)
+    answer = find(find_pacs.dicom_port, keys, level="PATIENT", model=PATIENT_ROOT, charset=charset)
     assert answer.status == SUCCESS
     names = {str(r.PatientID): str(r.PatientName) for r in answer.responses}
     assert names == {p.patient_id: p.name for p in PATIENTS}
@@ -459,9 +451,9 @@ def test_every_name_decodes_whatever_the_request_charset(
             assert "SpecificCharacterSet" in response, response.PatientID
 
 
-def test_latin1_query_finds_the_latin1_patient(pacs: RunningServer) -> None:
+def test_latin1_query_finds_the_latin1_patient(find_pacs: RunningServer) -> None:
     keys = {"PatientName": "Müller*", "StudyInstanceUID": "", "StudyDescription": ""}
-    answer = find(pacs.dicom_port, keys, charset="ISO_IR 100")
+    answer = find(find_pacs.dicom_port, keys, charset="ISO_IR 100")
     assert answer.status == SUCCESS
     (response,) = answer.responses
     assert studies([response]) == ["mue1"]
@@ -471,10 +463,10 @@ def test_latin1_query_finds_the_latin1_patient(pacs: RunningServer) -> None:
     assert "SpecificCharacterSet" in response
 
 
-def test_iso2022_query_finds_the_japanese_patient(pacs: RunningServer) -> None:
+def test_iso2022_query_finds_the_japanese_patient(find_pacs: RunningServer) -> None:
     name = PATIENT["PAT-YAMADA"].name
     keys = {"PatientName": name, "StudyInstanceUID": ""}
-    answer = find(pacs.dicom_port, keys, charset="\\ISO 2022 IR 87")
+    answer = find(find_pacs.dicom_port, keys, charset="\\ISO 2022 IR 87")
     assert answer.status == SUCCESS
     (response,) = answer.responses
     assert studies([response]) == ["yam1"]

@@ -5,12 +5,9 @@ server goes on serving."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pydicom.dataset import Dataset
 
-from conftest import RunningServer
 from findfixtures import (
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
     PATIENT_ROOT,
@@ -26,24 +23,16 @@ from findfixtures import (
     qr_association,
     send_find,
     series,
-    serve_datasets,
     studies,
 )
-
 from helpers import echo
+from serving import RunningServer
 
 QUERY_RETRIEVE_LEVEL = 0x00080052
 STUDY_DATE, STUDY_TIME = 0x00080020, 0x00080030
 PATIENT_ID = 0x00100020
 STUDY_INSTANCE_UID, SERIES_INSTANCE_UID = 0x0020000D, 0x0020000E
 PROCEDURE_CODE_SEQUENCE = 0x00081032
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = serve_datasets(tmp_path_factory, "find-rules")
-    yield srv
-    srv.kill()
 
 
 def two_items() -> list[Dataset]:
@@ -128,16 +117,16 @@ INVALID = [
 
 @pytest.mark.parametrize(("model", "level", "keys", "offending"), INVALID)
 def test_invalid_identifier_fails_with_a900(
-    pacs: RunningServer, model: str, level: str | None, keys: dict[str, object], offending: int
+    find_pacs: RunningServer, model: str, level: str | None, keys: dict[str, object], offending: int
 ) -> None:
-    answer = find(pacs.dicom_port, keys, level=level, model=model)
+    answer = find(find_pacs.dicom_port, keys, level=level, model=model)
     assert answer.responses == []
     assert answer.status == IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
     comment = str(answer.final.get("ErrorComment", ""))
     assert comment
     assert len(comment) <= 64  # LO
     assert answer.final.get("OffendingElement") == offending
-    assert echo(pacs.dicom_port) == "0x0000"
+    assert echo(find_pacs.dicom_port) == "0x0000"
 
 
 # -- the same queries, relational -------------------------------------------------------------
@@ -204,26 +193,28 @@ RELATIONAL_CASES = [
 
 @pytest.mark.parametrize(("model", "level", "keys", "labels", "expected"), RELATIONAL_CASES)
 def test_hierarchical_refuses_what_relational_answers(
-    pacs: RunningServer,
+    find_pacs: RunningServer,
     model: str,
     level: str,
     keys: dict[str, object],
     labels: object,
     expected: tuple[str, ...],
 ) -> None:
-    hierarchical = find(pacs.dicom_port, keys, level=level, model=model)
+    hierarchical = find(find_pacs.dicom_port, keys, level=level, model=model)
     assert hierarchical.status == IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
     assert hierarchical.responses == []
-    relational = find(pacs.dicom_port, keys, level=level, model=model, ext=RELATIONAL)
+    relational = find(find_pacs.dicom_port, keys, level=level, model=model, ext=RELATIONAL)
     assert relational.status == SUCCESS
     assert labels(relational.responses) == sorted(expected)  # type: ignore[operator]
 
 
-def test_relational_is_negotiated_per_sop_class(pacs: RunningServer) -> None:
+def test_relational_is_negotiated_per_sop_class(find_pacs: RunningServer) -> None:
     """Relational accepted for Patient Root leaves Study Root hierarchical on the same
     association (PS3.4 C.5.1.1: the negotiation names one SOP Class)."""
     keys = {"Modality": "MR", "SeriesInstanceUID": ""}
-    with qr_association(pacs.dicom_port, PATIENT_ROOT, RELATIONAL, also=(STUDY_ROOT,)) as assoc:
+    with qr_association(
+        find_pacs.dicom_port, PATIENT_ROOT, RELATIONAL, also=(STUDY_ROOT,)
+    ) as assoc:
         patient_root = send_find(assoc, identifier(keys, "SERIES"), PATIENT_ROOT, msg_id=1)
         study_root = send_find(assoc, identifier(keys, "SERIES"), STUDY_ROOT, msg_id=2)
     assert patient_root.status == SUCCESS
@@ -232,8 +223,8 @@ def test_relational_is_negotiated_per_sop_class(pacs: RunningServer) -> None:
     assert study_root.responses == []
 
 
-def test_association_goes_on_after_a_failure(pacs: RunningServer) -> None:
-    with qr_association(pacs.dicom_port, STUDY_ROOT) as assoc:
+def test_association_goes_on_after_a_failure(find_pacs: RunningServer) -> None:
+    with qr_association(find_pacs.dicom_port, STUDY_ROOT) as assoc:
         bad = send_find(assoc, identifier({"StudyDate": "2024-13-45x"}), STUDY_ROOT, msg_id=1)
         good = send_find(
             assoc,
@@ -247,9 +238,9 @@ def test_association_goes_on_after_a_failure(pacs: RunningServer) -> None:
     assert SERIES_UID["john1/1"] in {str(r.SeriesInstanceUID) for r in good.responses}
 
 
-def test_server_still_serves_and_logged_no_crash(pacs: RunningServer) -> None:
-    assert echo(pacs.dicom_port) == "0x0000"
-    answer = find(pacs.dicom_port, {"PatientID": "PAT-JOHN", "StudyInstanceUID": ""})
+def test_server_still_serves_and_logged_no_crash(find_pacs: RunningServer) -> None:
+    assert echo(find_pacs.dicom_port) == "0x0000"
+    answer = find(find_pacs.dicom_port, {"PatientID": "PAT-JOHN", "StudyInstanceUID": ""})
     assert (answer.status, studies(answer.responses)) == (SUCCESS, ["john1", "john2"])
-    assert pacs.proc.poll() is None
-    assert "Traceback" not in pacs.log()
+    assert find_pacs.proc.poll() is None
+    assert "Traceback" not in find_pacs.log()

@@ -15,11 +15,10 @@ import pytest
 from pydicom import dcmread, uid
 from pydicom.filereader import read_file_meta_info
 
-from conftest import RunningServer, start_pypacs
-
 from dicomgen import Spec, dataset_bytes, write_as
 from helpers import store_files
 from receiver import free_port
+from serving import RunningServer, start_pypacs
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 DEST = "DCMDEST"

@@ -28,11 +28,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from conftest import RunningServer, pg_database
-
 from dicomgen import Spec, dataset_bytes, write_as
-from helpers import blob_path, index_rows, store_files
+from helpers import blob_path, index_rows, pg_database, store_files
 from receiver import Receiver, config_file, free_port, received_dataset, receiver
+from serving import RunningServer
 
 MOVE = StudyRootQueryRetrieveInformationModelMove
 GET = StudyRootQueryRetrieveInformationModelGet

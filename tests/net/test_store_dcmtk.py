@@ -12,8 +12,6 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, MRImageStorage
 
-from conftest import RunningServer
-
 from dicomgen import Spec, dataset_bytes, write
 from helpers import (
     association_lines,
@@ -24,6 +22,7 @@ from helpers import (
     tmp_files,
     wait_for,
 )
+from serving import RunningServer
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 LATIN1_NAME = "Müller^Jürgen"

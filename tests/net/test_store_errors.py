@@ -17,10 +17,9 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-from conftest import PG_ADMIN_URL, RunningServer, pg_database, start_pypacs
-
 from dicomgen import Spec, dataset_bytes, make_dataset, uid, write, write_dataset, write_part10
 from helpers import (
+    PG_ADMIN_URL,
     SUCCESS,
     assert_nothing_stored,
     association,
@@ -29,11 +28,13 @@ from helpers import (
     c_store_pdus,
     echo,
     index_counts,
+    pg_database,
     status_of,
     store_files,
     tmp_files,
     wait_for,
 )
+from serving import RunningServer, start_pypacs
 
 OUT_OF_RESOURCES = "0xA700"
 DOES_NOT_MATCH_SOP_CLASS = "0xA900"

@@ -9,10 +9,9 @@ import pytest
 from pydicom import uid
 from pydicom.filereader import read_file_meta_info
 
-from conftest import RunningServer
-
 from dicomgen import Spec, dataset_bytes, write_as
 from helpers import SUCCESS, blob_files, blob_path, index_rows, status_of, store_files, tmp_files
+from serving import RunningServer
 
 SYNTAXES = [
     uid.ImplicitVRLittleEndian,

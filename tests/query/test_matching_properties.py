@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
-from conftest import pg_database
 from pypacs.archive import Archive, ArchiveOptions
 from pypacs.archive.ingest import configure_pydicom
 from pypacs.model.levels import InformationModel
@@ -20,6 +19,7 @@ from pypacs.query.respond import ResponseContext
 from pypacs.query.types import InvalidQuery, QueryOptions
 
 from dicomgen import Spec, make_dataset, study_uid
+from helpers import pg_database
 
 NAMES = [
     "Smith^John",

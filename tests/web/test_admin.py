@@ -18,13 +18,13 @@ from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from conftest import RunningServer, start_pypacs
 from pypacs.errors import OutOfResources
 from pypacs.web.admin.jobs import EchoResult, Jobs, MoveProgress, Remote, RemoteFailure
 
 from dicomgen import Spec, make_dataset, write_dataset
 from helpers import blob_files, blob_path, index_rows, store_files, wait_for
 from receiver import Receiver, config_file, free_port, receiver
+from serving import RunningServer, start_pypacs
 
 # Two patients; the first has a study of two series (3 + 2 instances), the second a study
 # of one instance.

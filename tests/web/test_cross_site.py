@@ -13,12 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RunningServer, start_pypacs
-from web.test_stow import CONTENT_TYPE, multipart
-
 from dicomgen import Spec, make_dataset, write_dataset
+from dicomweb import CONTENT_TYPE, multipart
 from helpers import index_counts, store_files, wait_for
 from receiver import Receiver, config_file, receiver
+from serving import RunningServer, start_pypacs
 
 DATASETS = tuple(make_dataset(Spec(f"XS-{n}", f"Cross^{n}", 1, 1, 1)) for n in (1, 2, 3, 4))
 STUDIES = [str(ds.StudyInstanceUID) for ds in DATASETS]

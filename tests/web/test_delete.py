@@ -18,13 +18,19 @@ import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
-from archive.test_crash import assert_counts_consistent, startup_check
-from conftest import RunningServer, pg_database
-from findfixtures import find
-from web.test_stow import CONTENT_TYPE, assert_error, base, multipart, stored
-
 from dicomgen import Spec, series_uid, sop_uid, study_uid, write
-from helpers import blob_files, index_counts, index_rows, wait_for
+from dicomweb import CONTENT_TYPE, assert_error, base, multipart, stored
+from findfixtures import find
+from helpers import (
+    assert_counts_consistent,
+    blob_files,
+    index_counts,
+    index_rows,
+    pg_database,
+    startup_check,
+    wait_for,
+)
+from serving import RunningServer
 
 TREE = {  # (patient, study, series): (modality, instances)
     ("PAT1", 1, 1): ("CT", 3),

@@ -6,28 +6,19 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import RunningServer
-from findfixtures import INSTANCE_UID, SERIES_UID, STUDY_UID, serve_datasets
-
+from findfixtures import INSTANCE_UID, SERIES_UID, STUDY_UID
 from helpers import index_counts
+from serving import RunningServer
 
 UNKNOWN = "1.2.826.0.1.3680043.10.1255.7001.99"
 S, SE, INST = STUDY_UID["john1"], SERIES_UID["john1/1"], INSTANCE_UID["john1/1/1"]
 W = "/dicom-web"
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=b'
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = serve_datasets(tmp_path_factory, "error-shape")
-    yield srv
-    srv.kill()
 
 
 # (method, path, query parameters, headers, body) -> (status, code, parameter)
@@ -203,7 +194,7 @@ CASES: list[Any] = [
     ("method", "path", "params", "headers", "body", "status", "code", "parameter"), CASES
 )
 def test_one_error_shape(
-    pacs: RunningServer,
+    find_pacs: RunningServer,
     method: str,
     path: str,
     params: dict[str, str],
@@ -213,10 +204,10 @@ def test_one_error_shape(
     code: str | None,
     parameter: str | None,
 ) -> None:
-    before = index_counts(pacs.database_url)
+    before = index_counts(find_pacs.database_url)
     response = httpx.request(
         method,
-        f"http://127.0.0.1:{pacs.http_port}{path}",
+        f"http://127.0.0.1:{find_pacs.http_port}{path}",
         params=params,
         headers=headers,
         content=body,
@@ -231,7 +222,7 @@ def test_one_error_shape(
     if code is not None:
         assert error["code"] == code
     assert error.get("parameter") == parameter
-    assert index_counts(pacs.database_url) == before
+    assert index_counts(find_pacs.database_url) == before
 
 
 # RFC 9110 15.5.6: a 405 lists every method of the target resource in Allow, also when
@@ -248,10 +239,10 @@ ALLOWED: list[Any] = [
 
 @pytest.mark.parametrize(("method", "path", "allow"), ALLOWED)
 def test_method_not_allowed_names_the_allowed_methods(
-    pacs: RunningServer, method: str, path: str, allow: str
+    find_pacs: RunningServer, method: str, path: str, allow: str
 ) -> None:
-    before = index_counts(pacs.database_url)
-    response = httpx.request(method, f"http://127.0.0.1:{pacs.http_port}{path}", timeout=30)
+    before = index_counts(find_pacs.database_url)
+    response = httpx.request(method, f"http://127.0.0.1:{find_pacs.http_port}{path}", timeout=30)
     assert response.status_code == 405, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.headers["allow"] == allow
@@ -262,7 +253,7 @@ def test_method_not_allowed_names_the_allowed_methods(
             "message": f"{path} does not take {method}; it takes {allow}",
         }
     }
-    assert index_counts(pacs.database_url) == before
+    assert index_counts(find_pacs.database_url) == before
 
 
 def raw_request(port: int, target: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
@@ -287,25 +278,25 @@ RAW_UTF8 = "/\u00e9t\u00e9".encode()  # "/été" as UTF-8 bytes, not percent-enc
 
 @pytest.mark.parametrize("target", [RAW_UTF8, b"/a b"], ids=["raw-utf8", "space"])
 def test_invalid_request_target_is_400_from_the_http_server(
-    pacs: RunningServer, target: bytes
+    find_pacs: RunningServer, target: bytes
 ) -> None:
     # RFC 9112 3.2: the request target is ASCII. Bytes outside it are refused by uvicorn's
     # HTTP parser before pypacs gets a request, with uvicorn's own fixed text/plain body and
     # the connection closed: not the JSON shape (docs/conformance.md, HTTP errors). The same
     # path percent-encoded is answered by pypacs (the utf8-* cases above).
-    status, headers, body = raw_request(pacs.http_port, target)
+    status, headers, body = raw_request(find_pacs.http_port, target)
     assert status == b"HTTP/1.1 400 Bad Request"
     assert headers[b"content-type"] == b"text/plain; charset=utf-8"
     assert headers[b"connection"] == b"close"
     assert body == b"Invalid HTTP request received."
     # The server is fine afterwards.
-    assert httpx.get(f"http://127.0.0.1:{pacs.http_port}/api/health").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{find_pacs.http_port}/api/health").status_code == 200
 
 
-def test_request_target_too_long_is_414_in_the_shape(pacs: RunningServer) -> None:
+def test_request_target_too_long_is_414_in_the_shape(find_pacs: RunningServer) -> None:
     # [web] max_url_bytes (16 KiB by default): a longer target is answered, not reset, and
     # in the one shape, by pypacs' HTTP connection layer (web/connection.py).
-    status, headers, body = raw_request(pacs.http_port, b"/" + b"a" * 200_000)
+    status, headers, body = raw_request(find_pacs.http_port, b"/" + b"a" * 200_000)
     assert status == b"HTTP/1.1 414 Request-URI Too Long"
     assert headers[b"content-type"] == b"application/json"
     assert headers[b"connection"] == b"close"
@@ -316,4 +307,4 @@ def test_request_target_too_long_is_414_in_the_shape(pacs: RunningServer) -> Non
             "message": "the request target (path and query) exceeds 16384 bytes",
         }
     }
-    assert httpx.get(f"http://127.0.0.1:{pacs.http_port}/api/health").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{find_pacs.http_port}/api/health").status_code == 200

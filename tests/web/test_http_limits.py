@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RunningServer, start_pypacs
 from pypacs.config import load
 from pypacs.errors import ConfigError
 
 from helpers import echo, wait_for
+from serving import RunningServer, start_pypacs
 
 LIMITS = (
     "--header-timeout",

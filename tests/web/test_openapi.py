@@ -20,10 +20,11 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from conftest import start_pypacs
 from pypacs.archive import Archive, ArchiveOptions
 from pypacs.web.app import DICOMWEB_BASE, create_app
 from pypacs.web.openapi import document
+
+from serving import start_pypacs
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

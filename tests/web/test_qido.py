@@ -3,7 +3,7 @@ includefield, the default attribute sets, and a clear 400 for every malformed pa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,8 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
-from conftest import RunningServer, pg_database, start_pypacs
+from dicomgen import write_dataset
+from findcases import IMAGE_CASES, SERIES_CASES, STUDY_CASES
 from findfixtures import (
     ALL_STUDIES,
     ENTITIES,
@@ -24,19 +25,10 @@ from findfixtures import (
     fixture_datasets,
     serve_datasets,
 )
-from net.test_find_matching import IMAGE_CASES, SERIES_CASES, STUDY_CASES
-
-from dicomgen import write_dataset
-from helpers import status_of, store_files
+from helpers import pg_database, status_of, store_files
+from serving import RunningServer, start_pypacs
 
 STUDY, SERIES, SOP = "0020000D", "0020000E", "00080018"
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = serve_datasets(tmp_path_factory, "qido")
-    yield srv
-    srv.kill()
 
 
 def base(srv: RunningServer) -> str:
@@ -103,14 +95,14 @@ def _cfind_values(responses: list[Dataset], keyword: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(("keys", "expected"), STUDY_CASES)
 def test_study_search_agrees_with_c_find(
-    pacs: RunningServer, keys: dict[str, object], expected: tuple[str, ...]
+    find_pacs: RunningServer, keys: dict[str, object], expected: tuple[str, ...]
 ) -> None:
     returned = ["PatientName", "StudyDate", "ModalitiesInStudy", "NumberOfStudyRelatedInstances"]
     ident: dict[str, object] = {k: "" for k in returned}
     ident |= {**keys, "StudyInstanceUID": keys.get("StudyInstanceUID", "")}
-    answer = find(pacs.dicom_port, ident)
+    answer = find(find_pacs.dicom_port, ident)
     assert answer.status == SUCCESS
-    objects = qido(pacs, "/studies", params_of(keys))
+    objects = qido(find_pacs, "/studies", params_of(keys))
     uids = [o[STUDY]["Value"][0] for o in objects]
     assert sorted(uids) == sorted(str(r.StudyInstanceUID) for r in answer.responses)
     assert labels(objects, STUDY) == sorted(expected)
@@ -127,13 +119,13 @@ def test_study_search_agrees_with_c_find(
 
 @pytest.mark.parametrize(("keys", "expected"), SERIES_CASES)
 def test_series_search_agrees_with_c_find(
-    pacs: RunningServer, keys: dict[str, object], expected: tuple[str, ...]
+    find_pacs: RunningServer, keys: dict[str, object], expected: tuple[str, ...]
 ) -> None:
     study = STUDY_UID["john1"]
     ident = {"StudyInstanceUID": study, "SeriesInstanceUID": "", **keys}
-    answer = find(pacs.dicom_port, ident, level="SERIES")
+    answer = find(find_pacs.dicom_port, ident, level="SERIES")
     assert answer.status == SUCCESS
-    objects = qido(pacs, f"/studies/{study}/series", params_of(keys))
+    objects = qido(find_pacs, f"/studies/{study}/series", params_of(keys))
     assert labels(objects, SERIES) == sorted(expected)
     assert sorted(o[SERIES]["Value"][0] for o in objects) == sorted(
         str(r.SeriesInstanceUID) for r in answer.responses
@@ -142,13 +134,13 @@ def test_series_search_agrees_with_c_find(
 
 @pytest.mark.parametrize(("keys", "expected"), IMAGE_CASES)
 def test_instance_search_agrees_with_c_find(
-    pacs: RunningServer, keys: dict[str, object], expected: tuple[str, ...]
+    find_pacs: RunningServer, keys: dict[str, object], expected: tuple[str, ...]
 ) -> None:
     study, series = STUDY_UID["john1"], SERIES_UID["john1/1"]
     ident = {"StudyInstanceUID": study, "SeriesInstanceUID": series, "SOPInstanceUID": "", **keys}
-    answer = find(pacs.dicom_port, ident, level="IMAGE")
+    answer = find(find_pacs.dicom_port, ident, level="IMAGE")
     assert answer.status == SUCCESS
-    objects = qido(pacs, f"/studies/{study}/series/{series}/instances", params_of(keys))
+    objects = qido(find_pacs, f"/studies/{study}/series/{series}/instances", params_of(keys))
     assert labels(objects, SOP) == sorted(expected)
     assert sorted(o[SOP]["Value"][0] for o in objects) == sorted(
         str(r.SOPInstanceUID) for r in answer.responses
@@ -158,8 +150,8 @@ def test_instance_search_agrees_with_c_find(
 # -- resources and what they return ------------------------------------------------------------
 
 
-def test_study_defaults_and_retrieve_url(pacs: RunningServer) -> None:
-    [obj] = qido(pacs, "/studies", [("StudyInstanceUID", STUDY_UID["john1"])])
+def test_study_defaults_and_retrieve_url(find_pacs: RunningServer) -> None:
+    [obj] = qido(find_pacs, "/studies", [("StudyInstanceUID", STUDY_UID["john1"])])
     # PS3.18 Table 10.6.3-3: each default attribute is present, with a value or empty.
     for tag in ("00080020", "00080030", "00080050", "00080056", "00080061", "00080090"):
         assert tag in obj, tag
@@ -168,51 +160,51 @@ def test_study_defaults_and_retrieve_url(pacs: RunningServer) -> None:
     assert obj["00080056"] == {"vr": "CS", "Value": ["ONLINE"]}
     assert obj["00081190"] == {
         "vr": "UR",
-        "Value": [f"{base(pacs)}/studies/{STUDY_UID['john1']}"],
+        "Value": [f"{base(find_pacs)}/studies/{STUDY_UID['john1']}"],
     }
     assert obj["00201206"] == {"vr": "IS", "Value": [3]}
     assert first_value(obj, "00100020") == "PAT-JOHN"
     assert list(obj) == sorted(obj), "attributes in tag order"
 
 
-def test_series_across_studies_carry_study_attributes(pacs: RunningServer) -> None:
-    objects = qido(pacs, "/series", [("Modality", "MR")])
+def test_series_across_studies_carry_study_attributes(find_pacs: RunningServer) -> None:
+    objects = qido(find_pacs, "/series", [("Modality", "MR")])
     mr = {ENTITIES.label_of[o[SERIES]["Value"][0]] for o in objects}
     assert "john1/2" in mr
     john = next(o for o in objects if ENTITIES.label_of[o[SERIES]["Value"][0]] == "john1/2")
     assert first_value(john, STUDY) == STUDY_UID["john1"]
     assert first_value(john, "00100020") == "PAT-JOHN"
     assert john["00081190"]["Value"] == [
-        f"{base(pacs)}/studies/{STUDY_UID['john1']}/series/{SERIES_UID['john1/2']}"
+        f"{base(find_pacs)}/studies/{STUDY_UID['john1']}/series/{SERIES_UID['john1/2']}"
     ]
     # Under a study, the study's own attributes are not repeated.
-    [under] = qido(pacs, f"/studies/{STUDY_UID['john1']}/series", [("Modality", "MR")])
+    [under] = qido(find_pacs, f"/studies/{STUDY_UID['john1']}/series", [("Modality", "MR")])
     assert "00100020" not in under
     assert first_value(under, "00201209") == john["00201209"]["Value"][0]
 
 
-def test_instances_of_a_study_and_across_studies(pacs: RunningServer) -> None:
+def test_instances_of_a_study_and_across_studies(find_pacs: RunningServer) -> None:
     study = STUDY_UID["john1"]
-    in_study = qido(pacs, f"/studies/{study}/instances", [])
+    in_study = qido(find_pacs, f"/studies/{study}/instances", [])
     expected = sorted(label for label in INSTANCE_UID if label.startswith("john1/"))
     assert labels(in_study, SOP) == expected
-    across = qido(pacs, "/instances", [("StudyInstanceUID", study)])
+    across = qido(find_pacs, "/instances", [("StudyInstanceUID", study)])
     assert labels(across, SOP) == expected
     assert all(first_value(o, "00100020") == "PAT-JOHN" for o in across)
     assert all(first_value(o, SERIES) is not None for o in across)
 
 
-def test_includefield_keyword_tag_and_all(pacs: RunningServer) -> None:
+def test_includefield_keyword_tag_and_all(find_pacs: RunningServer) -> None:
     study = STUDY_UID["john1"]
     [obj] = qido(
-        pacs,
+        find_pacs,
         "/studies",
         [("StudyInstanceUID", study), ("includefield", "StudyDescription,00101010")],
     )
     assert first_value(obj, "00081030") == "Chest CT"
     assert first_value(obj, "00101010") == "063Y"
     [everything] = qido(
-        pacs,
+        find_pacs,
         f"/studies/{study}/series/{SERIES_UID['john1/1']}/instances",
         [("InstanceNumber", "2"), ("includefield", "all")],
     )
@@ -221,9 +213,9 @@ def test_includefield_keyword_tag_and_all(pacs: RunningServer) -> None:
     assert "7FE00010" not in everything  # never bulk data
 
 
-def test_sequence_item_keys_are_returned(pacs: RunningServer) -> None:
+def test_sequence_item_keys_are_returned(find_pacs: RunningServer) -> None:
     [obj] = qido(
-        pacs,
+        find_pacs,
         "/studies",
         [("StudyInstanceUID", STUDY_UID["john1"]), ("ProcedureCodeSequence.CodeValue", "ABD02")],
     )
@@ -231,37 +223,37 @@ def test_sequence_item_keys_are_returned(pacs: RunningServer) -> None:
     assert [i["00080100"]["Value"][0] for i in items] == ["ABD02"]
 
 
-def test_limit_and_offset_page_through_exactly(pacs: RunningServer) -> None:
-    everything = [o[STUDY]["Value"][0] for o in qido(pacs, "/studies", [])]
-    assert sorted(labels(qido(pacs, "/studies", []), STUDY)) == sorted(ALL_STUDIES)
+def test_limit_and_offset_page_through_exactly(find_pacs: RunningServer) -> None:
+    everything = [o[STUDY]["Value"][0] for o in qido(find_pacs, "/studies", [])]
+    assert sorted(labels(qido(find_pacs, "/studies", []), STUDY)) == sorted(ALL_STUDIES)
     pages: list[str] = []
     for offset in range(0, len(everything) + 3, 3):
-        page = qido(pacs, "/studies", [("limit", "3"), ("offset", str(offset))])
+        page = qido(find_pacs, "/studies", [("limit", "3"), ("offset", str(offset))])
         pages += [o[STUDY]["Value"][0] for o in page]
     assert pages == everything
     # The same with a key matched in Python (PatientAge has no column).
-    aged = [o[STUDY]["Value"][0] for o in qido(pacs, "/studies", [("PatientAge", "030Y")])]
+    aged = [o[STUDY]["Value"][0] for o in qido(find_pacs, "/studies", [("PatientAge", "030Y")])]
     assert len(aged) >= 3
-    second = qido(pacs, "/studies", [("PatientAge", "030Y"), ("limit", "2"), ("offset", "1")])
+    second = qido(find_pacs, "/studies", [("PatientAge", "030Y"), ("limit", "2"), ("offset", "1")])
     assert [o[STUDY]["Value"][0] for o in second] == aged[1:3]
 
 
-def test_no_match_is_204(pacs: RunningServer) -> None:
-    response = httpx.get(base(pacs) + "/studies", params={"PatientID": "NOBODY"})
+def test_no_match_is_204(find_pacs: RunningServer) -> None:
+    response = httpx.get(base(find_pacs) + "/studies", params={"PatientID": "NOBODY"})
     assert response.status_code == 204
     assert response.content == b""
     unknown = "1.2.826.0.1.3680043.10.1255.7001.99"
-    assert httpx.get(base(pacs) + f"/studies/{unknown}/series").status_code == 204
+    assert httpx.get(base(find_pacs) + f"/studies/{unknown}/series").status_code == 204
 
 
-def test_fuzzymatching_is_refused_with_a_warning(pacs: RunningServer) -> None:
+def test_fuzzymatching_is_refused_with_a_warning(find_pacs: RunningServer) -> None:
     response = httpx.get(
-        base(pacs) + "/studies", params={"PatientName": "smith^john", "fuzzymatching": "true"}
+        base(find_pacs) + "/studies", params={"PatientName": "smith^john", "fuzzymatching": "true"}
     )
     assert response.status_code == 200
-    assert response.headers["warning"].startswith(f"299 {base(pacs)}: The fuzzymatching")
+    assert response.headers["warning"].startswith(f"299 {base(find_pacs)}: The fuzzymatching")
     assert len(response.json()) == 2
-    plain = httpx.get(base(pacs) + "/studies", params={"fuzzymatching": "false"})
+    plain = httpx.get(base(find_pacs) + "/studies", params={"fuzzymatching": "false"})
     assert "warning" not in plain.headers
 
 
@@ -292,9 +284,9 @@ BAD = [
 
 @pytest.mark.parametrize(("path", "params", "parameter"), BAD)
 def test_malformed_parameter_is_400_naming_it(
-    pacs: RunningServer, path: str, params: list[tuple[str, str]], parameter: str
+    find_pacs: RunningServer, path: str, params: list[tuple[str, str]], parameter: str
 ) -> None:
-    response = httpx.get(base(pacs) + path, params=params)
+    response = httpx.get(base(find_pacs) + path, params=params)
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/json"
     error = response.json()["error"]
@@ -304,22 +296,22 @@ def test_malformed_parameter_is_400_naming_it(
     assert error["message"]
 
 
-def test_xml_results_are_not_acceptable(pacs: RunningServer) -> None:
+def test_xml_results_are_not_acceptable(find_pacs: RunningServer) -> None:
     response = httpx.get(
-        base(pacs) + "/studies",
+        base(find_pacs) + "/studies",
         headers={"Accept": 'multipart/related; type="application/dicom+xml"'},
     )
     assert response.status_code == 406
     assert response.json()["error"]["parameter"] == "Accept"
-    ok = httpx.get(base(pacs) + "/studies", headers={"Accept": "application/dicom+json"})
+    ok = httpx.get(base(find_pacs) + "/studies", headers={"Accept": "application/dicom+json"})
     assert ok.status_code == 200
 
 
 # -- a real DICOMweb client --------------------------------------------------------------------
 
 
-def test_dicomweb_client_searches(pacs: RunningServer) -> None:
-    client = DICOMwebClient(base(pacs))
+def test_dicomweb_client_searches(find_pacs: RunningServer) -> None:
+    client = DICOMwebClient(base(find_pacs))
     found = client.search_for_studies(search_filters={"PatientID": "PAT-JOHN"})
     assert labels(found, STUDY) == ["john1", "john2"]
     paged = client.search_for_studies(limit=2, offset=1)
@@ -341,7 +333,7 @@ def test_dicomweb_client_searches(pacs: RunningServer) -> None:
 # -- server settings and the second index backend ----------------------------------------------
 
 
-def test_default_limit_caps_and_warns(tmp_path: Path, pacs: RunningServer) -> None:
+def test_default_limit_caps_and_warns(tmp_path: Path, find_pacs: RunningServer) -> None:
     config = tmp_path / "pypacs.toml"
     config.write_text("[web]\nqido_default_limit = 4\n")
     srv = start_pypacs(tmp_path / "data", "--config", str(config))
@@ -363,7 +355,7 @@ def test_default_limit_caps_and_warns(tmp_path: Path, pacs: RunningServer) -> No
 
 @pytest.mark.postgresql
 def test_postgresql_index_answers_the_same(
-    tmp_path_factory: pytest.TempPathFactory, pacs: RunningServer
+    tmp_path_factory: pytest.TempPathFactory, find_pacs: RunningServer
 ) -> None:
     for url in pg_database():
         srv = serve_datasets(tmp_path_factory, "qido-pg", "--database-url", url)
@@ -375,8 +367,8 @@ def test_postgresql_index_answers_the_same(
                 ("/instances", [("ImageComments", "slice 2*")]),
             ]:
                 assert qido(srv, path, params) == [
-                    {**o, "00081190": _rebased(o["00081190"], pacs, srv)}
-                    for o in qido(pacs, path, params)
+                    {**o, "00081190": _rebased(o["00081190"], find_pacs, srv)}
+                    for o in qido(find_pacs, path, params)
                 ], (path, params)
         finally:
             srv.kill()

@@ -28,9 +28,6 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, build_role, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
-from wadodata import data_set, parts
-
-from conftest import RunningServer, start_pypacs
 
 from awkward import (
     library_files,
@@ -42,6 +39,8 @@ from dicomgen import Spec, make_dataset, write_dataset
 from helpers import association as dimse_association
 from helpers import association_lines, store_files, wait_for
 from receiver import free_port
+from serving import RunningServer, start_pypacs
+from wadodata import data_set, parts
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 ELE = ts.ExplicitVRLittleEndian

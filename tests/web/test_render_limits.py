@@ -19,11 +19,10 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
 
-from conftest import RunningServer, start_pypacs
-from memory import MB, peak_rss
-
 from dicomgen import Spec, make_dataset
 from helpers import blob_path, index_rows
+from memory import MB, peak_rss
+from serving import RunningServer, start_pypacs
 
 BOUNDARY = "pypacs-render-limits"
 SIDE = 8192  # 8192 x 8192 x 16 bits: 128 MiB decoded, 2 MiB as RLE

@@ -20,16 +20,21 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from wadodata import data_set, parts
-
-from archive.test_crash import assert_counts_consistent, startup_check
-from conftest import RunningServer, start_pypacs
 
 from dicomgen import Spec, make_dataset, write, write_part10
-from helpers import blob_files, blob_path, index_counts, index_rows, tmp_files, wait_for
+from dicomweb import BOUNDARY, CONTENT_TYPE, assert_error, base, multipart, stored
+from helpers import (
+    assert_counts_consistent,
+    blob_files,
+    index_counts,
+    index_rows,
+    startup_check,
+    tmp_files,
+    wait_for,
+)
+from serving import RunningServer, start_pypacs
+from wadodata import data_set, parts
 
-BOUNDARY = "pypacs-test-7f3a"
-CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 DICOM_JSON = "application/dicom+json"
 # Tags of the Store Instances Response Module (PS3.18 Table I.1-1).
 RETRIEVE_URL, FAILED, REFERENCED = "00081190", "00081198", "00081199"
@@ -47,23 +52,8 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     srv.kill()
 
 
-def base(srv: RunningServer) -> str:
-    return f"http://127.0.0.1:{srv.http_port}/dicom-web"
-
-
 def part10(spec: Spec, folder: Path) -> bytes:
     return write(spec, folder).read_bytes()
-
-
-def multipart(parts: Sequence[bytes | tuple[str | None, bytes]], boundary: str = BOUNDARY) -> bytes:
-    """A multipart/related body; a part is its bytes (application/dicom) or (type, bytes)."""
-    out = bytearray()
-    for part in parts:
-        kind, content = part if isinstance(part, tuple) else ("application/dicom", part)
-        head = f"--{boundary}\r\n" + (f"Content-Type: {kind}\r\n" if kind else "") + "\r\n"
-        out += head.encode() + content + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out)
 
 
 def stow(
@@ -108,25 +98,8 @@ def sop_uid(data: bytes) -> str:
     return str(pydicom.dcmread(BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
 
 
-def stored(srv: RunningServer) -> dict[str, bytes]:
-    """SOP Instance UID → the bytes of its blob, for every indexed instance."""
-    return {
-        row["sop_instance_uid"]: blob_path(srv.data, row["blob_key"]).read_bytes()
-        for row in index_rows(srv.database_url, "instance")
-    }
-
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def assert_error(response: httpx.Response, status: int, code: str, parameter: str | None) -> str:
-    """The one JSON error shape (web/errors.py); returns its message."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    error = response.json()["error"]
-    assert (error["status"], error["code"], error.get("parameter")) == (status, code, parameter)
-    return str(error["message"])
 
 
 # -- storing -------------------------------------------------------------------------------

@@ -16,11 +16,10 @@ import httpx
 import pytest
 from pydicom.dataset import Dataset
 
-from conftest import RunningServer, start_pypacs
-from memory import MB, peak_rss
-
 from dicomgen import Spec, make_dataset
 from helpers import blob_files, index_counts, index_rows, tmp_files
+from memory import MB, peak_rss
+from serving import RunningServer, start_pypacs
 
 BOUNDARY = "pypacs-stow-limits"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'

@@ -17,12 +17,11 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from pydicom.dataset import Dataset
 
-from conftest import RunningServer
-from findfixtures import PATIENTS, SERIES_UID, STUDY, STUDY_UID, fixture_datasets, serve_datasets
-
 from dicomgen import Spec, make_dataset
+from findfixtures import PATIENTS, SERIES_UID, STUDY, STUDY_UID, fixture_datasets, serve_datasets
 from helpers import blob_path, index_rows
 from receiver import Receiver, config_file, receiver
+from serving import RunningServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -14,12 +14,12 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
-from conftest import RunningServer, start_pypacs
 from pypacs.config import SETTINGS, load, parse_flag
 from pypacs.errors import ConfigError
 
 from dicomgen import Spec, make_dataset, write_dataset
 from helpers import store_files
+from serving import RunningServer, start_pypacs
 
 SPEC = Spec("URL-1", "Address^Ann", 1, 1, 1, rows=16)
 DATASET = make_dataset(SPEC)

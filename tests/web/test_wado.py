@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom import uid as ts
 from pydicom.encaps import generate_frames
+
 from wadodata import (
     ELE,
     STUDY,
@@ -25,17 +25,9 @@ from wadodata import (
     error,
     parts,
     related_type,
-    serve,
 )
 
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
-
-
-@pytest.fixture(scope="module")
-def wado(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
-    archive = serve(tmp_path_factory.mktemp("wado"))
-    yield archive
-    archive.server.kill()
 
 
 @pytest.fixture(scope="module")

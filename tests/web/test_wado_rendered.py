@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,14 +12,8 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from numpy.typing import NDArray
 from PIL import Image
-from wadodata import STUDY, Archive, Item, error, full_range, parts, related_type, serve, window
 
-
-@pytest.fixture(scope="module")
-def wado(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
-    archive = serve(tmp_path_factory.mktemp("rendered"))
-    yield archive
-    archive.server.kill()
+from wadodata import STUDY, Archive, Item, error, full_range, parts, related_type, window
 
 
 def get(url: str, accept: str | None = "image/png", **params: str) -> httpx.Response:

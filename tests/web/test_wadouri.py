@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,14 +14,8 @@ from numpy.typing import NDArray
 from PIL import Image
 from pydicom import dcmread
 from pydicom import uid as ts
-from wadodata import ELE, Archive, Item, error, full_range, serve, window
 
-
-@pytest.fixture(scope="module")
-def wado(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
-    archive = serve(tmp_path_factory.mktemp("wadouri"))
-    yield archive
-    archive.server.kill()
+from wadodata import ELE, Archive, Item, error, full_range, window
 
 
 def uri(wado: Archive, item: Item | None, **params: str) -> httpx.Response:

@@ -36,10 +36,9 @@ from pydicom.encaps import encapsulate
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import BasicTextSRStorage, SecondaryCaptureImageStorage
 
-from conftest import RunningServer, start_pypacs
-
 from dicomgen import Spec, make_dataset, uid, write_dataset
 from helpers import blob_path, index_rows, status_of, store_files
+from serving import RunningServer, start_pypacs
 
 ROOT = 9101  # first UID component of this set, apart from other tests' data
 STUDY = uid(ROOT, 1)
