@@ -208,6 +208,8 @@ def _where(
     residual: list[Match] = []
     attrs: set[Level] = set()
     for match in query.matches:
+        if match.universal:
+            continue  # PS3.4 C.2.2.2.3: every entity matches, as in residual.matches
         key = column_key(match.tag)
         if key is not None and match.level in levels and (sql_matching or key.derived):
             col = LEVEL_TABLES[match.level].c[str(key.match_column)]
