@@ -47,3 +47,27 @@ class NotFound(PypacsError):
 
 class TranscodeError(PypacsError):
     """A stored instance cannot be converted to the transfer syntax a peer accepts."""
+
+
+class TooManyMatches(PypacsError):
+    """More entities match than the configured maximum; the first ones were answered."""
+
+
+class InvalidQuery(PypacsError):
+    """An identifier the standard does not allow; ``tag`` names the offending element."""
+
+    def __init__(
+        self,
+        reason: str,
+        tag: int | None = None,
+        *,
+        unsupported: bool = False,
+        parameter: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tag = tag
+        # The QIDO-RS query parameter at fault, when the query came over HTTP.
+        self.parameter = parameter
+        # True when the request is valid but asks for something pypacs cannot do.
+        self.unsupported = unsupported

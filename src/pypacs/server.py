@@ -29,6 +29,7 @@ from pypacs.index import tx
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import current_version
 from pypacs.model.levels import InformationModel
+from pypacs.model.status import Status
 from pypacs.net import scu
 from pypacs.net.ae import configure_pynetdicom, start_server
 from pypacs.net.handlers import DimseHandlers
@@ -218,7 +219,7 @@ class DimseRemoteOps:
         except scu.RemoteError as exc:
             return EchoResult(ok=False, status=None, milliseconds=None, error=str(exc))
         elapsed = (time.perf_counter() - start) * 1000
-        return EchoResult(ok=True, status=0x0000, milliseconds=round(elapsed, 3))
+        return EchoResult(ok=True, status=int(Status.SUCCESS), milliseconds=round(elapsed, 3))
 
     def move_study(
         self, study_uid: str, name: str, on_progress: Callable[[MoveProgress], None]

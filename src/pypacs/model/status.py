@@ -37,6 +37,9 @@ class Status(IntEnum):
     UNABLE_TO_CALCULATE_MATCHES = 0xA701  # Refused: Out of Resources
     UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702  # Refused: Out of Resources
     MOVE_DESTINATION_UNKNOWN = 0xA801
+    # PS3.18 I.2.1 lets the conformance statement define warning reasons: ours says the SOP
+    # Instance UID was already stored (the "B" of a warning, then 0111H, PS3.7 C.5.5).
+    ALREADY_STORED = 0xB111
 
 
 # PS3.4 C.4.1.1.4: C-FIND's "Identifier Does Not Match SOP Class" has the same code.

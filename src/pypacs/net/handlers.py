@@ -16,16 +16,17 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 
 from pypacs.archive import Archive
-from pypacs.errors import PypacsError
+from pypacs.errors import InvalidQuery, PypacsError
+from pypacs.model.outcomes import status_for
 from pypacs.model.sop import QR_FIND, QR_GET, QR_MOVE
+from pypacs.model.status import Status
 from pypacs.net.options import NetOptions
 from pypacs.net.part10 import received_part10
 from pypacs.net.reactor import nodelay
 from pypacs.net.retrieve import RetrieveService
-from pypacs.net.status import Status, status_for
 from pypacs.query.from_dimse import parse_identifier
 from pypacs.query.respond import ResponseContext
-from pypacs.query.types import InvalidQuery, QueryOptions
+from pypacs.query.types import QueryOptions
 
 log = logging.getLogger("pypacs.net")
 

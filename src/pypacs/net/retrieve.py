@@ -29,10 +29,11 @@ from pynetdicom.presentation import PresentationContext
 from pypacs.archive import Archive, Retrieval, StoredInstance, dataset_offset
 from pypacs.archive.transcode import choose_syntax, transcode
 from pypacs.errors import IndexUnavailable, PypacsError
+from pypacs.model.outcomes import Refused
 from pypacs.model.sop import QR_GET, QR_MOVE
+from pypacs.model.status import Status
 from pypacs.net.options import NetOptions, RemoteAE
 from pypacs.net.reactor import PromptAE, nodelay
-from pypacs.net.status import Refused, Status
 from pypacs.query.from_dimse import parse_retrieve
 from pypacs.query.types import InvalidQuery, Query
 
@@ -155,7 +156,7 @@ class StoreChannel:
         while self.assoc.is_established:
             _, rsp = self.assoc.dimse.get_msg(block=True)
             if isinstance(rsp, C_STORE) and rsp.MessageIDBeingRespondedTo == req.MessageID:
-                status = int(rsp.Status) if rsp.Status is not None else 0xC000
+                status = int(rsp.Status) if rsp.Status is not None else Status.CANNOT_UNDERSTAND
                 if status == Status.SUCCESS:
                     return Status.SUCCESS, ""
                 if status >> 12 == 0xB:  # PS3.4 B.2.3: 0xBxxx are warnings

@@ -16,6 +16,7 @@ from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
 from pypacs.errors import InvalidInstance, PypacsError
 from pypacs.model.levels import InformationModel
+from pypacs.model.outcomes import status_for
 from pypacs.model.sop import (
     QR_FIND,
     QR_GET,
@@ -23,10 +24,10 @@ from pypacs.model.sop import (
     QR_TRANSFER_SYNTAXES,
     STORAGE_TRANSFER_SYNTAXES,
 )
+from pypacs.model.status import Status, category
 from pypacs.net.options import RemoteAE
 from pypacs.net.part10 import received_part10
 from pypacs.net.reactor import nodelay
-from pypacs.net.status import Status, status_for
 
 log = logging.getLogger("pypacs.scu")
 
@@ -45,16 +46,22 @@ _GET_TRANSFER_SYNTAXES = [
 _MAX_PDU = 1_048_576  # what we receive per PDU during C-GET (instances come this way)
 
 # PS3.4 Tables C.4-2 (C-MOVE) and C.4-3 (C-GET): the statuses a retrieve may end with.
-_RETRIEVE_STATUS = {
-    0x0000: "sub-operations complete, no failures",
-    0xA701: "refused: out of resources, unable to calculate number of matches",
-    0xA702: "refused: out of resources, unable to perform sub-operations",
-    0xA801: "refused: move destination unknown",
-    0xA900: "identifier does not match SOP class",
-    0xB000: "sub-operations complete, one or more failures or warnings",
-    0xFE00: "sub-operations terminated due to cancel",
-    0xFF00: "sub-operations are continuing",
+_RETRIEVE_STATUS: dict[int, str] = {
+    Status.SUCCESS: "sub-operations complete, no failures",
+    Status.UNABLE_TO_CALCULATE_MATCHES: (
+        "refused: out of resources, unable to calculate number of matches"
+    ),
+    Status.UNABLE_TO_PERFORM_SUB_OPERATIONS: (
+        "refused: out of resources, unable to perform sub-operations"
+    ),
+    Status.MOVE_DESTINATION_UNKNOWN: "refused: move destination unknown",
+    Status.DATASET_DOES_NOT_MATCH_SOP_CLASS: "identifier does not match SOP class",
+    Status.SUB_OPERATIONS_WARNING: "sub-operations complete, one or more failures or warnings",
+    Status.CANCEL: "sub-operations terminated due to cancel",
+    Status.PENDING: "sub-operations are continuing",
 }
+# PS3.4 C.4.2.1.5, C.4.3.1.4: "Failed: Unable to process" is any Cxxx status.
+_UNABLE_TO_PROCESS = range(0xC000, 0xD000)
 
 InstanceHandler = Callable[[bytes, str, str], int]
 """Called with (Part 10 bytes, SOP Class UID, SOP Instance UID) of each instance a C-GET
@@ -88,15 +95,7 @@ class RetrieveProgress:
     @property
     def category(self) -> str:
         """pending, success, warning, cancel or failure (PS3.7 Annex C)."""
-        if self.status in (0xFF00, 0xFF01):
-            return "pending"
-        if self.status == 0x0000:
-            return "success"
-        if self.status == 0xFE00:
-            return "cancel"
-        if self.status == 0x0001 or 0xB000 <= self.status <= 0xBFFF:
-            return "warning"
-        return "failure"
+        return category(self.status).value
 
     @property
     def done(self) -> int:
@@ -105,7 +104,7 @@ class RetrieveProgress:
 
     @property
     def description(self) -> str:
-        if 0xC000 <= self.status <= 0xCFFF:
+        if self.status in _UNABLE_TO_PROCESS:
             return "unable to process"
         return _RETRIEVE_STATUS.get(self.status, "")
 
@@ -341,7 +340,7 @@ def _progress(
 ) -> Iterator[RetrieveProgress]:
     """Each C-MOVE/C-GET response as progress; counts a final response leaves out (they are
     conditional, PS3.7 9.3.4.2) are carried over from the last pending one."""
-    last = RetrieveProgress(0xFF00, None, 0, 0, 0)
+    last = RetrieveProgress(Status.PENDING, None, 0, 0, 0)
     for status, identifier in responses:
         if "Status" not in status:
             raise RemoteError(f"{remote.ae_title} stopped answering (association lost)")

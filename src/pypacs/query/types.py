@@ -4,32 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pypacs.errors import PypacsError
+# The parsers' errors live with the others, so that the status tables can name them.
+from pypacs.errors import InvalidQuery as InvalidQuery
+from pypacs.errors import TooManyMatches as TooManyMatches
 from pypacs.model.levels import InformationModel, Level
-
-
-class TooManyMatches(PypacsError):
-    """More entities match than the configured maximum; the first ones were answered."""
-
-
-class InvalidQuery(PypacsError):
-    """An identifier the standard does not allow; ``tag`` names the offending element."""
-
-    def __init__(
-        self,
-        reason: str,
-        tag: int | None = None,
-        *,
-        unsupported: bool = False,
-        parameter: str | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.tag = tag
-        # The QIDO-RS query parameter at fault, when the query came over HTTP.
-        self.parameter = parameter
-        # True when the request is valid but asks for something pypacs cannot do.
-        self.unsupported = unsupported
 
 
 @dataclass(frozen=True)

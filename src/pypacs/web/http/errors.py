@@ -1,4 +1,5 @@
-"""The one JSON error shape of the HTTP front door, and the exception → status table.
+"""The one JSON error shape of the HTTP front door, answering each exception with the
+status the model's table gives it (``pypacs.model.outcomes.HTTP_STATUS``).
 
 Every error answer is ``{"error": {"status": 400, "code": "...", "message": "...",
 "parameter": "..."}}`` with ``Content-Type: application/json``; ``parameter`` names the
@@ -15,16 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
-from pypacs.errors import (
-    IndexUnavailable,
-    InvalidInstance,
-    NotFound,
-    OutOfResources,
-    PypacsError,
-    StoreError,
-    TranscodeError,
-)
-from pypacs.query.types import InvalidQuery, TooManyMatches
+from pypacs.errors import InvalidQuery, PypacsError
+from pypacs.model.outcomes import http_status_for
 
 log = logging.getLogger("pypacs.web")
 
@@ -63,28 +56,17 @@ def problem_response(
     return JSONResponse({"error": body}, status_code=status)
 
 
-# (exception type, HTTP status, code), first match wins; PS3.18 8.7.3 / 8.8.
-_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
-    (NotFound, 404, "not-found"),
-    (TooManyMatches, 413, "too-many-matches"),
-    (InvalidInstance, 400, "invalid-instance"),
-    (TranscodeError, 406, "cannot-transcode"),
-    (OutOfResources, 503, "out-of-resources"),
-    (IndexUnavailable, 503, "index-unavailable"),
-    (StoreError, 500, "store-error"),
-)
-
-
 async def on_problem(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HttpProblem):
         return problem_response(exc.status, exc.code, exc.message, exc.parameter)
-    if isinstance(exc, InvalidQuery):
-        return problem_response(400, "bad-parameter", exc.reason, exc.parameter)
-    for kind, status, code in _TABLE:
-        if isinstance(exc, kind):
-            level = logging.ERROR if status >= 500 else logging.INFO
-            log.log(level, "%s %s: %s", request.method, request.url.path, exc)
-            return problem_response(status, code, str(exc))
+    answer = http_status_for(exc)
+    if answer is not None:
+        status, code = answer
+        if isinstance(exc, InvalidQuery):  # the client's mistake, named in the answer
+            return problem_response(status, code, exc.reason, exc.parameter)
+        level = logging.ERROR if status >= 500 else logging.INFO
+        log.log(level, "%s %s: %s", request.method, request.url.path, exc)
+        return problem_response(status, code, str(exc))
     log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "internal-error", f"internal error: {type(exc).__name__}")
 
