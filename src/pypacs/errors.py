@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class PypacsError(Exception):
     """Base of every error pypacs raises on purpose."""
@@ -27,18 +29,38 @@ class IndexConflict(PypacsError):
     """A write met a row another writer (another node) inserted first; retrying resolves it."""
 
 
+class InvalidKind(StrEnum):
+    """Why a received data set is refused; each front door answers each kind its own way."""
+
+    NOT_DICOM = "not-dicom"  # no DICOM file at all
+    UNPARSABLE = "unparsable"  # DICOM, but it does not parse (cut short, corrupt)
+    MISMATCH = "mismatch"  # does not match its SOP Class, lacks or misforms a UID
+    DICOMDIR = "dicomdir"  # a media directory, which is no instance
+    OTHER_STUDY = "other-study"  # not of the study the request names (STOW-RS)
+    SYNTAX_NOT_ACCEPTED = "syntax-not-accepted"  # a transfer syntax the caller does not take
+
+
 class InvalidInstance(PypacsError):
     """A received dataset cannot be archived: it does not parse or lacks a required UID.
 
-    ``kind`` tells the front door which answer the standard gives:
-    ``"not-dicom"`` or ``"unparsable"`` (cannot understand) or ``"mismatch"`` (does not
-    match SOP class), or ``"dicomdir"`` (a media directory, which is no instance).
+    ``kind`` tells the front door which answer the standard gives. ``sop_class`` and
+    ``sop_instance`` are what the data set (else its File Meta Information) says it is, when
+    that could be read: a STOW-RS answer names the instance it refuses.
     """
 
-    def __init__(self, reason: str, kind: str = "mismatch") -> None:
+    def __init__(
+        self,
+        reason: str,
+        kind: InvalidKind = InvalidKind.MISMATCH,
+        *,
+        sop_class: str | None = None,
+        sop_instance: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
+        self.sop_class = sop_class
+        self.sop_instance = sop_instance
 
 
 class NotFound(PypacsError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
@@ -19,7 +20,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from pypacs.archive.dicomjson import element_json
-from pypacs.errors import InvalidInstance
+from pypacs.errors import InvalidInstance, InvalidKind
 from pypacs.index.writes import InstanceRecord, LevelRow
 from pypacs.model.attributes import BULK_DATA_THRESHOLD, BULK_DATA_VRS, level_of
 from pypacs.model.keys import keys_at
@@ -41,6 +42,31 @@ def configure_pydicom() -> None:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """What the caller of a store knows the instance must be; None: anything."""
+
+    # PS3.4 B.2.3: the SOP Class and Instance UIDs of a C-STORE's command set.
+    sop_class: str | None = None
+    sop_instance: str | None = None
+    # PS3.18 10.5.1.1: an instance sent to /studies/{study} belongs to that study.
+    study: str | None = None
+    # The transfer syntaxes the door stores; None: any pydicom reads.
+    syntaxes: Collection[str] | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a received file says it is (each UID from its data set, else from its File Meta
+    Information; None where neither says)."""
+
+    sop_class: str | None = None
+    sop_instance: str | None = None
+    study: str | None = None
+    series: str | None = None
+    transfer_syntax: str | None = None
+
+
+@dataclass(frozen=True)
 class Header:
     dataset: Dataset
     meta: FileMetaDataset
@@ -53,22 +79,93 @@ class Header:
     def sop_class_uid(self) -> str:
         return str(self.dataset.SOPClassUID)
 
+    @property
+    def identity(self) -> Identity:
+        ds, meta = self.dataset, self.meta
+        return Identity(
+            _text(ds.get("SOPClassUID")),
+            _text(ds.get("SOPInstanceUID")),
+            _text(ds.get("StudyInstanceUID")),
+            _text(ds.get("SeriesInstanceUID")),
+            _text(meta.get("TransferSyntaxUID")),
+        )
 
-def read_header(data: bytes | memoryview | BinaryIO) -> Header:
-    """Parse a DICOM file's meta and dataset up to the pixel data.
+
+def read_header(data: bytes | memoryview | BinaryIO, expect: Expectation | None = None) -> Header:
+    """Parse a DICOM file's meta and dataset up to the pixel data, once, and check it
+    against what the caller expects.
 
     ``data`` is the file's bytes or a seekable binary file (read from its start). A file's
     pixel data is never read into memory: its element headers are checked for length
     against the file's size instead, and elements after it are not indexed.
 
+    The study and transfer syntax expected are checked first (a file of another study is
+    refused as that whether or not it parses), then the file, then the SOP Class and
+    Instance expected.
+
     Raises:
-        InvalidInstance: the bytes are not a DICOM file, do not parse, or lack a required UID;
-            kind ``"dicomdir"`` for a DICOMDIR.
+        InvalidInstance: the bytes are not a DICOM file, do not parse, lack a required UID,
+            or are not what ``expect`` says; it names the instance where it can.
     """
+    expect = expect or Expectation()
+    try:
+        header = _read(data)
+    except InvalidInstance as exc:
+        ident = identify(data)
+        try:
+            _check_study_and_syntax(ident, expect)
+        except InvalidInstance as refused:
+            raise _naming(refused, ident) from exc
+        raise _naming(exc, ident) from exc.__cause__
+    ident = header.identity
+    try:
+        _check_study_and_syntax(ident, expect)
+        _check_sop(header, expect)
+    except InvalidInstance as exc:
+        raise _naming(exc, ident) from None
+    return header
+
+
+def _naming(exc: InvalidInstance, ident: Identity) -> InvalidInstance:
+    exc.sop_class, exc.sop_instance = ident.sop_class, ident.sop_instance
+    return exc
+
+
+def _check_study_and_syntax(ident: Identity, expect: Expectation) -> None:
+    if expect.study is not None and ident.study is not None and ident.study != expect.study:
+        # PS3.18 10.5.1.1: every instance sent to /studies/{study} belongs to that study.
+        raise InvalidInstance(
+            f"Study Instance UID {ident.study} is not the request's {expect.study}",
+            InvalidKind.OTHER_STUDY,
+        )
+    syntax = ident.transfer_syntax
+    if expect.syntaxes is not None and syntax is not None and syntax not in expect.syntaxes:
+        raise InvalidInstance(
+            f"transfer syntax {syntax} is not one pypacs stores", InvalidKind.SYNTAX_NOT_ACCEPTED
+        )
+
+
+def _check_sop(header: Header, expect: Expectation) -> None:
+    # PS3.4 B.2.3: a data set that does not match the SOP Class it was sent as is refused.
+    sop_class, sop_instance = expect.sop_class, expect.sop_instance
+    if sop_class is not None and header.sop_class_uid != sop_class:
+        raise InvalidInstance(
+            f"dataset SOP Class UID {header.sop_class_uid} differs from the request's {sop_class}"
+        )
+    if sop_instance is not None and header.sop_instance_uid != sop_instance:
+        raise InvalidInstance(
+            f"dataset SOP Instance UID {header.sop_instance_uid} differs from the request's "
+            f"{sop_instance}"
+        )
+
+
+def _read(data: bytes | memoryview | BinaryIO) -> Header:
     try:
         ds = _parse(data)
         if ds.file_meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
-            raise InvalidInstance("a DICOMDIR (media directory), not an instance", "dicomdir")
+            raise InvalidInstance(
+                "a DICOMDIR (media directory), not an instance", InvalidKind.DICOMDIR
+            )
         _check_complete(ds)
         # Bulk data is kept in the blob, never in the index: drop it from the header now.
         for tag in _PIXEL_TAGS:
@@ -77,22 +174,62 @@ def read_header(data: bytes | memoryview | BinaryIO) -> Header:
     except InvalidInstance:
         raise
     except InvalidDicomError as exc:
-        raise InvalidInstance(f"not a DICOM file: {exc}", "not-dicom") from exc
+        raise InvalidInstance(f"not a DICOM file: {exc}", InvalidKind.NOT_DICOM) from exc
     except Exception as exc:  # pydicom raises many types on truncated or corrupt input
-        raise InvalidInstance(f"dataset does not parse: {exc}", "unparsable") from exc
+        raise InvalidInstance(f"dataset does not parse: {exc}", InvalidKind.UNPARSABLE) from exc
     meta = ds.file_meta
     if not meta.get("TransferSyntaxUID"):
-        raise InvalidInstance("file meta information lacks TransferSyntaxUID", "unparsable")
+        raise InvalidInstance(
+            "file meta information lacks TransferSyntaxUID", InvalidKind.UNPARSABLE
+        )
     missing = [kw for kw in REQUIRED_UIDS if not str(ds.get(kw, "") or "").strip()]
     if missing:
-        raise InvalidInstance(f"dataset lacks {', '.join(missing)}", "mismatch")
+        raise InvalidInstance(f"dataset lacks {', '.join(missing)}", InvalidKind.MISMATCH)
     for keyword in REQUIRED_UIDS:
         value = str(ds.get(keyword)).strip()
         if not is_acceptable_uid(value):
             # model/uid.py: what every door can serve; anything else would be stored but
             # could not be retrieved or addressed.
-            raise InvalidInstance(f"{keyword} {value[:64]!r} is not a UID", "mismatch")
+            raise InvalidInstance(f"{keyword} {value[:64]!r} is not a UID", InvalidKind.MISMATCH)
     return Header(ds, meta)
+
+
+_IDENTITY_TAGS = [0x00080016, 0x00080018, 0x0020000D, 0x0020000E]
+
+
+def identify(data: bytes | memoryview | BinaryIO) -> Identity:
+    """What a file that failed ``read_header`` says it is: from as much of its data set as
+    parses, else from its File Meta Information alone; never raises."""
+    fp: BinaryIO = BytesIO(data) if isinstance(data, bytes | memoryview | bytearray) else data
+    fp.seek(0)
+    head = fp.read(144)
+    for source in (fp, BytesIO(head + fp.read(max(0, _meta_length(head) - len(head))))):
+        try:
+            source.seek(0)
+            ds = pydicom.dcmread(source, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
+        except Exception:  # pydicom raises many types on input that is not DICOM
+            continue
+        meta = ds.file_meta
+        return Identity(
+            sop_class=_text(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")),
+            sop_instance=_text(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID")),
+            study=_text(ds.get("StudyInstanceUID")),
+            series=_text(ds.get("SeriesInstanceUID")),
+            transfer_syntax=_text(meta.get("TransferSyntaxUID")),
+        )
+    return Identity()
+
+
+def _meta_length(data: bytes) -> int:
+    """Where the File Meta Information ends, from its group length (PS3.10 7.1), or 0."""
+    # Preamble, "DICM", then (0002,0000) UL, explicit VR little endian: tag, "UL", 2 + 4 bytes.
+    if data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        return 0
+    return 144 + int.from_bytes(data[140:144], "little")
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else (str(value).strip() or None)
 
 
 _UNDEFINED = 0xFFFFFFFF
@@ -147,7 +284,7 @@ def _check_rest(fp: BinaryIO, ds: Dataset) -> None:
 
 
 def _cut_short(where: str) -> InvalidInstance:
-    return InvalidInstance(f"dataset does not parse: cut short in {where}", "unparsable")
+    return InvalidInstance(f"dataset does not parse: cut short in {where}", InvalidKind.UNPARSABLE)
 
 
 def _element_header(fp: BinaryIO, order: str, implicit: bool) -> tuple[int, int]:
@@ -183,7 +320,7 @@ def _check_complete(ds: Dataset) -> None:
                 where = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
                 raise InvalidInstance(
                     f"dataset does not parse: cut short in {where}: {got} of {raw.length} bytes",
-                    "unparsable",
+                    InvalidKind.UNPARSABLE,
                 )
         elem = ds[tag]  # converting now makes a broken value fail here, not halfway in
         if elem.VR == "SQ":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,15 +15,18 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from pypacs.archive.ingest import Header, build_record, read_header
+from pypacs.archive.ingest import Expectation, Header, build_record, read_header
+from pypacs.archive.jobs import JobLedger
 from pypacs.archive.metadata import InstanceAttributes, instance_attributes
 from pypacs.archive.options import ArchiveOptions
+from pypacs.archive.outgoing import Form, Outgoing, prepare
 from pypacs.archive.reserve import SpaceReserve
 from pypacs.archive.retrieve import Retrieval, StoredInstance
 from pypacs.errors import (
     IndexConflict,
     IndexUnavailable,
     InvalidInstance,
+    InvalidKind,
     NotFound,
     OutOfResources,
     StoreError,
@@ -49,10 +52,30 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StoreResult:
+    """What a store did with an instance, and the instance's place in the hierarchy."""
+
     sop_instance_uid: str
     sop_class_uid: str
     outcome: Outcome
     conflicts: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+
+
+def _result(
+    header: Header,
+    outcome: Outcome,
+    conflicts: list[tuple[str, str | None, str | None]] | None = None,
+) -> StoreResult:
+    ident = header.identity
+    return StoreResult(
+        header.sop_instance_uid,
+        header.sop_class_uid,
+        outcome,
+        conflicts or [],
+        ident.study or "",
+        ident.series or "",
+    )
 
 
 class Archive:
@@ -63,6 +86,7 @@ class Archive:
         self.store = store
         self.options = options
         self._writer = tx.GroupWriter(engine)
+        self.jobs = JobLedger(engine)  # studies sent to peers (remote/jobs.py)
         self.reserve = SpaceReserve(Path(options.reserve_path), options.reserve_bytes)
         self.reserve.ensure()
 
@@ -86,25 +110,33 @@ class Archive:
         *,
         expected_sop_class: str | None = None,
         expected_sop_instance: str | None = None,
+        expected_study: str | None = None,
+        allowed_syntaxes: Collection[str] | None = None,
     ) -> StoreResult:
         """Keep a DICOM file's bytes as they are and index it; return once both are durable.
 
         ``data`` may be a seekable file (``spool``): it is copied a chunk at a time and only
         its header is parsed, so memory does not grow with its size.
 
+        What the caller expects is checked in the one parse of the header: the SOP Class and
+        Instance UIDs a request announced, the study a request names, the transfer syntaxes
+        the door stores (archive/ingest.py ``read_header`` says in which order).
+
         Raises:
-            InvalidInstance: the data does not parse, lacks a required UID, or disagrees
-                with the SOP Class/Instance UID the request announced.
+            InvalidInstance: the data does not parse, lacks a required UID, or is not what
+                the caller expects; its ``kind`` says which.
             OutOfResources: no room for the blob, or the index is unavailable.
             StoreError: the blob could not be written.
         """
-        header = read_header(data)
-        _check_expected(header, expected_sop_class, expected_sop_instance)
+        expect = Expectation(
+            expected_sop_class, expected_sop_instance, expected_study, allowed_syntaxes
+        )
+        header = read_header(data, expect)
         uid = header.sop_instance_uid
         if not self.options.overwrite_duplicates and tx.read(
             self.engine, lambda conn: reads.instance_exists(conn, uid)
         ):
-            return StoreResult(uid, header.sop_class_uid, Outcome.DUPLICATE)
+            return _result(header, Outcome.DUPLICATE)
         self._check_room()
         key, size = self.store.put(_chunks(data))
         return self._index(header, key, size, replace=self.options.overwrite_duplicates)
@@ -150,9 +182,7 @@ class Archive:
                 header.sop_instance_uid,
                 described,
             )
-        return StoreResult(
-            header.sop_instance_uid, header.sop_class_uid, result.outcome, result.conflicts
-        )
+        return _result(header, result.outcome, result.conflicts)
 
     def _submit(self, record: InstanceRecord, replace: bool) -> WriteResult:
         # Another node may insert the same patient, study or series between our look-up and
@@ -182,7 +212,9 @@ class Archive:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise InvalidInstance(f"cannot read {path}: {exc.strerror}", "unparsable") from exc
+            raise InvalidInstance(
+                f"cannot read {path}: {exc.strerror}", InvalidKind.UNPARSABLE
+            ) from exc
         return self.store_instance(data)
 
     def reindex_blob(self, key: BlobKey) -> StoreResult:
@@ -293,6 +325,25 @@ class Archive:
             )
         return data
 
+    def outgoing(
+        self,
+        stored: StoredInstance,
+        accepted: Sequence[str],
+        form: Form = Form.DATASET,
+        *,
+        source_ae_title: str | None = None,
+    ) -> Outgoing:
+        """What to send for ``stored`` to a receiver that accepts ``accepted`` (in order of
+        preference): the stored bytes when it accepts their syntax, else transcoded
+        (archive/outgoing.py).
+
+        Raises:
+            TranscodeError: nothing acceptable can be made from the stored instance.
+            StoreError: the blob is missing, unreadable or not a Part 10 file.
+        """
+        blob = self.read_instance(stored)
+        return prepare(blob, stored, accepted, form, source_ae_title=source_ae_title)
+
     def statistics(self) -> reads.Statistics:
         return tx.read(self.engine, reads.statistics)
 
@@ -392,16 +443,3 @@ def _chunks(data: bytes | memoryview | BinaryIO) -> Iterator[bytes | memoryview]
     data.seek(0)
     while chunk := data.read(_CHUNK):
         yield chunk
-
-
-def _check_expected(header: Header, sop_class: str | None, sop_instance: str | None) -> None:
-    # PS3.4 B.2.3: a data set that does not match the SOP Class it was sent as is refused.
-    if sop_class is not None and header.sop_class_uid != sop_class:
-        raise InvalidInstance(
-            f"dataset SOP Class UID {header.sop_class_uid} differs from the request's {sop_class}"
-        )
-    if sop_instance is not None and header.sop_instance_uid != sop_instance:
-        raise InvalidInstance(
-            f"dataset SOP Instance UID {header.sop_instance_uid} differs from the request's "
-            f"{sop_instance}"
-        )

@@ -8,6 +8,7 @@ from http import HTTPStatus
 from pypacs.errors import (
     IndexUnavailable,
     InvalidInstance,
+    InvalidKind,
     InvalidQuery,
     NotFound,
     OutOfResources,
@@ -34,14 +35,14 @@ class Refused(PypacsError):
 # InvalidInstance.kind → status. PS3.4 B.2.3: a file that is no DICOM or does not parse
 # "cannot be understood"; anything else wrong with it "does not match the SOP Class", as
 # does an instance of another study than a STOW-RS request names (PS3.18 10.5.3.1).
-INSTANCE_STATUS: dict[str, Status] = {
-    "not-dicom": Status.CANNOT_UNDERSTAND,
-    "unparsable": Status.CANNOT_UNDERSTAND,
-    "mismatch": Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-    "dicomdir": Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-    "other-study": Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+INSTANCE_STATUS: dict[InvalidKind, Status] = {
+    InvalidKind.NOT_DICOM: Status.CANNOT_UNDERSTAND,
+    InvalidKind.UNPARSABLE: Status.CANNOT_UNDERSTAND,
+    InvalidKind.MISMATCH: Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    InvalidKind.DICOMDIR: Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    InvalidKind.OTHER_STUDY: Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
     # PS3.18 I.2.2 Table I.2-2.
-    "syntax-not-accepted": Status.TRANSFER_SYNTAX_NOT_SUPPORTED,
+    InvalidKind.SYNTAX_NOT_ACCEPTED: Status.TRANSFER_SYNTAX_NOT_SUPPORTED,
 }
 
 # (exception type, status), the first whose type matches wins.

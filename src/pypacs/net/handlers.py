@@ -15,7 +15,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 
-from pypacs.archive import Archive
+from pypacs.archive import Archive, Outcome
 from pypacs.errors import InvalidQuery, PypacsError
 from pypacs.model.outcomes import status_for
 from pypacs.model.sop import QR_FIND, QR_GET, QR_MOVE
@@ -135,7 +135,7 @@ class DimseHandlers:
         except Exception as exc:  # the one boundary where every failure becomes a status
             return self.failure(event.assoc, "C-STORE", exc, request.AffectedSOPInstanceUID)
         self.count(
-            event.assoc, "stored" if result.outcome.value != "duplicate" else "already present"
+            event.assoc, "already present" if result.outcome is Outcome.DUPLICATE else "stored"
         )
         return int(Status.SUCCESS)
 

@@ -26,8 +26,7 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext
 
-from pypacs.archive import Archive, Retrieval, StoredInstance, dataset_offset
-from pypacs.archive.transcode import choose_syntax, transcode
+from pypacs.archive import Archive, Retrieval, StoredInstance
 from pypacs.errors import IndexUnavailable, PypacsError
 from pypacs.model.outcomes import Refused
 from pypacs.model.sop import QR_GET, QR_MOVE
@@ -120,22 +119,10 @@ class StoreChannel:
         if not syntaxes:
             return None, f"the peer accepted no presentation context for {stored.sop_class_uid}"
         try:
-            data = self.archive.read_instance(stored)
-            if stored.transfer_syntax_uid in syntaxes:
-                syntax = stored.transfer_syntax_uid
-                payload: bytes | memoryview = memoryview(data)[dataset_offset(data) :]
-            else:
-                target = choose_syntax(stored.transfer_syntax_uid, list(syntaxes))
-                if target is None:
-                    return None, (
-                        f"no accepted transfer syntax ({', '.join(syntaxes)}) can be made "
-                        f"from {stored.transfer_syntax_uid}"
-                    )
-                syntax = target
-                payload = _encode(transcode(data, target), target)
+            out = self.archive.outgoing(stored, list(syntaxes))
         except PypacsError as exc:
             return None, str(exc)
-        return self._store(stored, syntaxes[syntax], payload)
+        return self._store(stored, syntaxes[out.transfer_syntax_uid], out.data)
 
     def _store(
         self, stored: StoredInstance, context_id: int, payload: bytes | memoryview

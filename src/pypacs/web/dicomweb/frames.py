@@ -18,8 +18,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, StoredInstance
+from pypacs.archive.outgoing import sendable_syntax
 from pypacs.archive.pixels import frame_array, number_of_frames
-from pypacs.archive.transcode import choose_syntax, transcode
+from pypacs.archive.transcode import transcode
 from pypacs.errors import TranscodeError
 from pypacs.model.attributes import BULK_DATA_VRS
 from pypacs.web.dicomweb.resources import Entity, entity_of, load_pixels, locate, service_url
@@ -51,7 +52,8 @@ class FramePlan:
 
 
 def _decodable(stored: str) -> bool:
-    return choose_syntax(stored, [_UNCOMPRESSED]) is not None
+    """Whether frames of an instance stored in ``stored`` can go out uncompressed."""
+    return sendable_syntax(stored, [_UNCOMPRESSED]) is not None
 
 
 _DECODED = FramePlan(OCTET_STREAM, _UNCOMPRESSED, False)

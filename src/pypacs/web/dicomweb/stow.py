@@ -23,13 +23,11 @@ from typing import Any, BinaryIO
 
 import pydicom
 from pydicom import uid as ts
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-import pypacs
 from pypacs.archive import Archive
 from pypacs.archive.part10 import PREAMBLE, file_meta
 from pypacs.errors import IndexUnavailable, InvalidInstance, StoreError
@@ -518,7 +516,6 @@ _BARE_SYNTAXES: dict[tuple[bool | None, bool | None], ts.UID] = {
     (False, True): ts.ExplicitVRLittleEndian,
     (False, False): ts.ExplicitVRBigEndian,
 }
-_IMPLEMENTATION_VERSION = f"PYPACS_{pypacs.__version__}"
 
 
 def _bare_meta(fp: BinaryIO) -> tuple[bytes, str] | None:
@@ -537,9 +534,7 @@ def _bare_meta(fp: BinaryIO) -> tuple[bytes, str] | None:
     if syntax is None or not _meta_uid(sop_class) or not _meta_uid(sop_instance):
         return None
     assert sop_class is not None and sop_instance is not None
-    meta = file_meta(
-        sop_class, sop_instance, syntax, PYDICOM_IMPLEMENTATION_UID, _IMPLEMENTATION_VERSION
-    )
+    meta = file_meta(sop_class, sop_instance, syntax)
     return bytes(meta), f"file meta information ({syntax.name})"
 
 

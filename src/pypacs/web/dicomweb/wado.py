@@ -8,19 +8,16 @@ import logging
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
 from pydicom import uid as ts
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, Retrieval, StoredInstance
-from pypacs.archive.transcode import choose_syntax, transcode
+from pypacs.archive.outgoing import Form, sendable_syntax
 from pypacs.errors import TranscodeError
 from pypacs.model.levels import Level
 from pypacs.web.dicomweb import frames, rendered
@@ -83,36 +80,22 @@ def target_syntax(stored: str, preferences: tuple[str, ...]) -> str | None:
             # lossy compressed (or in a form pypacs cannot decode): then as it is held.
             if stored in LOSSY:
                 return stored
-            return choose_syntax(stored, [ts.ExplicitVRLittleEndian]) or stored
-        target = choose_syntax(stored, [wanted])
+            return sendable_syntax(stored, [ts.ExplicitVRLittleEndian]) or stored
+        target = sendable_syntax(stored, [wanted])
         if target is not None:
             return target
     return None
 
 
-def part10(data: bytes, target: str, ae_title: str) -> bytes:
-    """A stored instance transcoded to ``target``, as a Part 10 file with new file meta
-    information (PS3.10 7.1).
+def dicom_file(archive: Archive, stored: StoredInstance, target: str, ae_title: str) -> bytes:
+    """The Part 10 file of ``stored`` in ``target``: the stored file when that is its syntax,
+    else transcoded, with File Meta Information pypacs writes (archive/outgoing.py).
 
     Raises:
         TranscodeError: the instance cannot be converted.
     """
-    ds: Dataset = transcode(data, target)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.file_meta.get("MediaStorageSOPClassUID", ds.SOPClassUID)
-    meta.MediaStorageSOPInstanceUID = ds.file_meta.get(
-        "MediaStorageSOPInstanceUID", ds.SOPInstanceUID
-    )
-    meta.TransferSyntaxUID = ts.UID(target)
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.SourceApplicationEntityTitle = ae_title
-    ds.file_meta = meta
-    out = BytesIO()
-    try:
-        ds.save_as(out, enforce_file_format=True)
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise TranscodeError(f"cannot write the transcoded instance: {exc}") from exc
-    return out.getvalue()
+    out = archive.outgoing(stored, [target], Form.FILE, source_ae_title=ae_title)
+    return bytes(out.data) if isinstance(out.data, memoryview) else out.data
 
 
 class _Sender:
@@ -127,10 +110,7 @@ class _Sender:
         target = self.targets.get(stored.transfer_syntax_uid)
         if target is None:
             return None
-        data = self.archive.read_instance(stored)
-        if target == stored.transfer_syntax_uid:
-            return target, data  # bytes in, bytes out
-        return target, part10(data, target, self.ae_title)
+        return target, dicom_file(self.archive, stored, target, self.ae_title)
 
 
 _CHUNK = 256 * 1024

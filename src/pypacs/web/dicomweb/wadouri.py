@@ -18,7 +18,7 @@ from pypacs.archive.pixels import normalise_encapsulation, number_of_frames
 from pypacs.web.dicomweb.render import RENDERED_TYPES, Region, Rendering, Window, has_pixels, render
 from pypacs.web.dicomweb.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
 from pypacs.web.dicomweb.resources import Entity, load, locate
-from pypacs.web.dicomweb.wado import DEFAULT_SYNTAX, DICOM, part10, target_syntax
+from pypacs.web.dicomweb.wado import DEFAULT_SYNTAX, DICOM, dicom_file, target_syntax
 from pypacs.web.http.errors import HttpProblem, bad_parameter
 from pypacs.web.http.negotiate import MediaRange, is_uid, parse_accept
 from pypacs.web.options import WebOptions
@@ -126,10 +126,7 @@ def _dicom(archive: Archive, stored: StoredInstance, request: UriRequest, ae: st
             f"as {wanted}",
             parameter="transferSyntax",
         )
-    data = archive.read_instance(stored)
-    if target == stored.transfer_syntax_uid:
-        return data
-    return part10(data, target, ae)
+    return dicom_file(archive, stored, target, ae)
 
 
 def _decimal(params: QueryParams, name: str) -> float:
