@@ -163,7 +163,7 @@ def library_files(folder: Path) -> list[tuple[str, Path]]:
         path = Path(str(get_testdata_file(name)))
         ds = dcmread(path)
         if ds.SOPInstanceUID in seen:
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid("7701", n)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ts.UID(uid("7701", n))
             ds.SeriesInstanceUID = uid("7701", n, 1)
             path = folder / name
             ds.save_as(path, enforce_file_format=True)

@@ -260,7 +260,8 @@ def c_store_pdus(
     request.DataSet = BytesIO(dataset)
     message = C_STORE_RQ()
     message.primitive_to_message(request)
-    context_id = int(assoc.accepted_contexts[0].context_id)
+    context_id = assoc.accepted_contexts[0].context_id
+    assert context_id is not None
     encoded = []
     for pdata in message.encode_msg(context_id, fragment):
         pdu = P_DATA_TF()

@@ -97,6 +97,7 @@ def receiver(
             (evt.EVT_CONN_CLOSE, on_close),
         ],
     )
+    assert server is not None  # block=False returns the running server
     try:
         yield result
     finally:

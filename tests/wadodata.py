@@ -406,4 +406,5 @@ def window(values: NDArray[np.float64], center: float, width: float, function: s
 
 def full_range(values: NDArray[np.float64]) -> Pixels:
     low, high = values.min(), values.max()
-    return np.rint((values - low) / (high - low) * 255.0).astype(np.uint8)
+    scaled: Pixels = np.rint((values - low) / (high - low) * 255.0).astype(np.uint8)
+    return scaled

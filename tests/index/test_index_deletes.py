@@ -18,6 +18,7 @@ from pypacs.archive.check import check
 from pypacs.errors import NotFound
 from pypacs.index import deletes, schema, tx
 from pypacs.index.migrations import LATEST, migrate
+from pypacs.store.base import BlobKey
 
 from dicomgen import Spec, make_dataset, series_uid, sop_uid, study_uid, write
 from helpers import table_rows
@@ -194,7 +195,7 @@ def test_a_delete_cut_short_after_some_blobs_is_finished(filled: Archive) -> Non
         lambda conn: deletes.delete_entity(conn, study_uid("PAT1", 2), series_uid("PAT1", 2, 1)),
     )
     assert removed is not None
-    filled.store.delete(removed.blob_keys[0])  # step 2 got this far
+    filled.store.delete(BlobKey(removed.blob_keys[0]))  # step 2 got this far
     assert filled.finish_deletions() == 3  # the one already gone is settled too
     assert_derived_values_right(filled)
     assert filled.finish_deletions() == 0

@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -90,7 +91,7 @@ def find(
 ) -> tuple[list[Dataset], Dataset]:
     ae = AE(ae_title="FINDTEST")
     ae.add_requested_context(model)
-    ext = []
+    ext: list[Any] = []
     if relational:
         item = SOPClassExtendedNegotiation()
         item.sop_class_uid = model
@@ -102,10 +103,12 @@ def find(
     identifier.QueryRetrieveLevel = level
     for keyword, value in keys.items():
         setattr(identifier, keyword, value)
-    answers, final = [], Dataset()
+    answers: list[Dataset] = []
+    final = Dataset()
     try:
         for status, ds in assoc.send_c_find(identifier, model):
             if int(status.Status) == PENDING:
+                assert ds is not None
                 answers.append(ds)
             else:
                 final = status

@@ -57,7 +57,7 @@ class Response:
 
 
 def response(status: Dataset, identifier: Dataset | None) -> Response:
-    failed = ()
+    failed: tuple[Any, ...] = ()
     if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
         value = identifier.FailedSOPInstanceUIDList
         failed = (value,) if isinstance(value, str) else tuple(value)
@@ -152,7 +152,7 @@ def scu(
         ae.add_requested_context(CTImageStorage, [syntax])
     if get_storage:
         roles.append(build_role(CTImageStorage, scp_role=True))
-    handlers = [(evt.EVT_C_STORE, on_store)] if on_store else []
+    handlers: list[Any] = [(evt.EVT_C_STORE, on_store)] if on_store else []
     assoc = ae.associate(
         "127.0.0.1", port, ae_title="PYPACS", ext_neg=[*roles, *ext_neg], evt_handlers=handlers
     )

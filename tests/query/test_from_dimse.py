@@ -8,7 +8,7 @@ from pydicom.dataset import Dataset
 from pypacs.archive.ingest import configure_pydicom
 from pypacs.model.levels import InformationModel, Level
 from pypacs.query.from_dimse import parse_identifier
-from pypacs.query.types import Exact, InvalidQuery, Pattern, QueryOptions, Range
+from pypacs.query.types import Exact, InvalidQuery, Pattern, Query, QueryOptions, Range
 
 STUDY_ROOT, PATIENT_ROOT, PSO = (
     InformationModel.STUDY_ROOT,
@@ -23,7 +23,7 @@ def _lenient_pydicom() -> None:
     configure_pydicom()
 
 
-def identifier(level: str | None = "STUDY", **keys: str) -> Dataset:
+def identifier(level: str | None = "STUDY", **keys: object) -> Dataset:
     ds = Dataset()
     if level is not None:
         ds.QueryRetrieveLevel = level
@@ -32,12 +32,12 @@ def identifier(level: str | None = "STUDY", **keys: str) -> Dataset:
     return ds
 
 
-def parse(ds: Dataset, model: InformationModel = STUDY_ROOT, **options: bool):  # type: ignore[no-untyped-def]
-    return parse_identifier(ds, model, QueryOptions(**options))  # type: ignore[arg-type]
+def parse(ds: Dataset, model: InformationModel = STUDY_ROOT, **options: bool) -> Query:
+    return parse_identifier(ds, model, QueryOptions(**options))
 
 
 def terms(ds: Dataset, keyword_tag: int, **options: bool) -> tuple[object, ...]:
-    found = [m.terms for m in parse(ds, **options).matches if m.tag == keyword_tag]
+    found = [m.terms for m in parse(ds, STUDY_ROOT, **options).matches if m.tag == keyword_tag]
     return found[0] if found else ()  # no match at all: universal
 
 

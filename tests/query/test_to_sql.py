@@ -53,14 +53,16 @@ def engine() -> Iterator[Engine]:
     metadata.create_all(eng)
     with eng.begin() as conn:
         for row in ROWS:
-            pk = conn.execute(
+            inserted = conn.execute(
                 patient.insert().values(
                     patient_id=row.patient_id,
                     patient_name=row.name,
                     patient_name_ci=pn_match_form(row.name),
                     attrs=EMPTY_ATTRS,
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None
+            pk = inserted[0]
             conn.execute(
                 study.insert().values(
                     patient_pk=pk,

@@ -57,7 +57,7 @@ def test_keys_that_could_leave_the_root_are_refused(tmp_path: Path, key: str) ->
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     store = FilesystemStore(tmp_path)
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks():
         yield b"partial"
         raise OSError(errno.ENOSPC, "No space left on device")
 

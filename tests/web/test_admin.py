@@ -51,6 +51,7 @@ def verification_scp(ae_title: str) -> Iterator[Receiver]:
     ae.add_supported_context(Verification)
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False)
+    assert server is not None  # block=False returns the running server
     try:
         yield Receiver(port, ae_title)
     finally:

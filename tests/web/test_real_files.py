@@ -27,7 +27,9 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, build_role, evt
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelGet as GET,
+)
 
 from awkward import (
     library_files,
@@ -52,7 +54,7 @@ ODD_STUDY = "1.2.03.0040.ab-7"  # leading zeros and letters: PS3.5 9.1 broken as
 GDCM_MOVER = "GDCMSCU"
 # Lossy syntaxes decode with rounding that differs by a unit between JPEG libraries.
 _LOSSY = {ts.JPEGBaseline8Bit, ts.JPEGExtended12Bit}
-_DCMTK_DECODER = {
+_DCMTK_DECODER: dict[str, str] = {
     **dict.fromkeys(ts.JPEGTransferSyntaxes, "dcmdjpeg"),
     **dict.fromkeys(ts.JPEGLSTransferSyntaxes, "dcmdjpls"),
     ts.RLELossless: "dcmdrle",
@@ -121,7 +123,7 @@ def special_classes(folder: Path) -> dict[str, Path]:
     ):
         ds = make_dataset(Spec(patient, "Real^Files", 1, 1, 1, rows=16))
         if sop_class is not None:
-            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ts.UID(sop_class)
         else:
             ds.StudyInstanceUID = ODD_STUDY
         out[name] = write_dataset(ds, folder)
@@ -216,7 +218,7 @@ def c_get(
     ae.add_requested_context(GET)
     for sop_class, syntax in contexts:
         ae.add_requested_context(sop_class, [syntax])
-    roles = [build_role(c, scp_role=True) for c in sorted({c for c, _ in contexts})]
+    roles: list[Any] = [build_role(c, scp_role=True) for c in sorted({c for c, _ in contexts})]
     got: dict[str, tuple[str, bytes]] = {}
 
     def on_store(event: evt.Event) -> int:
@@ -433,7 +435,7 @@ def test_a_uid_no_door_could_serve_is_refused_at_the_door(
     ds = make_dataset(Spec("BADUID", "Bad^Uid", 1, 1, 1, rows=8))
     setattr(ds, keyword, value)
     if keyword == "SOPInstanceUID":
-        ds.file_meta.MediaStorageSOPInstanceUID = value
+        ds.file_meta.MediaStorageSOPInstanceUID = ts.UID(value)
     path = tmp_path / "bad-uid.dcm"  # not named after the UID: it holds a path
     ds.save_as(path, enforce_file_format=True)
     (status,) = store_files(srv.dicom_port, [path]).values()

@@ -19,7 +19,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomgen import Spec, make_dataset, write, write_part10
 from dicomweb import BOUNDARY, CONTENT_TYPE, assert_error, base, multipart, stored
@@ -192,7 +192,7 @@ def _encoded(ds: Dataset, syntax: str) -> bytes:
 
 def _meta(ds: Dataset, syntax: str) -> bytes:
     meta = FileMetaDataset(ds.file_meta)
-    meta.TransferSyntaxUID = syntax
+    meta.TransferSyntaxUID = UID(syntax)
     out = DicomBytesIO()
     write_file_meta_info(out, meta, enforce_standard=True)
     return out.getvalue()
@@ -214,9 +214,9 @@ def test_parts_without_part10_framing_are_stored_with_it(
     pacs: RunningServer, framing: str, syntax: str
 ) -> None:
     number = list(FRAMINGS).index(framing) * 3 + [
-        ImplicitVRLittleEndian,
-        ExplicitVRLittleEndian,
-        ExplicitVRBigEndian,
+        str(ImplicitVRLittleEndian),
+        str(ExplicitVRLittleEndian),
+        str(ExplicitVRBigEndian),
     ].index(syntax)
     ds = make_dataset(Spec("STOW-FRAME", "Frame^Less", 1, 1, number + 1))
     data = _encoded(ds, syntax)
@@ -341,11 +341,11 @@ def test_good_and_bad_parts_give_202_with_exactly_the_bad_ones(
     as_text = part10(Spec("STOW9", "Mixed^Bag", 1, 1, 4), tmp_path)
     no_sop_instance = make_dataset(Spec("STOW9", "Mixed^Bag", 1, 1, 5))
     del no_sop_instance.SOPInstanceUID
-    no_sop_instance.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    no_sop_instance.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3.4.5")
     missing_uid = BytesIO()
     no_sop_instance.save_as(missing_uid, enforce_file_format=True)
     mpeg = make_dataset(Spec("STOW9", "Mixed^Bag", 1, 1, 6))
-    mpeg.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 Main Profile
+    mpeg.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.100")  # MPEG2 Main Profile
     video = write_part10(tmp_path / "video.dcm", mpeg.file_meta, b"\x08\x00\x16\x00").read_bytes()
     whole = part10(Spec("STOW9", "Mixed^Bag", 1, 1, 7, rows=64), tmp_path)
     truncated = whole[:-100]  # cut short in its pixel data

@@ -9,12 +9,19 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Page,
+    Playwright,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 from pydicom.dataset import Dataset
 
 from dicomgen import Spec, make_dataset
@@ -34,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 PAGE_SIZE = 50  # studies a page of results shows (app.js)
 DASH = "\N{EN DASH}"
 
@@ -174,7 +181,7 @@ def screenshot(page: Page, path: Path) -> Image.Image:
 
 def assert_not_blank(image: Image.Image) -> None:
     grey = image.convert("L")
-    low, high = grey.getextrema()
+    low, high = cast(tuple[int, int], grey.getextrema())  # one band
     assert high - low > 100, f"flat image: grey levels {low}..{high}"
     assert len(grey.getcolors(maxcolors=256 * 256) or ()) > 8
 
@@ -370,7 +377,7 @@ def test_view_an_image_full_size(page: Page, tmp_path: Path) -> None:
     image = screenshot(page, tmp_path / "viewer.png")
     picture = region(page, image, "#viewer-image")
     # The CT's pixels are a ramp: the rendered image is not one flat grey.
-    low, high = picture.convert("L").getextrema()
+    low, high = cast(tuple[int, int], picture.convert("L").getextrema())  # one band
     assert high > low
 
 
