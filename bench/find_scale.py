@@ -212,7 +212,12 @@ def main() -> None:
     args = parser.parse_args()
     configure_pydicom()
     options = ArchiveOptions(
-        f"sqlite:///{args.data / 'index.sqlite'}", str(args.data / "blobs"), fsync=False
+        f"sqlite:///{args.data / 'index.sqlite'}",
+        str(args.data / "blobs"),
+        overwrite_duplicates=False,
+        reserve_path="",
+        reserve_bytes=0,
+        fsync=False,
     )
     archive = Archive.open(options)
     try:

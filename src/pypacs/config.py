@@ -1,4 +1,5 @@
-"""Settings: declared once (name, type, default, help), read from one TOML file, then frozen.
+"""Settings: declared once (a typed field per key, with its default, help and check, in one
+frozen dataclass per section), read from one TOML file, then frozen.
 
 Every key is optional; command-line flags override the file; a wrong value is an error
 that names the file, the key, the value and what was expected. This module builds the
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_type_hints
 
 from pypacs.archive.options import ArchiveOptions
 from pypacs.errors import ConfigError
@@ -19,6 +20,7 @@ from pypacs.net.options import NetOptions, RemoteAE
 from pypacs.web.options import WebOptions, parse_base_url, parse_networks
 
 Check = Callable[[Any], str | None]  # returns what was expected, or None when the value is fine
+_T = TypeVar("_T")
 
 
 def _port(allow_zero: bool) -> Check:
@@ -90,233 +92,295 @@ def _networks(value: Any) -> str | None:
     return None
 
 
+def _setting(default: _T, help: str, check: Check | None = None, *, flag: str | None = None) -> _T:
+    """A section field: its default, its help, its check and (where the key's name would be
+    ambiguous on the command line) its flag."""
+    metadata = {"help": help, "check": check, "flag": flag}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """``[server]``: who we are and where we listen."""
+
+    ae_title: str = _setting("PYPACS", "pypacs' own AE title", _ae_title)
+    host: str = _setting("127.0.0.1", "address both ports listen on", _non_empty)
+    dicom_port: int = _setting(11112, "DICOM port (0 picks a free one)", _port(True))
+    http_port: int = _setting(8080, "HTTP port (0 picks a free one)", _port(True))
+    max_associations: int = _setting(64, "associations served at once", _positive_int)
+    max_pdu_size: int = _setting(1_048_576, "largest PDU we receive (bytes)", _positive_int)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """``[storage]``: the archive's folder and what is kept in it."""
+
+    path: str = _setting("pypacs-data", "folder of the archive's files", _non_empty, flag="--data")
+    overwrite_duplicates: bool = _setting(
+        False, "a SOP Instance UID received again replaces the stored copy"
+    )
+    reserve_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "room kept free on the archive's disk so that deletes work when it is full (0: none)",
+        _non_negative_int,
+    )
+    accept_unknown_sop_classes: bool = _setting(
+        True, "store SOP classes no list knows (private ones, newer standard ones) as well"
+    )
+    check_on_start: bool = _setting(
+        True, "re-index orphan files and report missing ones at start-up"
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """``[database]``: the index."""
+
+    url: str = _setting(
+        "",
+        "SQLAlchemy URL of the index (default: SQLite in the storage folder)",
+        flag="--database-url",
+    )
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """``[query]``: how C-FIND and QIDO-RS match."""
+
+    pn_case_insensitive: bool = _setting(
+        True, "match person names without regard to case (PS3.4 C.2.2.2.1 leaves it to the SCP)"
+    )
+    max_results: int = _setting(
+        0,
+        "most C-FIND matches answered; past it the query fails with 0xA700 (0: no maximum)",
+        _non_negative_int,
+    )
+
+
+@dataclass(frozen=True)
+class RetrieveSettings:
+    """``[retrieve]``: who may C-MOVE or C-GET, and how many moves run at once."""
+
+    allowed_aes: tuple[str, ...] = _setting(
+        (), "calling AE titles that may C-MOVE or C-GET (empty: any)", _ae_titles
+    )
+    max_move_associations: int = _setting(
+        8,
+        "associations to C-MOVE destinations open at once; more moves wait",
+        _positive_int,
+    )
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """``[web]``: DICOMweb's limits, public address and connection bounds."""
+
+    qido_default_limit: int = _setting(
+        1000, "QIDO-RS matches answered when the request gives no limit (0: all)", _non_negative_int
+    )
+    stow_max_bytes: int = _setting(
+        2_147_483_648, "largest STOW-RS request body accepted (bytes)", _positive_int
+    )
+    stow_max_part_bytes: int = _setting(
+        1_073_741_824,
+        "largest part (one instance) of a STOW-RS request (bytes); a larger one gets 413",
+        _positive_int,
+    )
+    stow_max_parts: int = _setting(
+        10_000, "most parts (instances) in one STOW-RS request; one more gets 413", _positive_int
+    )
+    render_max_frame_bytes: int = _setting(
+        67_108_864,
+        "largest frame rendered, decoded (Rows x Columns x Samples per Pixel x bytes a "
+        "sample); a larger one gets 413",
+        _positive_int,
+    )
+    render_max_bytes_in_flight: int = _setting(
+        268_435_456,
+        "decoded frame bytes all renders may hold at once; a render past it waits up to "
+        "2 seconds, then gets 503",
+        _positive_int,
+    )
+    base_url: str = _setting(
+        "",
+        "public address absolute URLs start with, e.g. https://pacs.example.org/pacs "
+        "(empty: the address each request reached)",
+        _base_url,
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        (),
+        "addresses or CIDR networks of reverse proxies whose X-Forwarded-Proto/-Host/-Prefix "
+        "headers are believed (empty: none)",
+        _networks,
+    )
+    header_timeout: int = _setting(
+        20,
+        "seconds a client has to send a request's line and headers; then 408 and closed",
+        _positive_int,
+    )
+    body_timeout: int = _setting(
+        60,
+        "seconds a request body may pause between two pieces; then 408 and closed",
+        _positive_int,
+    )
+    keep_alive_timeout: int = _setting(
+        5, "seconds an idle connection is kept open for the next request", _positive_int
+    )
+    max_connections: int = _setting(
+        256,
+        "HTTP connections open at once (at most half the descriptor limit); more get 503",
+        _positive_int,
+    )
+    max_url_bytes: int = _setting(
+        16_384,
+        "longest request target (path and query) answered; longer ones get 414",
+        _positive_int,
+    )
+    max_header_bytes: int = _setting(
+        65_536, "largest header section answered; larger ones get 431", _positive_int
+    )
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """``[logging]``."""
+
+    level: str = _setting(
+        "INFO", "log level", _one_of("DEBUG", "INFO", "WARNING", "ERROR"), flag="--log-level"
+    )
+
+
+# Marks the fields of Settings that hold a section.
+_SECTION = {"section": True}
+
+
 @dataclass(frozen=True)
 class Setting:
+    """One key of one section, as the file, the flags and the docs see it."""
+
     section: str
     key: str
-    type: type
+    type: type  # the TOML type: str, int, bool or list
     default: Any
     help: str
     check: Check | None = None
+    special_flag: str | None = None
 
     @property
     def flag(self) -> str:
         """The command-line flag: the key's name, except where that would be ambiguous."""
-        special = {
-            ("storage", "path"): "--data",
-            ("logging", "level"): "--log-level",
-            ("database", "url"): "--database-url",
-        }
-        return special.get((self.section, self.key), "--" + self.key.replace("_", "-"))
+        return self.special_flag or "--" + self.key.replace("_", "-")
 
     @property
     def dest(self) -> str:
         return f"{self.section}__{self.key}"
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("server", "ae_title", str, "PYPACS", "pypacs' own AE title", _ae_title),
-    Setting("server", "host", str, "127.0.0.1", "address both ports listen on", _non_empty),
-    Setting("server", "dicom_port", int, 11112, "DICOM port (0 picks a free one)", _port(True)),
-    Setting("server", "http_port", int, 8080, "HTTP port (0 picks a free one)", _port(True)),
-    Setting("server", "max_associations", int, 64, "associations served at once", _positive_int),
-    Setting(
-        "server", "max_pdu_size", int, 1_048_576, "largest PDU we receive (bytes)", _positive_int
-    ),
-    Setting("storage", "path", str, "pypacs-data", "folder of the archive's files", _non_empty),
-    Setting(
-        "storage",
-        "overwrite_duplicates",
-        bool,
-        False,
-        "a SOP Instance UID received again replaces the stored copy",
-    ),
-    Setting(
-        "storage",
-        "reserve_bytes",
-        int,
-        16 * 1024 * 1024,
-        "room kept free on the archive's disk so that deletes work when it is full (0: none)",
-        _non_negative_int,
-    ),
-    Setting(
-        "storage",
-        "accept_unknown_sop_classes",
-        bool,
-        True,
-        "store SOP classes no list knows (private ones, newer standard ones) as well",
-    ),
-    Setting(
-        "storage",
-        "check_on_start",
-        bool,
-        True,
-        "re-index orphan files and report missing ones at start-up",
-    ),
-    Setting(
-        "database",
-        "url",
-        str,
-        "",
-        "SQLAlchemy URL of the index (default: SQLite in the storage folder)",
-    ),
-    Setting(
-        "query",
-        "pn_case_insensitive",
-        bool,
-        True,
-        "match person names without regard to case (PS3.4 C.2.2.2.1 leaves it to the SCP)",
-    ),
-    Setting(
-        "query",
-        "max_results",
-        int,
-        0,
-        "most C-FIND matches answered; past it the query fails with 0xA700 (0: no maximum)",
-        _non_negative_int,
-    ),
-    Setting(
-        "retrieve",
-        "allowed_aes",
-        list,
-        [],
-        "calling AE titles that may C-MOVE or C-GET (empty: any)",
-        _ae_titles,
-    ),
-    Setting(
-        "retrieve",
-        "max_move_associations",
-        int,
-        8,
-        "associations to C-MOVE destinations open at once; more moves wait",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "qido_default_limit",
-        int,
-        1000,
-        "QIDO-RS matches answered when the request gives no limit (0: all)",
-        _non_negative_int,
-    ),
-    Setting(
-        "web",
-        "stow_max_bytes",
-        int,
-        2_147_483_648,
-        "largest STOW-RS request body accepted (bytes)",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "stow_max_part_bytes",
-        int,
-        1_073_741_824,
-        "largest part (one instance) of a STOW-RS request (bytes); a larger one gets 413",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "stow_max_parts",
-        int,
-        10_000,
-        "most parts (instances) in one STOW-RS request; one more gets 413",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "render_max_frame_bytes",
-        int,
-        67_108_864,
-        "largest frame rendered, decoded (Rows x Columns x Samples per Pixel x bytes a "
-        "sample); a larger one gets 413",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "render_max_bytes_in_flight",
-        int,
-        268_435_456,
-        "decoded frame bytes all renders may hold at once; a render past it waits up to "
-        "2 seconds, then gets 503",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "base_url",
-        str,
-        "",
-        "public address absolute URLs start with, e.g. https://pacs.example.org/pacs "
-        "(empty: the address each request reached)",
-        _base_url,
-    ),
-    Setting(
-        "web",
-        "trusted_proxies",
-        list,
-        [],
-        "addresses or CIDR networks of reverse proxies whose X-Forwarded-Proto/-Host/-Prefix "
-        "headers are believed (empty: none)",
-        _networks,
-    ),
-    Setting(
-        "web",
-        "header_timeout",
-        int,
-        20,
-        "seconds a client has to send a request's line and headers; then 408 and closed",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "body_timeout",
-        int,
-        60,
-        "seconds a request body may pause between two pieces; then 408 and closed",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "keep_alive_timeout",
-        int,
-        5,
-        "seconds an idle connection is kept open for the next request",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "max_connections",
-        int,
-        256,
-        "HTTP connections open at once (at most half the descriptor limit); more get 503",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "max_url_bytes",
-        int,
-        16_384,
-        "longest request target (path and query) answered; longer ones get 414",
-        _positive_int,
-    ),
-    Setting(
-        "web",
-        "max_header_bytes",
-        int,
-        65_536,
-        "largest header section answered; larger ones get 431",
-        _positive_int,
-    ),
-    Setting(
-        "logging",
-        "level",
-        str,
-        "INFO",
-        "log level",
-        _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
-    ),
-)
+@dataclass(frozen=True)
+class Settings:
+    """Validated, frozen settings: one typed object per section, the remotes, their source."""
 
+    server: ServerSettings = field(default_factory=ServerSettings, metadata=_SECTION)
+    storage: StorageSettings = field(default_factory=StorageSettings, metadata=_SECTION)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings, metadata=_SECTION)
+    query: QuerySettings = field(default_factory=QuerySettings, metadata=_SECTION)
+    retrieve: RetrieveSettings = field(default_factory=RetrieveSettings, metadata=_SECTION)
+    web: WebSettings = field(default_factory=WebSettings, metadata=_SECTION)
+    logging: LoggingSettings = field(default_factory=LoggingSettings, metadata=_SECTION)
+    remotes: tuple[RemoteAE, ...] = ()
+    source: str = "defaults"
+    # The (section, key) pairs a file or a flag set; the rest are defaults.
+    explicit: frozenset[tuple[str, str]] = frozenset()
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{Path(self.storage.path) / 'index.sqlite'}"
+
+    def archive_options(self) -> ArchiveOptions:
+        return ArchiveOptions(
+            database_url=self.database_url,
+            blob_root=str(Path(self.storage.path) / "blobs"),
+            overwrite_duplicates=self.storage.overwrite_duplicates,
+            reserve_path=str(Path(self.storage.path) / "space-reserve"),
+            reserve_bytes=self.storage.reserve_bytes,
+        )
+
+    def net_options(self) -> NetOptions:
+        return NetOptions(
+            ae_title=self.server.ae_title,
+            host=self.server.host,
+            port=self.server.dicom_port,
+            max_associations=self.server.max_associations,
+            max_pdu_size=self.server.max_pdu_size,
+            remotes=self.remotes,
+            pn_case_insensitive=self.query.pn_case_insensitive,
+            max_results=self.query.max_results,
+            retrieve_allowed_aes=self.retrieve.allowed_aes,
+            max_move_associations=self.retrieve.max_move_associations,
+            accept_unknown_sop_classes=self.storage.accept_unknown_sop_classes,
+        )
+
+    def web_options(self) -> WebOptions:
+        web = self.web
+        return WebOptions(
+            host=self.server.host,
+            port=self.server.http_port,
+            ae_title=self.server.ae_title,
+            pn_case_insensitive=self.query.pn_case_insensitive,
+            max_results=self.query.max_results,
+            qido_default_limit=web.qido_default_limit,
+            stow_max_bytes=web.stow_max_bytes,
+            stow_max_part_bytes=web.stow_max_part_bytes,
+            stow_max_parts=web.stow_max_parts,
+            render_max_frame_bytes=web.render_max_frame_bytes,
+            render_max_bytes_in_flight=web.render_max_bytes_in_flight,
+            base_url=web.base_url,
+            trusted_proxies=web.trusted_proxies,
+            header_timeout=web.header_timeout,
+            body_timeout=web.body_timeout,
+            keep_alive_timeout=web.keep_alive_timeout,
+            max_connections=web.max_connections,
+            max_url_bytes=web.max_url_bytes,
+            max_header_bytes=web.max_header_bytes,
+        )
+
+
+# The TOML type of each field type a section declares.
+_TOML_TYPES: dict[Any, type] = {str: str, int: int, bool: bool, tuple[str, ...]: list}
+
+
+def _sections() -> dict[str, type]:
+    """Each section's name → its dataclass, in the order Settings declares them."""
+    hints = get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings) if f.metadata.get("section")}
+
+
+def _declared() -> tuple[Setting, ...]:
+    table = []
+    for section, cls in _sections().items():
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            kind = _TOML_TYPES[hints[f.name]]
+            default: Any = f.default
+            table.append(
+                Setting(
+                    section,
+                    f.name,
+                    kind,
+                    list(default) if kind is list else default,
+                    f.metadata["help"],
+                    f.metadata["check"],
+                    f.metadata["flag"],
+                )
+            )
+    return tuple(table)
+
+
+# The flat table the command line, the file reader and the docs use, derived from the sections.
+SETTINGS: tuple[Setting, ...] = _declared()
+_SECTIONS = _sections()
 _BY_NAME = {(s.section, s.key): s for s in SETTINGS}
 _REMOTE_KEYS: dict[str, tuple[type, Check]] = {
     "ae_title": (str, _ae_title),
@@ -325,72 +389,9 @@ _REMOTE_KEYS: dict[str, tuple[type, Check]] = {
 }
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Validated, frozen settings."""
-
-    values: Mapping[tuple[str, str], Any]
-    remotes: tuple[RemoteAE, ...]
-    source: str
-    # The (section, key) pairs a file or a flag set; the rest are defaults.
-    explicit: frozenset[tuple[str, str]] = frozenset()
-
-    def __getitem__(self, name: tuple[str, str]) -> Any:
-        return self.values[name]
-
-    @property
-    def database_url(self) -> str:
-        url: str = self.values[("database", "url")]
-        if url:
-            return url
-        return f"sqlite:///{Path(self.values[('storage', 'path')]) / 'index.sqlite'}"
-
-    def archive_options(self) -> ArchiveOptions:
-        return ArchiveOptions(
-            database_url=self.database_url,
-            blob_root=str(Path(self.values[("storage", "path")]) / "blobs"),
-            overwrite_duplicates=self.values[("storage", "overwrite_duplicates")],
-            reserve_path=str(Path(self.values[("storage", "path")]) / "space-reserve"),
-            reserve_bytes=self.values[("storage", "reserve_bytes")],
-        )
-
-    def net_options(self) -> NetOptions:
-        return NetOptions(
-            ae_title=self.values[("server", "ae_title")],
-            host=self.values[("server", "host")],
-            port=self.values[("server", "dicom_port")],
-            max_associations=self.values[("server", "max_associations")],
-            max_pdu_size=self.values[("server", "max_pdu_size")],
-            remotes=self.remotes,
-            pn_case_insensitive=self.values[("query", "pn_case_insensitive")],
-            max_results=self.values[("query", "max_results")],
-            retrieve_allowed_aes=tuple(self.values[("retrieve", "allowed_aes")]),
-            max_move_associations=self.values[("retrieve", "max_move_associations")],
-            accept_unknown_sop_classes=self.values[("storage", "accept_unknown_sop_classes")],
-        )
-
-    def web_options(self) -> WebOptions:
-        return WebOptions(
-            host=self.values[("server", "host")],
-            port=self.values[("server", "http_port")],
-            ae_title=self.values[("server", "ae_title")],
-            pn_case_insensitive=self.values[("query", "pn_case_insensitive")],
-            max_results=self.values[("query", "max_results")],
-            qido_default_limit=self.values[("web", "qido_default_limit")],
-            stow_max_bytes=self.values[("web", "stow_max_bytes")],
-            stow_max_part_bytes=self.values[("web", "stow_max_part_bytes")],
-            stow_max_parts=self.values[("web", "stow_max_parts")],
-            render_max_frame_bytes=self.values[("web", "render_max_frame_bytes")],
-            render_max_bytes_in_flight=self.values[("web", "render_max_bytes_in_flight")],
-            base_url=self.values[("web", "base_url")],
-            trusted_proxies=tuple(self.values[("web", "trusted_proxies")]),
-            header_timeout=self.values[("web", "header_timeout")],
-            body_timeout=self.values[("web", "body_timeout")],
-            keep_alive_timeout=self.values[("web", "keep_alive_timeout")],
-            max_connections=self.values[("web", "max_connections")],
-            max_url_bytes=self.values[("web", "max_url_bytes")],
-            max_header_bytes=self.values[("web", "max_header_bytes")],
-        )
+def setting(section: str, key: str) -> Setting:
+    """The declaration of ``[section] key`` (its check, say, for a value from elsewhere)."""
+    return _BY_NAME[(section, key)]
 
 
 def _typed(setting_type: type, value: Any) -> bool:
@@ -519,7 +520,7 @@ def load(path: Path | None, overrides: Mapping[tuple[str, str], Any] | None = No
     Raises:
         ConfigError: the file cannot be read, is not TOML, or holds a wrong value.
     """
-    values = {(s.section, s.key): s.default for s in SETTINGS}
+    values: dict[tuple[str, str], Any] = {}
     remotes: tuple[RemoteAE, ...] = ()
     from_file: dict[tuple[str, str], Any] = {}
     if path is not None:
@@ -528,5 +529,22 @@ def load(path: Path | None, overrides: Mapping[tuple[str, str], Any] | None = No
             from_file[("storage", "path")] = str(path.parent / from_file[("storage", "path")])
         values.update(from_file)
     values.update(overrides or {})
+    sections = {
+        name: cls(
+            **{
+                key: tuple(value) if isinstance(value, list) else value
+                for (section, key), value in values.items()
+                if section == name
+            }
+        )
+        for name, cls in _SECTIONS.items()
+    }
     explicit = frozenset(from_file) | frozenset(overrides or {})
-    return Settings(values, remotes, str(path) if path else "defaults", explicit)
+    return Settings(
+        **sections, remotes=remotes, source=str(path) if path else "defaults", explicit=explicit
+    )
+
+
+def defaults() -> Settings:
+    """The settings when no file and no flag says otherwise (what tests build options from)."""
+    return load(None)

@@ -116,8 +116,8 @@ class ArchiveLocation:
 
 def archive_location(settings: Settings) -> ArchiveLocation:
     """The archive the settings name; a relative folder is taken from the current one."""
-    folder = Path(settings[("storage", "path")]).absolute()
-    url = settings[("database", "url")] or f"sqlite:///{folder / 'index.sqlite'}"
+    folder = Path(settings.storage.path).absolute()
+    url = settings.database.url or f"sqlite:///{folder / 'index.sqlite'}"
     with contextlib.suppress(*_NOT_A_URL):
         parsed = make_url(url)
         database = parsed.database
@@ -336,7 +336,7 @@ def run(settings: Settings) -> None:
         )
         archive = open_archive(settings, announce=log.info)
         stack.callback(archive.close)
-        if settings[("storage", "check_on_start")]:
+        if settings.storage.check_on_start:
             report = check(archive)
             log.info(
                 "start-up check: %d blobs, %d re-indexed, %d missing, %d unreadable",

@@ -172,7 +172,14 @@ def test_duplicate_keeps_the_stored_copy(archive: Archive, tmp_path: Path) -> No
 def test_duplicate_replaces_when_configured(db_url: str, tmp_path: Path) -> None:
     configure_pydicom()
     arc = Archive.open(
-        ArchiveOptions(db_url, str(tmp_path / "blobs"), overwrite_duplicates=True, fsync=False)
+        ArchiveOptions(
+            db_url,
+            str(tmp_path / "blobs"),
+            overwrite_duplicates=True,
+            reserve_path="",
+            reserve_bytes=0,
+            fsync=False,
+        )
     )
     try:
         store(arc, tmp_path, Spec("P", "A^B", 1, 1, 1))

@@ -69,7 +69,16 @@ def test_a_version_3_index_is_migrated(db_url: str, tmp_path: Path) -> None:
     engine = sa.create_engine(db_url)
     _version_3(engine)
     engine.dispose()
-    archive = Archive.open(ArchiveOptions(db_url, str(tmp_path / "blobs"), fsync=False))
+    archive = Archive.open(
+        ArchiveOptions(
+            db_url,
+            str(tmp_path / "blobs"),
+            overwrite_duplicates=False,
+            reserve_path="",
+            reserve_bytes=0,
+            fsync=False,
+        )
+    )
     try:
         store_without_id(archive, tmp_path, 1)  # opened: migrated to the latest version
         assert migrate(archive.engine) == LATEST

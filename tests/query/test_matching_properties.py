@@ -54,7 +54,16 @@ def archive(
 
 
 def _filled(url: str, root: Path) -> Iterator[Archive]:
-    arc = Archive.open(ArchiveOptions(url, str(root / "b"), fsync=False))
+    arc = Archive.open(
+        ArchiveOptions(
+            url,
+            str(root / "b"),
+            overwrite_duplicates=False,
+            reserve_path="",
+            reserve_bytes=0,
+            fsync=False,
+        )
+    )
     rnd = random.Random(1234)
     folder = root / "in"
     folder.mkdir()

@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pypacs.archive import Archive, ArchiveOptions
+from pypacs.config import defaults
 from pypacs.web.app import DICOMWEB_BASE, create_app
 from pypacs.web.openapi import document
 
@@ -33,10 +34,17 @@ METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Starlette]:
     folder = tmp_path_factory.mktemp("openapi")
     archive = Archive.open(
-        ArchiveOptions(f"sqlite:///{folder / 'index.sqlite'}", str(folder / "blobs"), fsync=False)
+        ArchiveOptions(
+            f"sqlite:///{folder / 'index.sqlite'}",
+            str(folder / "blobs"),
+            overwrite_duplicates=False,
+            reserve_path="",
+            reserve_bytes=0,
+            fsync=False,
+        )
     )
     try:
-        yield create_app(archive)
+        yield create_app(archive, defaults().web_options())
     finally:
         archive.close()
 

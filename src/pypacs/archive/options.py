@@ -7,13 +7,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ArchiveOptions:
+    """Built by config from the settings, whose table holds the defaults."""
+
     database_url: str
     blob_root: str
     # A SOP Instance UID received again: keep the stored copy (False) or replace it (True).
-    overwrite_duplicates: bool = False
-    # fsync blobs and folders before acknowledging; only tests of other things turn it off.
-    fsync: bool = True
+    overwrite_duplicates: bool
     # Room kept back on the disk so that deletes work when it is full (archive/reserve.py);
     # 0: none.
-    reserve_path: str = ""
-    reserve_bytes: int = 0
+    reserve_path: str
+    reserve_bytes: int
+    # fsync blobs and folders before acknowledging; not a setting: only tests of other
+    # things turn it off.
+    fsync: bool = True

@@ -29,13 +29,12 @@ DICOMWEB_BASE = "/dicom-web"
 
 def create_app(
     archive: Archive,
-    options: WebOptions | None = None,
+    options: WebOptions,
     *,
     on_ready: Callable[[], None] | None = None,
     remote_ops: RemoteOps | None = None,
 ) -> Starlette:
     """The HTTP side of pypacs: DICOMweb under /dicom-web, the admin API under /api."""
-    options = options or WebOptions()
 
     async def health(_request: Request) -> JSONResponse:
         stats = await run_in_threadpool(archive.statistics)

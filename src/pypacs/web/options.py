@@ -12,30 +12,32 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True)
 class WebOptions:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    ae_title: str = "PYPACS"  # RetrieveAETitle in QIDO-RS answers
-    pn_case_insensitive: bool = True
-    max_results: int = 0  # past it a search fails (413); 0: no maximum
+    """Built by config from the settings, whose table holds the defaults."""
+
+    host: str
+    port: int
+    ae_title: str  # RetrieveAETitle in QIDO-RS answers
+    pn_case_insensitive: bool
+    max_results: int  # past it a search fails (413); 0: no maximum
     # PS3.18 8.3.4.4 lets the origin server cap a search that gives no limit.
-    qido_default_limit: int = 1000
-    stow_max_bytes: int = 2_147_483_648
-    stow_max_part_bytes: int = 1_073_741_824  # one part, spooled to disk as it arrives
-    stow_max_parts: int = 10_000
+    qido_default_limit: int
+    stow_max_bytes: int
+    stow_max_part_bytes: int  # one part, spooled to disk as it arrives
+    stow_max_parts: int
     # Rendering (web/renderlimits.py): the largest decoded frame, and all renders at once.
-    render_max_frame_bytes: int = 67_108_864
-    render_max_bytes_in_flight: int = 268_435_456
+    render_max_frame_bytes: int
+    render_max_bytes_in_flight: int
     # The public address absolute URLs start with ("" = the address each request reached)
     # and the peers whose X-Forwarded-* headers are believed (web/urls.py).
-    base_url: str = ""
-    trusted_proxies: tuple[str, ...] = ()
+    base_url: str
+    trusted_proxies: tuple[str, ...]
     # Bounds of one HTTP connection (web/connection.py), in seconds and bytes.
-    header_timeout: int = 20  # the request line and headers, from their first byte
-    body_timeout: int = 60  # longest wait for the next piece of a request body
-    keep_alive_timeout: int = 5  # an idle connection between two requests
-    max_connections: int = 256  # HTTP connections open at once; more are refused (503)
-    max_url_bytes: int = 16_384  # longest request target (path and query): 414
-    max_header_bytes: int = 65_536  # largest header section: 431
+    header_timeout: int  # the request line and headers, from their first byte
+    body_timeout: int  # longest wait for the next piece of a request body
+    keep_alive_timeout: int  # an idle connection between two requests
+    max_connections: int  # HTTP connections open at once; more are refused (503)
+    max_url_bytes: int  # longest request target (path and query): 414
+    max_header_bytes: int  # largest header section: 431
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -130,7 +130,7 @@ _refusals = _Refusals()
 class LimitedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the bounds of ``options`` (set by ``limited_protocol``)."""
 
-    options: ClassVar[WebOptions] = WebOptions()
+    options: ClassVar[WebOptions]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""`pypacs find`: keys from the command line, a C-FIND, results as a table or JSON."""
+"""``pypacs find``: keys from the command line, a C-FIND, results as a table or JSON."""
 
 from __future__ import annotations
 
@@ -6,56 +6,48 @@ import argparse
 import json
 import sys
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
-from pypacs.cli import counted
+from pypacs.cli.counts import counted
+from pypacs.cli.flags import (
+    Subparsers,
+    add_calling_ae,
+    add_model_flags,
+    add_remote,
+    add_setting_flags,
+    remote_from,
+)
+from pypacs.cli.keys import QUERY_RETRIEVE_LEVEL, build_identifier, parse_key
 from pypacs.config import Settings
-from pypacs.errors import ConfigError
 from pypacs.model.levels import InformationModel
-from pypacs.net.scu import RemoteError, find, parse_remote
-
-_SUCCESS, _CANCEL = 0x0000, 0xFE00
-
-
-def parse_key(text: str) -> tuple[int, str]:
-    """``PatientName=SMI*``, ``0010,0010=…`` or ``(0010,0010)`` → (tag, value).
-
-    Raises:
-        ConfigError: not a known keyword or tag.
-    """
-    name, _, value = text.partition("=")
-    name = name.strip().strip("()")
-    tag: int | None
-    if "," in name:
-        group, _, element = name.partition(",")
-        try:
-            tag = (int(group, 16) << 16) | int(element, 16)
-        except ValueError:
-            tag = None
-    else:
-        tag = tag_for_keyword(name)
-    if tag is None:
-        raise ConfigError(f"-k {text!r}: not a DICOM keyword or gggg,eeee tag")
-    return tag, value
+from pypacs.model.status import Category, Status, category
+from pypacs.net.scu import find
+from pypacs.remote.registry import RemoteError
 
 
-def build_identifier(keys: list[str], level: str) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level
-    for text in keys:
-        tag, value = parse_key(text)
-        if tag == 0x00080052:
-            ds.QueryRetrieveLevel = value
-            continue
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            vr = "UN"
-        ds.add_new(tag, vr, value or None)
-        if value and not value.isascii():
-            ds.SpecificCharacterSet = "ISO_IR 192"
-    return ds
+def register(subparsers: Subparsers) -> None:
+    """Add ``find``."""
+    parser = subparsers.add_parser("find", help="C-FIND on a remote archive, like DCMTK's findscu")
+    add_remote(parser)
+    add_model_flags(parser)
+    parser.add_argument(
+        "-k",
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="a key by keyword or gggg,eeee; no value: return it",
+    )
+    parser.add_argument(
+        "--relational",
+        action="store_true",
+        help="ask for relational queries (extended negotiation)",
+    )
+    parser.add_argument("--json", action="store_true", help="print DICOM JSON, one object a line")
+    add_setting_flags(parser, ("logging",))
+    add_calling_ae(parser)
+    parser.set_defaults(run=run)
 
 
 def _cell(ds: Dataset, tag: int) -> str:
@@ -72,23 +64,22 @@ def _cell(ds: Dataset, tag: int) -> str:
     )
 
 
-def run_find(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: argparse.Namespace) -> int:
     """Exit status: 0 success, 1 a failure status from the remote, 2 cannot ask."""
-    try:
-        remote = parse_remote(args.remote, settings.remotes)
-    except RemoteError as exc:
-        raise ConfigError(str(exc)) from exc
+    remote = remote_from(settings, args.remote)
     model = InformationModel(args.model or "STUDY_ROOT")
     level = args.level or ("PATIENT" if model is not InformationModel.STUDY_ROOT else "STUDY")
     identifier = build_identifier(args.key, level.upper())
-    tags = [t for t in dict.fromkeys(parse_key(k)[0] for k in args.key) if t != 0x00080052]
-    calling = settings.net_options().ae_title
+    tags = [
+        t for t in dict.fromkeys(parse_key(k)[0] for k in args.key) if t != QUERY_RETRIEVE_LEVEL
+    ]
+    calling = settings.server.ae_title
     rows: list[Dataset] = []
     final = None
     count = 0
     try:
         for result in find(remote, calling, model, identifier, relational=args.relational):
-            if result.identifier is not None and result.status in (0xFF00, 0xFF01):
+            if result.identifier is not None and category(result.status) is Category.PENDING:
                 count += 1
                 if args.json:
                     print(json.dumps(result.identifier.to_json_dict(), ensure_ascii=False))
@@ -107,7 +98,7 @@ def run_find(settings: Settings, args: argparse.Namespace) -> int:
         for row in table:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     status = final.status if final is not None else None
-    if status == _SUCCESS:
+    if status == Status.SUCCESS:
         print(counted(count, "match", "matches"), file=sys.stderr)
         return 0
     comment = f": {final.error_comment}" if final is not None and final.error_comment else ""

@@ -1,4 +1,4 @@
-"""`pypacs echo|get|move`: verify a remote; retrieve from it by C-GET or C-MOVE.
+"""``pypacs echo|get|move``: verify a remote; retrieve from it by C-GET or C-MOVE.
 
 Exit status of get and move: 0 every sub-operation succeeded (also when nothing matched);
 1 some failed or warned (final status Warning 0xB000, or Cancel); 2 a failure status, no
@@ -20,25 +20,113 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from pypacs.cli import counted
-from pypacs.config import SETTINGS, Settings
-from pypacs.errors import ConfigError, InvalidInstance, StoreError
-from pypacs.findcmd import build_identifier
+from pypacs.cli.counts import counted
+from pypacs.cli.flags import (
+    CREATE_HELP,
+    Subparsers,
+    add_calling_ae,
+    add_model_flags,
+    add_remote,
+    add_setting_flags,
+    remote_from,
+)
+from pypacs.cli.keys import build_identifier
+from pypacs.config import Settings, setting
+from pypacs.errors import ConfigError, InvalidInstance, InvalidKind, StoreError
 from pypacs.model.levels import InformationModel
+from pypacs.model.status import Category, Status
 from pypacs.model.uid import is_acceptable_uid
-from pypacs.net.options import RemoteAE
-from pypacs.net.scu import RemoteError, RetrieveProgress, echo, get, move, parse_remote
+from pypacs.net.scu import echo, get, move
+from pypacs.remote.export import Progress
+from pypacs.remote.registry import RemoteError
 
-_SUCCESS = 0x0000  # PS3.4 B.2.3, the C-STORE status we answer for an instance kept
-# PS3.5 9.1: a UID is dot-separated numbers without leading zeros, 64 characters at most.
+# PS3.4 B.2.3: the C-STORE status answered for an instance kept.
+_KEPT = Status.SUCCESS
+_EXIT_STATUS = (
+    "exit status: 0 every sub-operation succeeded (also when nothing matched); "
+    "1 some failed or ended with a warning (final status 0xB000 or a cancel); "
+    "2 the remote answered with a failure status, refused, aborted or could not be "
+    "reached, or the arguments are wrong"
+)
 
 
-def run_echo(settings: Settings, args: argparse.Namespace) -> int:
+def register(subparsers: Subparsers) -> None:
+    """Add ``echo``, ``get`` and ``move``."""
+    echo_ = subparsers.add_parser(
+        "echo",
+        help="C-ECHO a remote archive",
+        epilog="exit status: 0 the remote answered success; 2 it refused or did not answer",
+    )
+    add_remote(echo_)
+    add_setting_flags(echo_, ("logging",))
+    add_calling_ae(echo_)
+    echo_.set_defaults(run=run)
+
+    get_ = subparsers.add_parser(
+        "get",
+        help="C-GET from a remote archive into ours (or --output DIR), like DCMTK's getscu",
+        epilog=_EXIT_STATUS,
+    )
+    _add_retrieve_arguments(get_)
+    get_.add_argument(
+        "--output",
+        metavar="DIR",
+        help="write each instance as DIR/<SOP Instance UID>.dcm instead of archiving it",
+    )
+    get_.add_argument("--create", action="store_true", help=CREATE_HELP)
+    add_setting_flags(get_, ("storage", "database", "logging"))
+    add_calling_ae(get_)
+    get_.set_defaults(run=run)
+
+    move_ = subparsers.add_parser(
+        "move",
+        help="C-MOVE from a remote archive to an AE (default: ours), like DCMTK's movescu",
+        epilog=_EXIT_STATUS,
+    )
+    _add_retrieve_arguments(move_)
+    move_.add_argument(
+        "--dest",
+        metavar="AE",
+        help="move destination AE title, known to the remote (default: [server] ae_title)",
+    )
+    add_setting_flags(move_, ("logging",))
+    add_calling_ae(move_)
+    move_.set_defaults(run=run)
+
+
+def _add_retrieve_arguments(parser: argparse.ArgumentParser) -> None:
+    add_remote(parser)
+    add_model_flags(parser)
+    parser.add_argument(
+        "-k",
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a key by keyword or gggg,eeee, e.g. StudyInstanceUID=1.2.3",
+    )
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar on stderr even when it is not a terminal",
+    )
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run ``echo``, ``get`` or ``move``; the exit status as above."""
+    if args.command == "echo":
+        return _echo(settings, args)
+    if args.command == "get":
+        return _get(settings, args)
+    return _move(settings, args)
+
+
+def _echo(settings: Settings, args: argparse.Namespace) -> int:
     """Exit status: 0 the remote answered success, 2 it did not."""
-    remote = _remote(settings, args.remote)
+    remote = remote_from(settings, args.remote)
     _quiet_pynetdicom(settings)
     try:
-        echo(remote, settings.net_options().ae_title)
+        echo(remote, settings.server.ae_title)
     except RemoteError as exc:
         print(f"pypacs: {exc}", file=sys.stderr)
         return 2
@@ -46,28 +134,29 @@ def run_echo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_move(settings: Settings, args: argparse.Namespace) -> int:
+def _move(settings: Settings, args: argparse.Namespace) -> int:
     """C-MOVE to ``--dest`` (default: our own AE title); exit status as above."""
-    remote = _remote(settings, args.remote)
+    remote = remote_from(settings, args.remote)
     model, identifier = _request(args)
-    destination = _destination(args.dest or settings.net_options().ae_title)
-    calling = settings.net_options().ae_title
+    destination = _destination(args.dest or settings.server.ae_title)
+    calling = settings.server.ae_title
     responses = move(remote, calling, model, identifier, destination)
     _quiet_pynetdicom(settings)
     return _report("C-MOVE", "moved", responses, _show_progress(args))
 
 
-def run_get(settings: Settings, args: argparse.Namespace) -> int:
+def _get(settings: Settings, args: argparse.Namespace) -> int:
     """C-GET into our archive, or into ``--output``; exit status as above."""
-    remote = _remote(settings, args.remote)
+    remote = remote_from(settings, args.remote)
     model, identifier = _request(args)
-    calling = settings.net_options().ae_title
+    calling = settings.server.ae_title
     if args.output is not None:
         folder = _Folder(Path(args.output))
         _quiet_pynetdicom(settings)
         responses = get(remote, calling, model, identifier, folder.write)
         return _report("C-GET", "retrieved", responses, _show_progress(args))
 
+    from pypacs.archive import Outcome
     from pypacs.server import archive_location, open_archive
 
     archive = open_archive(
@@ -84,9 +173,9 @@ def run_get(settings: Settings, args: argparse.Namespace) -> int:
         result = archive.store_instance(
             data, expected_sop_class=sop_class, expected_sop_instance=sop_instance
         )
-        if result.outcome.value == "duplicate":
+        if result.outcome is Outcome.DUPLICATE:
             present += 1
-        return _SUCCESS
+        return _KEPT
 
     try:
         responses = get(remote, calling, model, identifier, keep)
@@ -114,7 +203,7 @@ class _Folder:
         # A peer's text becomes a file name only once it is known to be a UID.
         if not is_acceptable_uid(sop_instance):
             raise InvalidInstance(
-                f"SOP Instance UID {sop_instance[:24]!r} is invalid", "unparsable"
+                f"SOP Instance UID {sop_instance[:24]!r} is invalid", InvalidKind.UNPARSABLE
             )
         target = self.path / f"{sop_instance}.dcm"
         partial = self.path / f".{sop_instance}.dcm.partial"
@@ -125,13 +214,13 @@ class _Folder:
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
             raise StoreError(f"cannot write {target.name}: {exc.strerror}") from exc
-        return _SUCCESS
+        return _KEPT
 
 
 def _destination(ae_title: str) -> str:
     """Raises ConfigError unless ``ae_title`` passes the check declared for AE titles."""
-    setting = next(s for s in SETTINGS if (s.section, s.key) == ("server", "ae_title"))
-    expected = setting.check(ae_title) if setting.check is not None else None
+    check = setting("server", "ae_title").check
+    expected = check(ae_title) if check is not None else None
     if expected is not None:
         raise ConfigError(f"--dest {ae_title!r}: expected {expected}")
     return ae_title
@@ -140,15 +229,8 @@ def _destination(ae_title: str) -> str:
 def _quiet_pynetdicom(settings: Settings) -> None:
     # A failure reaches the user as one line of ours; pynetdicom's log of the same event
     # ("TCP Initialisation Error", ...) would only repeat it, unless debugging.
-    if settings[("logging", "level")] != "DEBUG":
+    if settings.logging.level != "DEBUG":
         logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-
-
-def _remote(settings: Settings, text: str) -> RemoteAE:
-    try:
-        return parse_remote(text, settings.remotes)
-    except RemoteError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 def _request(args: argparse.Namespace) -> tuple[InformationModel, Dataset]:
@@ -177,11 +259,11 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress) or sys.stderr.isatty()
 
 
-def _report(service: str, verb: str, responses: Iterator[RetrieveProgress], progress: bool) -> int:
+def _report(service: str, verb: str, responses: Iterator[Progress], progress: bool) -> int:
     """Follow the responses with a progress bar; print the summary; the exit status."""
     from tqdm import tqdm
 
-    final: RetrieveProgress | None = None
+    final: Progress | None = None
     try:
         with tqdm(unit="instance", disable=not progress, file=sys.stderr, desc=verb) as bar:
             for step in responses:
@@ -206,8 +288,8 @@ def _report(service: str, verb: str, responses: Iterator[RetrieveProgress], prog
     return _exit_status(service, final)
 
 
-def _exit_status(service: str, final: RetrieveProgress) -> int:
-    if final.category == "success":
+def _exit_status(service: str, final: Progress) -> int:
+    if final.category is Category.SUCCESS:
         if not (final.failed or final.warning):
             return 0
         print(f"pypacs: {service}: {final.failed} failed, {final.warning} warning", file=sys.stderr)
@@ -215,7 +297,7 @@ def _exit_status(service: str, final: RetrieveProgress) -> int:
     comment = f": {final.error_comment}" if final.error_comment else ""
     print(
         f"pypacs: {service} ended with status 0x{final.status:04X} "
-        f"({final.description or final.category}){comment}",
+        f"({final.description or final.category.value}){comment}",
         file=sys.stderr,
     )
-    return 2 if final.category == "failure" else 1
+    return 2 if final.category is Category.FAILURE else 1
