@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
 
-from pypacs.config import SETTINGS, Settings, load, parse_flag
+from pypacs.config import SETTINGS, Settings, load, parse_flag, setting
 from pypacs.errors import ConfigError
 from pypacs.remote.registry import Peer, RemoteError
 
@@ -66,15 +66,21 @@ def add_remote(parser: argparse.ArgumentParser) -> None:
 
 
 def remote_from(settings: Settings, text: str) -> Peer:
-    """The peer ``REMOTE`` names.
+    """The peer ``REMOTE`` names; an AE title given as ``host:port:AE`` is held to the rule
+    the file's ``[remotes.NAME] ae_title`` is.
 
     Raises:
-        ConfigError: neither a known name nor host:port:AE.
+        ConfigError: neither a known name nor host:port:AE, or the AE title is not one.
     """
     try:
-        return settings.remotes.parse(text)
+        peer = settings.remotes.parse(text)
     except RemoteError as exc:
         raise ConfigError(str(exc)) from exc
+    check = setting("server", "ae_title").check
+    expected = check(peer.ae_title) if check is not None else None
+    if expected is not None:
+        raise ConfigError(f"REMOTE {text!r}: expected {expected}")
+    return peer
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
