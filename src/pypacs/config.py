@@ -16,7 +16,8 @@ from typing import Any, TypeVar, get_type_hints
 
 from pypacs.archive.options import ArchiveOptions
 from pypacs.errors import ConfigError
-from pypacs.net.options import NetOptions, RemoteAE
+from pypacs.net.options import NetOptions
+from pypacs.remote.registry import Peer, Peers
 from pypacs.web.options import WebOptions, parse_base_url, parse_networks
 
 Check = Callable[[Any], str | None]  # returns what was expected, or None when the value is fine
@@ -287,7 +288,7 @@ class Settings:
     retrieve: RetrieveSettings = field(default_factory=RetrieveSettings, metadata=_SECTION)
     web: WebSettings = field(default_factory=WebSettings, metadata=_SECTION)
     logging: LoggingSettings = field(default_factory=LoggingSettings, metadata=_SECTION)
-    remotes: tuple[RemoteAE, ...] = ()
+    remotes: Peers = field(default_factory=Peers)
     source: str = "defaults"
     # The (section, key) pairs a file or a flag set; the rest are defaults.
     explicit: frozenset[tuple[str, str]] = frozenset()
@@ -438,7 +439,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
-def _remotes(where: str, table: Any) -> tuple[RemoteAE, ...]:
+def _remotes(where: str, table: Any) -> Peers:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}[remotes] must be a table of [remotes.NAME] tables")
     remotes = []
@@ -456,15 +457,15 @@ def _remotes(where: str, table: Any) -> tuple[RemoteAE, ...]:
             if key not in entry:
                 raise ConfigError(f"{where}[remotes.{name}] lacks {key}")
             values[key] = _validate(where, f"remotes.{name}", key, entry[key], kind, check)
-        remotes.append(RemoteAE(name=name, **values))
-    return tuple(remotes)
+        remotes.append(Peer(name=name, **values))
+    return Peers.of(remotes)
 
 
-def _from_file(path: Path) -> tuple[dict[tuple[str, str], Any], tuple[RemoteAE, ...]]:
+def _from_file(path: Path) -> tuple[dict[tuple[str, str], Any], Peers]:
     data = _read_toml(path)
     where = f"{path}: "
     values: dict[tuple[str, str], Any] = {}
-    remotes: tuple[RemoteAE, ...] = ()
+    remotes = Peers()
     for section, table in data.items():
         if section == "remotes":
             remotes = _remotes(where, table)
@@ -521,7 +522,7 @@ def load(path: Path | None, overrides: Mapping[tuple[str, str], Any] | None = No
         ConfigError: the file cannot be read, is not TOML, or holds a wrong value.
     """
     values: dict[tuple[str, str], Any] = {}
-    remotes: tuple[RemoteAE, ...] = ()
+    remotes = Peers()
     from_file: dict[tuple[str, str], Any] = {}
     if path is not None:
         from_file, remotes = _from_file(path)

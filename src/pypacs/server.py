@@ -10,12 +10,10 @@ import re
 import resource
 import socket
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
-from pydicom.dataset import Dataset
 from pynetdicom import AE
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -28,13 +26,10 @@ from pypacs.errors import ConfigError, PypacsError
 from pypacs.index import tx
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import current_version
-from pypacs.model.levels import InformationModel
-from pypacs.model.status import Status
-from pypacs.net import scu
 from pypacs.net.ae import configure_pynetdicom, start_server
+from pypacs.net.export import DimseExporter
 from pypacs.net.handlers import DimseHandlers
-from pypacs.net.options import NetOptions, RemoteAE
-from pypacs.web.admin.jobs import EchoResult, MoveProgress, Remote, RemoteFailure
+from pypacs.net.options import NetOptions
 from pypacs.web.app import create_app
 from pypacs.web.http.connection import limited_protocol
 from pypacs.web.options import WebOptions
@@ -189,80 +184,6 @@ def _listen_failure(what: str, host: str, port: int, setting: str, exc: OSError)
     return f"cannot listen for {what} on {_address(host, port)}: {reason} ({setting})"
 
 
-class DimseRemoteOps:
-    """The admin API's C-ECHO and C-MOVE, through the DIMSE client.
-
-    A study is sent by a C-MOVE to our own DICOM port with the remote's AE title as move
-    destination: the C-MOVE SCP then does the sending, as for any other requestor.
-    """
-
-    def __init__(self, net: NetOptions, dicom_port: int) -> None:
-        self.net = net
-        # A server listening on every address is asked over the loopback one.
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(net.host, net.host)
-        self.own = RemoteAE(name="(this server)", ae_title=net.ae_title, host=host, port=dicom_port)
-
-    def remotes(self) -> Sequence[Remote]:
-        return [Remote(r.name, r.ae_title, r.host, r.port) for r in self.net.remotes]
-
-    def _remote(self, name: str) -> RemoteAE:
-        for remote in self.net.remotes:
-            if remote.name == name:
-                return remote
-        raise RemoteFailure(f"unknown remote {name!r}")
-
-    def echo(self, name: str) -> EchoResult:
-        remote = self._remote(name)
-        start = time.perf_counter()
-        try:
-            scu.echo(remote, self.net.ae_title, timeout=self.net.acse_timeout)
-        except scu.RemoteError as exc:
-            return EchoResult(ok=False, status=None, milliseconds=None, error=str(exc))
-        elapsed = (time.perf_counter() - start) * 1000
-        return EchoResult(ok=True, status=int(Status.SUCCESS), milliseconds=round(elapsed, 3))
-
-    def move_study(
-        self, study_uid: str, name: str, on_progress: Callable[[MoveProgress], None]
-    ) -> MoveProgress:
-        remote = self._remote(name)
-        # The C-MOVE SCP finds a destination by AE title, the first remote that has it.
-        first = next(r for r in self.net.remotes if r.ae_title == remote.ae_title)
-        if first is not remote:
-            raise RemoteFailure(
-                f"remotes {first.name!r} and {remote.name!r} share the AE title "
-                f"{remote.ae_title!r}; a C-MOVE to it goes to {first.name!r}"
-            )
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "STUDY"
-        identifier.StudyInstanceUID = study_uid
-        last: MoveProgress | None = None
-        try:
-            for response in scu.move(
-                self.own,
-                self.net.ae_title,
-                InformationModel.STUDY_ROOT,
-                identifier,
-                remote.ae_title,
-                timeout=self.net.dimse_timeout,
-            ):
-                last = MoveProgress(
-                    status=response.status,
-                    category=response.category,
-                    remaining=response.remaining,
-                    completed=response.completed,
-                    failed=response.failed,
-                    warning=response.warning,
-                    error_comment=response.error_comment,
-                    failed_uids=response.failed_uids,
-                )
-                on_progress(last)
-        except scu.RemoteError as exc:
-            raise RemoteFailure(str(exc)) from exc
-        if last is None:
-            raise RemoteFailure(f"{self.net.ae_title} gave no C-MOVE response")
-        return last
-
-
 def _start_dimse(net: NetOptions, archive: Archive, reserved: socket.socket) -> AE:
     """Hand the reserved DICOM port over to the association server.
 
@@ -365,7 +286,13 @@ def run(settings: Settings) -> None:
             )
 
         config = uvicorn.Config(
-            create_app(archive, web, on_ready=ready, remote_ops=DimseRemoteOps(net, dicom_port)),
+            create_app(
+                archive,
+                web,
+                on_ready=ready,
+                peers=net.remotes,
+                exporter=DimseExporter(archive, net),
+            ),
             log_config=None,
             access_log=False,
             lifespan="on",

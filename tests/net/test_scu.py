@@ -13,8 +13,9 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
 from pypacs.errors import StoreError
 from pypacs.model.levels import InformationModel
-from pypacs.net.options import RemoteAE
-from pypacs.net.scu import RemoteError, RetrieveProgress, echo, get, move
+from pypacs.net.scu import echo, get, move
+from pypacs.remote.export import Progress
+from pypacs.remote.registry import Peer, RemoteError
 
 from dicomgen import Spec, dataset_bytes, write
 from qrscp import dcmqrscp, free_port
@@ -52,8 +53,8 @@ def originals(files: list[Path]) -> dict[str, bytes]:
     }
 
 
-def remote(port: int, ae_title: str) -> RemoteAE:
-    return RemoteAE(name="test", ae_title=ae_title, host="127.0.0.1", port=port)
+def remote(port: int, ae_title: str) -> Peer:
+    return Peer(name="test", ae_title=ae_title, host="127.0.0.1", port=port)
 
 
 # pynetdicom 3.0.4 leaks the socket of a refused connection: shutdown() of an unconnected
@@ -94,13 +95,13 @@ def test_get_hands_over_each_instance_and_answers_its_status(
     mr = next(uid for uid, (cls, _, _) in arrived.items() if cls == MRImageStorage)
     # dcmqrscp answers once per sub-operation, in the order the instances were stored.
     assert steps == [
-        RetrieveProgress(0xFF00, remaining=3, completed=1, failed=0, warning=0),
-        RetrieveProgress(0xFF00, remaining=2, completed=2, failed=0, warning=0),
-        RetrieveProgress(0xFF00, remaining=1, completed=3, failed=0, warning=0),
-        RetrieveProgress(0xFF00, remaining=0, completed=3, failed=1, warning=0),
-        RetrieveProgress(0xB000, None, completed=3, failed=1, warning=0, failed_uids=(mr,)),
+        Progress(0xFF00, remaining=3, completed=1, failed=0, warning=0),
+        Progress(0xFF00, remaining=2, completed=2, failed=0, warning=0),
+        Progress(0xFF00, remaining=1, completed=3, failed=0, warning=0),
+        Progress(0xFF00, remaining=0, completed=3, failed=1, warning=0),
+        Progress(0xB000, None, completed=3, failed=1, warning=0, failed_uids=(mr,)),
     ]
-    assert [s.category for s in steps] == ["pending"] * 4 + ["warning"]
+    assert [s.category.value for s in steps] == ["pending"] * 4 + ["warning"]
 
 
 def test_move_reports_every_response(tmp_path: Path, study: list[Path]) -> None:
@@ -114,13 +115,13 @@ def test_move_reports_every_response(tmp_path: Path, study: list[Path]) -> None:
         )
     assert {r.sop_instance_uid: r.data for r in dest.received} == originals(study)
     assert steps == [
-        RetrieveProgress(0xFF00, remaining=3, completed=1, failed=0, warning=0),
-        RetrieveProgress(0xFF00, remaining=2, completed=2, failed=0, warning=0),
-        RetrieveProgress(0xFF00, remaining=1, completed=3, failed=0, warning=0),
-        RetrieveProgress(0xFF00, remaining=0, completed=4, failed=0, warning=0),
-        RetrieveProgress(0x0000, remaining=None, completed=4, failed=0, warning=0),
+        Progress(0xFF00, remaining=3, completed=1, failed=0, warning=0),
+        Progress(0xFF00, remaining=2, completed=2, failed=0, warning=0),
+        Progress(0xFF00, remaining=1, completed=3, failed=0, warning=0),
+        Progress(0xFF00, remaining=0, completed=4, failed=0, warning=0),
+        Progress(0x0000, remaining=None, completed=4, failed=0, warning=0),
     ]
-    assert steps[-1].category == "success"
+    assert steps[-1].category.value == "success"
 
 
 def test_get_from_a_peer_without_the_get_service_raises(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -131,6 +132,30 @@ blob_deletion = Table(
     Column("pk", Integer, primary_key=True, autoincrement=True),
     Column("blob_key", String, nullable=False, unique=True),
     Column("requested_at", String, nullable=False),
+)
+
+# Studies sent to peers (remote/jobs.py): their state is kept here so that any node can
+# report them. ``claimed_by`` and ``lease_until`` name the node running a job and until when
+# its claim holds, for nodes that take over the jobs of one that stopped.
+job = Table(
+    "job",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("token", String, nullable=False),  # with pk, the job's unguessable id
+    Column("peer", String, nullable=False),
+    Column("study_instance_uid", String, nullable=False),
+    Column("state", String, nullable=False, index=True),
+    Column("status", Integer, nullable=True),  # the last DIMSE status reported
+    Column("remaining", Integer, nullable=True),
+    Column("completed", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("warning", Integer, nullable=False, server_default="0"),
+    Column("failed_uids", Text, nullable=False, server_default="[]"),  # a JSON array
+    Column("error", Text, nullable=True),
+    Column("created_at", String, nullable=False),
+    Column("updated_at", String, nullable=False),
+    Column("claimed_by", String, nullable=True),
+    Column("lease_until", String, nullable=True),
 )
 
 schema_version = Table(

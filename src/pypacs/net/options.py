@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class RemoteAE:
-    """A peer declared as ``[remotes.NAME]``."""
-
-    name: str
-    ae_title: str
-    host: str
-    port: int
+from pypacs.remote.registry import Peers
 
 
 @dataclass(frozen=True)
@@ -27,7 +19,7 @@ class NetOptions:
     # PS3.4 C.2.2.2.1 leaves PN case sensitivity to the SCP; users expect insensitive.
     pn_case_insensitive: bool
     max_results: int  # per C-FIND; 0: no maximum
-    remotes: tuple[RemoteAE, ...]
+    remotes: Peers
     # C-MOVE/C-GET: calling AE titles allowed to retrieve (empty: any), and how many
     # associations to move destinations may be open at once.
     retrieve_allowed_aes: tuple[str, ...]

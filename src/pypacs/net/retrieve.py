@@ -31,10 +31,11 @@ from pypacs.errors import IndexUnavailable, PypacsError
 from pypacs.model.outcomes import Refused
 from pypacs.model.sop import QR_GET, QR_MOVE
 from pypacs.model.status import Status
-from pypacs.net.options import NetOptions, RemoteAE
+from pypacs.net.options import NetOptions
 from pypacs.net.reactor import PromptAE, nodelay
 from pypacs.query.from_dimse import parse_retrieve
 from pypacs.query.types import InvalidQuery, Query
+from pypacs.remote.registry import Peer
 
 log = logging.getLogger("pypacs.net")
 
@@ -250,11 +251,11 @@ class RetrieveService:
         if allowed and calling not in allowed:
             raise Refused(Status.NOT_AUTHORIZED, f"{calling!r} may not retrieve")
 
-    def _destination(self, req: C_MOVE) -> RemoteAE:
+    def _destination(self, req: C_MOVE) -> Peer:
         title = str(req.MoveDestination or "").strip()
-        for remote in self.options.remotes:
-            if remote.ae_title == title:
-                return remote
+        peer = self.options.remotes.by_ae_title(title)
+        if peer is not None:
+            return peer
         # PS3.4 C.4.2.1.5: the destination is not a known AE.
         raise Refused(Status.MOVE_DESTINATION_UNKNOWN, f"unknown move destination {title!r}")
 
@@ -276,7 +277,7 @@ class RetrieveService:
         self,
         assoc: Association,
         req: C_GET | C_MOVE,
-        destination: RemoteAE | None,
+        destination: Peer | None,
         syntaxes: list[tuple[str, str]],
     ) -> Iterator[StoreChannel]:
         priority = req.Priority or 0
@@ -296,7 +297,7 @@ class RetrieveService:
                 f"all {self.options.max_move_associations} outgoing associations are busy",
             )
         try:
-            out = self._associate(destination, syntaxes)
+            out = open_store_association(self.options, destination, syntaxes)
             originator = ((assoc.requestor.ae_title or "").strip(), req.MessageID or 0)
             try:
                 yield StoreChannel(
@@ -307,37 +308,45 @@ class RetrieveService:
                     timeout=self.options.dimse_timeout,
                 )
             finally:
-                _end(out)
+                end_store_association(out)
         finally:
             self._outgoing.release()
 
-    def _associate(self, remote: RemoteAE, syntaxes: list[tuple[str, str]]) -> Association:
-        ae = PromptAE(ae_title=self.options.ae_title)
-        ae.acse_timeout = self.options.acse_timeout
-        ae.dimse_timeout = self.options.dimse_timeout
-        ae.network_timeout = self.options.network_timeout
-        ae.maximum_pdu_size = self.options.max_pdu_size
-        out = ae.associate(
-            remote.host,
-            remote.port,
-            contexts=move_contexts(syntaxes),
-            ae_title=remote.ae_title,
-            evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
-        )
-        if not out.is_established:
-            raise Refused(
-                Status.UNABLE_TO_PERFORM_SUB_OPERATIONS,
-                f"{remote.ae_title} at {remote.host}:{remote.port} refused or did not answer",
-            )
-        # Our thread reads the destination's responses itself: pynetdicom's requestor
-        # reactor must not take them off the queue first (what its send_c_store does too).
-        out._reactor_checkpoint.clear()
-        while not out._is_paused and out.is_established:
-            time.sleep(0.0001)
-        return out
+
+def open_store_association(
+    options: NetOptions, peer: Peer, syntaxes: list[tuple[str, str]]
+) -> Association:
+    """An association to ``peer`` proposing ``move_contexts(syntaxes)``, on which the
+    calling thread sends C-STOREs through a ``StoreChannel``; end it with
+    ``end_store_association``.
+
+    Raises:
+        Refused: UNABLE_TO_PERFORM_SUB_OPERATIONS, the peer refused or did not answer.
+    """
+    ae = PromptAE(ae_title=options.ae_title)
+    ae.acse_timeout = options.acse_timeout
+    ae.dimse_timeout = options.dimse_timeout
+    ae.network_timeout = options.network_timeout
+    ae.maximum_pdu_size = options.max_pdu_size
+    out = ae.associate(
+        peer.host,
+        peer.port,
+        contexts=move_contexts(syntaxes),
+        ae_title=peer.ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
+    )
+    if not out.is_established:
+        raise Refused(Status.UNABLE_TO_PERFORM_SUB_OPERATIONS, f"{peer} refused or did not answer")
+    # Our thread reads the destination's responses itself: pynetdicom's requestor
+    # reactor must not take them off the queue first (what its send_c_store does too).
+    out._reactor_checkpoint.clear()
+    while not out._is_paused and out.is_established:
+        time.sleep(0.0001)
+    return out
 
 
-def _end(out: Association) -> None:
+def end_store_association(out: Association) -> None:
+    """Release an association ``open_store_association`` made."""
     out._reactor_checkpoint.set()
     if out.is_established:
         out.release()

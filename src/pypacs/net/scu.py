@@ -14,7 +14,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
-from pypacs.errors import InvalidInstance, PypacsError
+from pypacs.errors import InvalidInstance, InvalidKind, PypacsError
 from pypacs.model.levels import InformationModel
 from pypacs.model.outcomes import status_for
 from pypacs.model.sop import (
@@ -24,10 +24,11 @@ from pypacs.model.sop import (
     QR_TRANSFER_SYNTAXES,
     STORAGE_TRANSFER_SYNTAXES,
 )
-from pypacs.model.status import Status, category
-from pypacs.net.options import RemoteAE
+from pypacs.model.status import Status
 from pypacs.net.part10 import received_part10
 from pypacs.net.reactor import nodelay
+from pypacs.remote.export import Progress
+from pypacs.remote.registry import Peer, RemoteError
 
 log = logging.getLogger("pypacs.scu")
 
@@ -45,32 +46,10 @@ _GET_TRANSFER_SYNTAXES = [
 ]
 _MAX_PDU = 1_048_576  # what we receive per PDU during C-GET (instances come this way)
 
-# PS3.4 Tables C.4-2 (C-MOVE) and C.4-3 (C-GET): the statuses a retrieve may end with.
-_RETRIEVE_STATUS: dict[int, str] = {
-    Status.SUCCESS: "sub-operations complete, no failures",
-    Status.UNABLE_TO_CALCULATE_MATCHES: (
-        "refused: out of resources, unable to calculate number of matches"
-    ),
-    Status.UNABLE_TO_PERFORM_SUB_OPERATIONS: (
-        "refused: out of resources, unable to perform sub-operations"
-    ),
-    Status.MOVE_DESTINATION_UNKNOWN: "refused: move destination unknown",
-    Status.DATASET_DOES_NOT_MATCH_SOP_CLASS: "identifier does not match SOP class",
-    Status.SUB_OPERATIONS_WARNING: "sub-operations complete, one or more failures or warnings",
-    Status.CANCEL: "sub-operations terminated due to cancel",
-    Status.PENDING: "sub-operations are continuing",
-}
-# PS3.4 C.4.2.1.5, C.4.3.1.4: "Failed: Unable to process" is any Cxxx status.
-_UNABLE_TO_PROCESS = range(0xC000, 0xD000)
-
 InstanceHandler = Callable[[bytes, str, str], int]
 """Called with (Part 10 bytes, SOP Class UID, SOP Instance UID) of each instance a C-GET
 brings; returns the C-STORE status to answer (PS3.4 B.2.3). A ``PypacsError`` it raises
 is answered with the status ``status_for`` gives."""
-
-
-class RemoteError(PypacsError):
-    """A remote AE could not be reached or refused the association."""
 
 
 @dataclass(frozen=True)
@@ -78,54 +57,6 @@ class FindResult:
     status: int
     identifier: Dataset | None
     error_comment: str | None = None
-
-
-@dataclass(frozen=True)
-class RetrieveProgress:
-    """One C-MOVE or C-GET response and its sub-operation counts (PS3.7 9.3.4.2, 9.3.3.2)."""
-
-    status: int
-    remaining: int | None
-    completed: int
-    failed: int
-    warning: int
-    failed_uids: tuple[str, ...] = ()
-    error_comment: str | None = None
-
-    @property
-    def category(self) -> str:
-        """pending, success, warning, cancel or failure (PS3.7 Annex C)."""
-        return category(self.status).value
-
-    @property
-    def done(self) -> int:
-        """Sub-operations finished so far, whatever their outcome."""
-        return self.completed + self.failed + self.warning
-
-    @property
-    def description(self) -> str:
-        if self.status in _UNABLE_TO_PROCESS:
-            return "unable to process"
-        return _RETRIEVE_STATUS.get(self.status, "")
-
-
-def parse_remote(text: str, remotes: tuple[RemoteAE, ...]) -> RemoteAE:
-    """A ``[remotes]`` name, or ``host:port:AE``.
-
-    Raises:
-        RemoteError: neither a known name nor host:port:AE.
-    """
-    for remote in remotes:
-        if remote.name == text:
-            return remote
-    host, sep, rest = text.rpartition(":")
-    host, sep2, port = host.rpartition(":") if sep else ("", "", "")
-    if sep and sep2 and port.isdigit() and 0 < int(port) < 65536 and rest and host:
-        return RemoteAE(name=text, ae_title=rest, host=host, port=int(port))
-    names = ", ".join(r.name for r in remotes) or "none configured"
-    raise RemoteError(
-        f"unknown remote {text!r}: expected a [remotes] name ({names}) or host:port:AE"
-    )
 
 
 def _ae(calling_ae: str, timeout: float) -> AE:
@@ -136,7 +67,7 @@ def _ae(calling_ae: str, timeout: float) -> AE:
 
 def _associate(
     ae: AE,
-    remote: RemoteAE,
+    remote: Peer,
     sop_class: str,
     what: str,
     *,
@@ -180,7 +111,7 @@ def _end(assoc: Association, completed: bool) -> None:
         assoc.abort()
 
 
-def echo(remote: RemoteAE, calling_ae: str, *, timeout: float = 30.0) -> None:
+def echo(remote: Peer, calling_ae: str, *, timeout: float = 30.0) -> None:
     """C-ECHO (PS3.7 9.1.5) against ``remote``.
 
     Raises:
@@ -200,7 +131,7 @@ def echo(remote: RemoteAE, calling_ae: str, *, timeout: float = 30.0) -> None:
 
 
 def find(
-    remote: RemoteAE,
+    remote: Peer,
     calling_ae: str,
     model: InformationModel,
     identifier: Dataset,
@@ -237,14 +168,14 @@ def find(
 
 
 def move(
-    remote: RemoteAE,
+    remote: Peer,
     calling_ae: str,
     model: InformationModel,
     identifier: Dataset,
     destination: str,
     *,
     timeout: float = 60.0,
-) -> Iterator[RetrieveProgress]:
+) -> Iterator[Progress]:
     """C-MOVE (PS3.4 C.4.2) of what ``identifier`` selects from ``remote`` to the AE
     ``destination``: the progress of each response, the final one last.
 
@@ -264,14 +195,14 @@ def move(
 
 
 def get(
-    remote: RemoteAE,
+    remote: Peer,
     calling_ae: str,
     model: InformationModel,
     identifier: Dataset,
     on_instance: InstanceHandler,
     *,
     timeout: float = 60.0,
-) -> Iterator[RetrieveProgress]:
+) -> Iterator[Progress]:
     """C-GET (PS3.4 C.4.3) of what ``identifier`` selects from ``remote``: each instance
     goes to ``on_instance`` as it arrives; the progress of each response, the final last.
 
@@ -332,22 +263,24 @@ def _part10(event: evt.Event) -> bytes:
     try:
         return received_part10(cast(C_STORE, event.request), str(event.context.transfer_syntax))
     except UnicodeError as exc:
-        raise InvalidInstance("SOP Class or Instance UID is not ASCII", "unparsable") from exc
+        raise InvalidInstance(
+            "SOP Class or Instance UID is not ASCII", InvalidKind.UNPARSABLE
+        ) from exc
 
 
 def _progress(
-    remote: RemoteAE, responses: Iterator[tuple[Dataset, Dataset | None]]
-) -> Iterator[RetrieveProgress]:
+    remote: Peer, responses: Iterator[tuple[Dataset, Dataset | None]]
+) -> Iterator[Progress]:
     """Each C-MOVE/C-GET response as progress; counts a final response leaves out (they are
     conditional, PS3.7 9.3.4.2) are carried over from the last pending one."""
-    last = RetrieveProgress(Status.PENDING, None, 0, 0, 0)
+    last = Progress(Status.PENDING, None, 0, 0, 0)
     for status, identifier in responses:
         if "Status" not in status:
             raise RemoteError(f"{remote.ae_title} stopped answering (association lost)")
         completed = _count(status, "NumberOfCompletedSuboperations")
         failed = _count(status, "NumberOfFailedSuboperations")
         warning = _count(status, "NumberOfWarningSuboperations")
-        last = RetrieveProgress(
+        last = Progress(
             status=int(status.Status),
             remaining=_count(status, "NumberOfRemainingSuboperations"),
             completed=last.completed if completed is None else completed,

@@ -14,9 +14,10 @@ from starlette.routing import BaseRoute, Route
 
 import pypacs
 from pypacs.archive import Archive
+from pypacs.remote.export import Exporter, NoExporter
+from pypacs.remote.registry import Peers
 from pypacs.web import openapi, page
 from pypacs.web.admin import api as admin
-from pypacs.web.admin.jobs import NoRemotes, RemoteOps
 from pypacs.web.dicomweb import delete, qido, stow, wado, wadouri
 from pypacs.web.http.errors import EXCEPTION_HANDLERS
 from pypacs.web.http.origin import SameOriginOnly
@@ -32,7 +33,8 @@ def create_app(
     options: WebOptions,
     *,
     on_ready: Callable[[], None] | None = None,
-    remote_ops: RemoteOps | None = None,
+    peers: Peers | None = None,
+    exporter: Exporter | None = None,
 ) -> Starlette:
     """The HTTP side of pypacs: DICOMweb under /dicom-web, the admin API under /api."""
 
@@ -58,7 +60,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route("/api/health", health),
-        *admin.routes(archive, remote_ops or NoRemotes(), "/api"),
+        *admin.routes(archive, peers or Peers(), exporter or NoExporter(), "/api"),
         *openapi.routes(DICOMWEB_BASE, "/api"),
         *qido.routes(archive, options, DICOMWEB_BASE),
         *stow.routes(archive, options, DICOMWEB_BASE),

@@ -295,7 +295,7 @@ def _admin(base: str) -> dict[str, Any]:
         },
         f"{base}/remotes/{{name}}/move": {
             "post": _op(
-                "Send a study to the remote (C-MOVE to it); runs as a job",
+                "Send a study to the remote (C-STORE to it); runs as a job",
                 "admin",
                 {
                     "202": _json("started", _ref("schemas", "Job")),
@@ -310,7 +310,7 @@ def _admin(base: str) -> dict[str, Any]:
         },
         f"{base}/jobs/{{job}}": {
             "get": _op(
-                "A job's progress; jobs live in one node's memory",
+                "A job's progress; jobs are kept in the index, so any node answers",
                 "admin",
                 {"200": _json("the job", _ref("schemas", "Job")), **_errors(404)},
                 [{"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -487,10 +487,10 @@ def _components() -> dict[str, Any]:
                 "required": ["job", "state", "remote", "StudyInstanceUID"],
                 "properties": {
                     "job": text,
-                    "state": {"enum": ["running", "done", "failed"]},
+                    "state": {"enum": ["queued", "running", "done", "failed", "cancelled"]},
                     "remote": text,
                     "StudyInstanceUID": text,
-                    "status": {**nullable_text, "description": "last C-MOVE status, 0xHHHH"},
+                    "status": {**nullable_text, "description": "last DIMSE status, 0xHHHH"},
                     "remaining": nullable_count,
                     "completed": count,
                     "failed": count,

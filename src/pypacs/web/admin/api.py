@@ -1,5 +1,5 @@
-"""The admin REST API under /api: statistics, remote AEs (C-ECHO, sending a study by
-C-MOVE as a job), and a study's stored files as one ZIP."""
+"""The admin REST API under /api: statistics, remote AEs (C-ECHO, sending a study to one
+as a job), and a study's stored files as one ZIP."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-from pydicom.dataset import Dataset
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, Retrieval
-from pypacs.model.levels import InformationModel
-from pypacs.query.from_dimse import parse_retrieve
+from pypacs.query.entity import EntityRef
 from pypacs.query.types import InvalidQuery, Query
 from pypacs.query.values import check_uid
-from pypacs.web.admin.jobs import Jobs, Remote, RemoteOps
+from pypacs.remote.export import Exporter
+from pypacs.remote.jobs import Jobs
+from pypacs.remote.registry import Peer, Peers
+from pypacs.web.admin.jobs import echo_json, job_json, peer_json
 from pypacs.web.http.errors import HttpProblem, bad_parameter, not_found
 from pypacs.web.http.origin import require_json
 
@@ -31,9 +32,11 @@ _MAX_BODY = 65_536  # a move request is one UID; anything near this is not one
 _CHUNK = 1_048_576  # how much of an instance goes into the ZIP stream at a time
 
 
-def routes(archive: Archive, ops: RemoteOps, base: str = "/api") -> list[BaseRoute]:
+def routes(
+    archive: Archive, peers: Peers, exporter: Exporter, base: str = "/api"
+) -> list[BaseRoute]:
     """The admin API's routes under ``base``."""
-    api = _AdminApi(archive, ops, base)
+    api = _AdminApi(archive, peers, exporter, base)
     return [
         Route(f"{base}/statistics", api.statistics, methods=["GET"]),
         Route(f"{base}/remotes", api.remotes, methods=["GET"]),
@@ -45,19 +48,18 @@ def routes(archive: Archive, ops: RemoteOps, base: str = "/api") -> list[BaseRou
 
 
 class _AdminApi:
-    def __init__(self, archive: Archive, ops: RemoteOps, base: str) -> None:
+    def __init__(self, archive: Archive, peers: Peers, exporter: Exporter, base: str) -> None:
         self.archive = archive
-        self.ops = ops
+        self.peers = peers
+        self.exporter = exporter
         self.base = base
-        self.jobs = Jobs(ops)
+        self.jobs = Jobs(archive, exporter)
 
-    def _remote_named(self, name: str) -> Remote:
-        remotes = self.ops.remotes()
-        for remote in remotes:
-            if remote.name == name:
-                return remote
-        known = ", ".join(r.name for r in remotes) or "none configured"
-        raise not_found(f"unknown remote {name!r} (known: {known})")
+    def _remote_named(self, name: str) -> Peer:
+        peer = self.peers.named(name)
+        if peer is None:
+            raise not_found(f"unknown remote {name!r} (known: {self.peers.names()})")
+        return peer
 
     async def statistics(self, _request: Request) -> JSONResponse:
         stats = await run_in_threadpool(self.archive.statistics)
@@ -72,43 +74,36 @@ class _AdminApi:
         )
 
     async def remotes(self, _request: Request) -> JSONResponse:
-        return JSONResponse([_remote_json(r) for r in self.ops.remotes()])
+        return JSONResponse([peer_json(peer) for peer in self.peers])
 
     async def echo(self, request: Request) -> JSONResponse:
         require_json(request)  # a page of another site cannot send it unasked (web/origin.py)
-        remote = self._remote_named(request.path_params["name"])
-        result = await run_in_threadpool(self.ops.echo, remote.name)
-        return JSONResponse(
-            {
-                "remote": remote.name,
-                "ok": result.ok,
-                "status": None if result.status is None else f"0x{result.status:04X}",
-                "milliseconds": result.milliseconds,
-                "error": result.error,
-            }
-        )
+        peer = self._remote_named(request.path_params["name"])
+        result = await run_in_threadpool(self.exporter.echo, peer)
+        return JSONResponse(echo_json(peer, result))
 
     async def move(self, request: Request) -> JSONResponse:
         require_json(request)  # a page of another site cannot send it unasked (web/origin.py)
-        remote = self._remote_named(request.path_params["name"])
+        peer = self._remote_named(request.path_params["name"])
         study_uid = _study_uid_of(await _json_body(request))
-        count = await run_in_threadpool(_count, self.archive, _study_query(study_uid))
+        count = await run_in_threadpool(_count, self.archive, EntityRef(study_uid).query())
         if count == 0:
             raise not_found(f"no study {study_uid}")
-        job = self.jobs.start(study_uid, remote.name)
+        job = await run_in_threadpool(self.jobs.start, study_uid, peer)
         location = f"{self.base}/jobs/{job.id}"
-        return JSONResponse(job.as_json(), status_code=202, headers={"Location": location})
+        return JSONResponse(job_json(job), status_code=202, headers={"Location": location})
 
     async def job(self, request: Request) -> JSONResponse:
         job_id = request.path_params["job"]
-        found = self.jobs.get(job_id)
+        found = await run_in_threadpool(self.jobs.get, job_id)
         if found is None:
-            raise not_found(f"no job {job_id!r} on this node")
-        return JSONResponse(found.as_json())
+            raise not_found(f"no job {job_id!r}")
+        return JSONResponse(job_json(found))
 
     async def study_zip(self, request: Request) -> Response:
         study_uid = _uid(request.path_params["study"], "study")
-        stack, retrieval = await run_in_threadpool(_open, self.archive, _study_query(study_uid))
+        query = EntityRef(study_uid).query()
+        stack, retrieval = await run_in_threadpool(_open, self.archive, query)
         if retrieval.count == 0:
             await run_in_threadpool(stack.close)
             raise not_found(f"no study {study_uid}")
@@ -122,15 +117,6 @@ class _AdminApi:
         return StreamingResponse(
             _in_threadpool(chunks), media_type="application/zip", headers=headers
         )
-
-
-def _remote_json(remote: Remote) -> dict[str, Any]:
-    return {
-        "name": remote.name,
-        "ae_title": remote.ae_title,
-        "host": remote.host,
-        "port": remote.port,
-    }
 
 
 async def _json_body(request: Request) -> Any:
@@ -167,14 +153,6 @@ def _uid(value: str, parameter: str) -> str:
         return check_uid(value, _STUDY_INSTANCE_UID)
     except InvalidQuery:
         raise bad_parameter(parameter, f"{parameter} is not a UID: {value!r}") from None
-
-
-def _study_query(study_uid: str) -> Query:
-    # PS3.4 C.4.2.2.1: a STUDY level retrieve names the study by its unique key.
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = study_uid
-    return parse_retrieve(identifier, InformationModel.STUDY_ROOT, relational=False)
 
 
 def _count(archive: Archive, query: Query) -> int:

@@ -507,7 +507,7 @@ async function send(event) {
   try {
     let job = await postJson(`${API}/remotes/${enc(name)}/move`, { StudyInstanceUID: study });
     showJob(job);
-    while (job.state === "running") {
+    while (job.state === "queued" || job.state === "running") {
       await new Promise((resolve) => setTimeout(resolve, JOB_POLL_MS));
       job = await getJson(`${API}/jobs/${enc(job.job)}`);
       showJob(job);

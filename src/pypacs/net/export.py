@@ -1,0 +1,127 @@
+"""The ``Exporter`` of ``remote``, over DIMSE: a study goes to a peer over one association
+pypacs opens to it, one C-STORE per stored instance (PS3.4 B.2), with the sub-operation
+sending of C-MOVE (``net.retrieve.StoreChannel``): the stored bytes when the peer accepted
+their transfer syntax, transcoded only when it did not.
+
+No C-MOVE through pypacs' own port: the sending is pypacs' own, so no ``[retrieve]
+allowed_aes`` applies to it and the C-STOREs name no Move Originator (PS3.7 9.3.1.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pydicom.dataset import Dataset
+
+from pypacs.archive import Archive, Retrieval
+from pypacs.model.levels import InformationModel
+from pypacs.model.outcomes import Refused
+from pypacs.model.status import Status
+from pypacs.net import scu
+from pypacs.net.options import NetOptions
+from pypacs.net.retrieve import (
+    Counts,
+    StoreChannel,
+    end_store_association,
+    open_store_association,
+)
+from pypacs.query.from_dimse import parse_retrieve
+from pypacs.remote.export import EchoResult, IsCancelled, OnProgress, Progress
+from pypacs.remote.registry import Peer, RemoteError
+
+log = logging.getLogger("pypacs.net.export")
+
+_LOW = 0x0002  # PS3.7 9.1.1.1 (Priority): LOW, work nobody waits on interactively
+
+
+class DimseExporter:
+    """Sends stored instances to peers by C-STORE; echoes them by C-ECHO. Thread-safe."""
+
+    def __init__(self, archive: Archive, options: NetOptions) -> None:
+        self.archive = archive
+        self.options = options
+
+    def echo(self, peer: Peer) -> EchoResult:
+        """C-ECHO the peer (PS3.7 9.1.5); a peer that cannot be reached is ``ok=False``."""
+        start = time.perf_counter()
+        try:
+            scu.echo(peer, self.options.ae_title, timeout=self.options.acse_timeout)
+        except RemoteError as exc:
+            return EchoResult(ok=False, status=None, milliseconds=None, error=str(exc))
+        elapsed = (time.perf_counter() - start) * 1000
+        return EchoResult(ok=True, status=Status.SUCCESS, milliseconds=round(elapsed, 3))
+
+    def send_study(
+        self, peer: Peer, study_uid: str, on_progress: OnProgress, cancelled: IsCancelled
+    ) -> Progress:
+        """Send the stored instances of a study to ``peer``, as ``send`` does.
+
+        Raises:
+            IndexUnavailable: the index cannot be read.
+        """
+        # PS3.4 C.4.2.2.1: a STUDY level retrieve names the study by its unique key.
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = study_uid
+        query = parse_retrieve(identifier, InformationModel.STUDY_ROOT, relational=False)
+        with self.archive.retrieve(query) as retrieval:
+            return self.send(peer, retrieval, on_progress, cancelled)
+
+    def send(
+        self, peer: Peer, instances: Retrieval, on_progress: OnProgress, cancelled: IsCancelled
+    ) -> Progress:
+        """Send these instances over one association to ``peer``: the counts after each
+        go to ``on_progress``; the final counts, with the status a C-MOVE would end with
+        (PS3.4 C.4.2.3.1), are returned."""
+        counts = Counts(instances.count)
+        if not instances.count:
+            return _final(Status.SUCCESS, counts)
+        try:
+            out = open_store_association(self.options, peer, instances.syntaxes)
+        except Refused as exc:
+            log.warning("sending to %s: %s", peer.name, exc)
+            return Progress(exc.status, None, 0, 0, 0, error_comment=str(exc))
+        try:
+            channel = StoreChannel(
+                self.archive,
+                out,
+                priority=_LOW,
+                originator=None,
+                timeout=self.options.dimse_timeout,
+            )
+            for stored in instances.instances:
+                if cancelled():
+                    # C.4.2.3.1: Cancel with the counts so far; Remaining is what never started.
+                    return _progress(Status.CANCEL, counts)
+                outcome, why = channel.send(stored)
+                counts.add(outcome, stored.sop_instance_uid)
+                if outcome is None:
+                    log.error("C-STORE of %s to %s failed: %s", stored.sop_instance_uid, peer, why)
+                if not out.is_established:
+                    break
+                on_progress(_progress(Status.PENDING, counts))
+            # Whatever could not be sent (the association was lost) failed.
+            for stored in instances.instances:
+                counts.add(None, stored.sop_instance_uid)
+        finally:
+            end_store_association(out)
+        return _final(counts.final_status(), counts)
+
+
+def _progress(status: Status, counts: Counts) -> Progress:
+    return Progress(
+        status,
+        counts.remaining,
+        counts.completed,
+        counts.failed,
+        counts.warning,
+        tuple(counts.failed_uids) if status is not Status.PENDING else (),
+    )
+
+
+def _final(status: Status, counts: Counts) -> Progress:
+    # PS3.7 9.3.4.2: no Remaining count in a final response.
+    return Progress(
+        status, None, counts.completed, counts.failed, counts.warning, tuple(counts.failed_uids)
+    )

@@ -1,0 +1,101 @@
+"""Sending a study from the admin API to DCMTK's storescp (a real process) while
+``[retrieve] allowed_aes`` names someone else: pypacs sends by C-STORE itself over one
+association to the remote (no C-MOVE to its own port, which that list would refuse), and
+what storescp received are the stored bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydicom import uid
+from pydicom.filereader import read_file_meta_info
+
+from dicomgen import Spec, dataset_bytes, write_as
+from helpers import blob_path, index_rows, store_files, wait_for
+from receiver import free_port
+from serving import start_pypacs
+
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+STUDY = [
+    (Spec("SEND1", "Send^One", 1, 1, i, rows=32), uid.ExplicitVRLittleEndian) for i in (1, 2)
+] + [(Spec("SEND1", "Send^One", 1, 2, 1, rows=32), uid.JPEG2000Lossless)]
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """DCMTK's storescp as the remote, taking any transfer syntax (+xa); its port and
+    the folder it writes what it receives to."""
+    port, folder = free_port(), tmp_path / "received"
+    folder.mkdir()
+    proc = subprocess.Popen(
+        ["storescp", "+xa", "-aet", "STORESCP", "-od", str(folder), str(port)],
+        env=NODELAY,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        echo = ["echoscu", "-aec", "STORESCP", "127.0.0.1", str(port)]
+        wait_for(
+            lambda: subprocess.run(echo, capture_output=True, env=NODELAY).returncode == 0,
+            timeout=20,
+            what="storescp to answer C-ECHO",
+        )
+        yield port, folder
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def test_send_a_study_when_retrieve_is_allowed_to_someone_else(
+    tmp_path: Path, storescp: tuple[int, Path]
+) -> None:
+    port, folder = storescp
+    config = tmp_path / "pypacs.toml"
+    config.write_text(
+        '[retrieve]\nallowed_aes = ["SOMEONE_ELSE"]\n\n'
+        f'[remotes.store]\nae_title = "STORESCP"\nhost = "127.0.0.1"\nport = {port}\n'
+    )
+    files = [write_as(spec, tmp_path, syntax) for spec, syntax in STUDY]
+    srv = start_pypacs(tmp_path / "data", "--config", str(config))
+    try:
+        statuses = store_files(srv.dicom_port, files)
+        assert {int(s.Status) for s in statuses.values()} == {0}
+        rows = index_rows(srv.database_url, "instance")
+        stored = {r["sop_instance_uid"]: blob_path(srv.data, r["blob_key"]) for r in rows}
+        study = index_rows(srv.database_url, "study")[0]["study_instance_uid"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{srv.http_port}", timeout=60) as http:
+            response = http.post("/api/remotes/store/move", json={"StudyInstanceUID": study})
+            assert response.status_code == 202
+            job = response.json()["job"]
+
+            def finished() -> dict[str, Any] | None:
+                body: dict[str, Any] = http.get(f"/api/jobs/{job}").json()
+                return None if body["state"] in ("queued", "running") else body
+
+            final = wait_for(finished, timeout=60, what=f"job {job} to finish")
+    finally:
+        srv.kill()
+    assert (final["state"], final["status"], final["error"]) == ("done", "0x0000", None)
+    assert (final["completed"], final["failed"], final["warning"]) == (3, 0, 0)
+    # storescp has written each file before answering its C-STORE, so the job being done
+    # means every file is there.
+    received = {str(read_file_meta_info(p).MediaStorageSOPInstanceUID): p for p in folder.iterdir()}
+    assert set(received) == set(stored)
+    for sop_uid, path in received.items():
+        # Bytes in are bytes out: same transfer syntax, same data set bytes.
+        assert (
+            read_file_meta_info(path).TransferSyntaxUID
+            == read_file_meta_info(stored[sop_uid]).TransferSyntaxUID
+        )
+        assert md5(dataset_bytes(path)) == md5(dataset_bytes(stored[sop_uid]))
