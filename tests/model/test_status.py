@@ -7,6 +7,7 @@ import pytest
 from pypacs.errors import (
     IndexUnavailable,
     InvalidInstance,
+    InvalidKind,
     InvalidQuery,
     NotFound,
     OutOfResources,
@@ -32,11 +33,11 @@ from pypacs.model.status import Category, Status, category
         (InvalidQuery("bad key", 0x00100010), 0xA900),
         (InvalidQuery("cannot do that", unsupported=True), 0xC000),
         (InvalidInstance("no SOP Class UID"), 0xA900),
-        (InvalidInstance("not DICOM", "not-dicom"), 0xC000),
-        (InvalidInstance("cut short", "unparsable"), 0xC000),
-        (InvalidInstance("a DICOMDIR", "dicomdir"), 0xA900),
-        (InvalidInstance("study 1.2 is not 1.3", "other-study"), 0xA900),
-        (InvalidInstance("JPEG", "syntax-not-accepted"), 0xC122),
+        (InvalidInstance("not DICOM", InvalidKind.NOT_DICOM), 0xC000),
+        (InvalidInstance("cut short", InvalidKind.UNPARSABLE), 0xC000),
+        (InvalidInstance("a DICOMDIR", InvalidKind.DICOMDIR), 0xA900),
+        (InvalidInstance("study 1.2 is not 1.3", InvalidKind.OTHER_STUDY), 0xA900),
+        (InvalidInstance("JPEG", InvalidKind.SYNTAX_NOT_ACCEPTED), 0xC122),
         (TooManyMatches("past 100"), 0xA700),
         (OutOfResources("disk full"), 0xA700),
         (IndexUnavailable("no database"), 0xA700),
@@ -56,7 +57,7 @@ def test_every_row_of_the_dimse_table_is_reachable() -> None:
     """No row is shadowed by an earlier one: each type's own instance gets its row's status."""
     for kind, status in DIMSE_STATUS:
         assert status_for(kind("reason")) is status, kind.__name__
-    assert {"not-dicom", "unparsable", "mismatch", "dicomdir"} <= set(INSTANCE_STATUS)
+    assert set(INSTANCE_STATUS) == set(InvalidKind)
 
 
 @pytest.mark.parametrize(

@@ -419,6 +419,56 @@ def test_non_conforming_uids_are_served_by_every_door(corpus: Corpus, server_fac
         assert gone.status_code == 204
 
 
+def test_leading_zero_uids_from_stow_are_served_at_the_urls_qido_gives(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """PS3.5 9.1 forbids a component's leading zero and devices write them anyway: a study
+    STOW-RS stores and QIDO-RS finds is retrieved, described and deleted at the URLs QIDO-RS
+    gives, every door judging its UIDs by the one rule of model/uid.py."""
+    srv: RunningServer = server_factory()
+    ds = make_dataset(Spec("LEADZERO", "Leading^Zero", 1, 1, 1, rows=8))
+    study, series, instance = "1.02.3", "1.02.3.04", "1.02.3.04.005"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ts.UID(instance)
+    sent = write_dataset(ds, tmp_path).read_bytes()
+    stowed = stow_one(srv, sent)
+    assert stowed.status_code == 200, stowed.text
+    http = f"http://127.0.0.1:{srv.http_port}/dicom-web"
+    assert stowed.json()["00081190"]["Value"] == [f"{http}/studies/{study}"]
+    found = httpx.get(f"{http}/studies", params={"StudyInstanceUID": study}, timeout=30)
+    assert found.status_code == 200, found.text
+    (match,) = found.json()
+    url = match["00081190"]["Value"][0]
+    assert url.endswith(f"/studies/{study}")
+    whole = httpx.get(url, headers={"Accept": ANY}, timeout=30)
+    assert whole.status_code == 200, whole.text
+    assert [data_set(p.body) for p in parts(whole)] == [data_set(sent)]
+    one = httpx.get(
+        f"{http}/studies/{study}/instances",
+        params={"SOPInstanceUID": instance},
+        timeout=30,
+    )
+    assert one.status_code == 200, one.text
+    (item,) = one.json()
+    instance_url = item["00081190"]["Value"][0]
+    assert instance_url.endswith(f"/studies/{study}/series/{series}/instances/{instance}")
+    single = httpx.get(instance_url, headers={"Accept": "application/dicom"}, timeout=30)
+    assert single.status_code == 200, single.text
+    assert data_set(single.content) == data_set(sent)
+    metadata = httpx.get(f"{url}/metadata", timeout=30)
+    assert metadata.status_code == 200, metadata.text
+    (described,) = metadata.json()
+    assert [described[tag]["Value"] for tag in ("0020000D", "0020000E", "00080018")] == [
+        [study],
+        [series],
+        [instance],
+    ]
+    deleted = httpx.delete(url, timeout=30)
+    assert deleted.status_code == 204, deleted.text
+    gone = httpx.get(f"{http}/studies", params={"StudyInstanceUID": study}, timeout=30)
+    assert gone.status_code == 204
+
+
 @pytest.mark.parametrize(
     ("keyword", "value"),
     [

@@ -23,6 +23,7 @@ from pydicom.uid import UID
 
 from pypacs.archive.pixels import codec_reason, decompress, syntax_name
 from pypacs.errors import TranscodeError
+from pypacs.model.syntax import LOSSY
 
 # Uncompressed syntaxes we write, preferred first. Explicit VR Big Endian (retired, PS3.5 A.3)
 # is read but never written: pydicom 3 does not swap OW/OF/OL/OD/OV values when it encodes
@@ -49,18 +50,6 @@ LOSSLESS: tuple[str, ...] = (
 # Lossy JPEG is YCbCr as a rule; decoded to RGB, as DCMTK's dcmdjpeg does by default. The
 # colour conversion rounds, which is acceptable only where the data is already lossy.
 _TO_RGB_ON_DECODE = frozenset({ts.JPEGBaseline8Bit, ts.JPEGExtended12Bit})
-
-# Syntaxes whose pixel data may have lost information (PS3.5 A.4).
-_LOSSY = frozenset(
-    {
-        ts.JPEGBaseline8Bit,
-        ts.JPEGExtended12Bit,
-        ts.JPEGLSNearLossless,
-        ts.JPEG2000,
-        ts.HTJ2K,
-        ts.JPEG2000MC,
-    }
-)
 
 # PS3.5 7.3: in big endian, values of these VRs are byte-swapped in units of this many bytes.
 _SWAP_UNIT = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
@@ -159,7 +148,7 @@ def _read(data: bytes | memoryview | BinaryIO) -> Dataset:
 
 def _decompress(ds: Dataset, stored: UID) -> None:
     decompress(ds, stored, as_rgb=stored in _TO_RGB_ON_DECODE)
-    if stored in _LOSSY and "LossyImageCompression" not in ds:
+    if stored in LOSSY and "LossyImageCompression" not in ds:
         # PS3.3 C.7.6.1.1.5: once lossy compressed, always "01", also when decompressed.
         ds.LossyImageCompression = "01"
 

@@ -23,18 +23,11 @@ from pypacs.archive.pixels import frame_array, number_of_frames
 from pypacs.archive.transcode import transcode
 from pypacs.errors import TranscodeError
 from pypacs.model.attributes import BULK_DATA_VRS
+from pypacs.model.syntax import COMPRESSED_MEDIA, LOSSY, MEDIA_OF_SYNTAX
 from pypacs.web.dicomweb.resources import Entity, entity_of, load_pixels, locate, service_url
 from pypacs.web.http.errors import bad_parameter, not_acceptable, not_found
 from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
-from pypacs.web.http.negotiate import (
-    ANY_SYNTAX,
-    COMPRESSED_MEDIA,
-    LOSSY,
-    MEDIA_OF_SYNTAX,
-    MediaRange,
-    acceptable,
-    describe,
-)
+from pypacs.web.http.negotiate import ANY_SYNTAX, MediaRange, acceptable, describe
 
 OCTET_STREAM = "application/octet-stream"
 _UNCOMPRESSED = ts.ExplicitVRLittleEndian  # PS3.18 Table 8.7.3-4

@@ -17,23 +17,13 @@ from pypacs.archive import Archive
 from pypacs.archive.metadata import InstanceAttributes
 from pypacs.web.dicomweb.jsonmerge import Member, Members, member
 from pypacs.web.dicomweb.resources import Entity, entered, entity_of, service_url
-from pypacs.web.http.errors import not_acceptable, not_found
-from pypacs.web.http.negotiate import MediaRange, acceptable, describe
+from pypacs.web.http.errors import not_found
+from pypacs.web.http.negotiate import JSON_TYPES, choose
 
-DICOM_JSON = "application/dicom+json"
-_JSON_TYPES = (DICOM_JSON, "application/json")
 _CHUNK = 64 * 1024
 _ROWS = b"00280010"
 _PIXEL_DATA = "7FE00010"
 _AVAILABLE_SYNTAX = "00083002"  # Available Transfer Syntax UID, as QIDO-RS has it (10.6)
-
-
-def _check_accept(ranges: list[MediaRange]) -> None:
-    """PS3.18 Table 10.4.1-2: metadata is DICOM JSON (or XML, which pypacs does not write)."""
-    if not any(not r.multipart and any(r.matches(m) for m in _JSON_TYPES) for r in ranges):
-        raise not_acceptable(
-            f"metadata is sent as {DICOM_JSON}; the request accepts only {describe(ranges)}"
-        )
 
 
 class _Splicer:
@@ -110,7 +100,8 @@ def _encoded(
 def metadata_endpoint(archive: Archive, base: str) -> Any:
     async def metadata(request: Request) -> Response:
         entity: Entity = entity_of(request)
-        _check_accept(acceptable(request))
+        # PS3.18 Table 10.4.1-2: DICOM JSON (or XML, which pypacs does not write: 406).
+        answer_type = choose(request, JSON_TYPES, "metadata")
         attributes, stack = await run_in_threadpool(entered, archive.attributes(entity.query()))
         try:
             first = await run_in_threadpool(next, attributes, None)
@@ -120,6 +111,6 @@ def metadata_endpoint(archive: Archive, base: str) -> Any:
             await run_in_threadpool(stack.close)
             raise
         chunks = _encoded(first, attributes, service_url(request, base), stack)
-        return StreamingResponse(iterate_in_threadpool(chunks), media_type=DICOM_JSON)
+        return StreamingResponse(iterate_in_threadpool(chunks), media_type=answer_type)
 
     return metadata

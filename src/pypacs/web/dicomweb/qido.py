@@ -18,29 +18,12 @@ from pypacs.query.from_qido import QidoSearch, parse_qido
 from pypacs.query.respond import ResponseContext
 from pypacs.query.types import QueryOptions
 from pypacs.web.dicomweb.resources import service_url
-from pypacs.web.http.errors import not_acceptable
+from pypacs.web.http.negotiate import JSON_TYPES, choose
 from pypacs.web.options import WebOptions
 
-DICOM_JSON = "application/dicom+json"
-_ACCEPTED = frozenset({DICOM_JSON, "application/json", "application/*", "*/*"})
 _STUDY, _SERIES, _SOP = "0020000D", "0020000E", "00080018"
 _RETRIEVE_URL = "00081190"
 _CHUNK = 64 * 1024
-
-
-def _accept(request: Request) -> None:
-    """PS3.18 10.6.1.1: DICOM JSON, or XML, which pypacs does not produce (406)."""
-    header = request.headers.get("accept", "")
-    if not header.strip():
-        return
-    for item in header.split(","):
-        media = item.split(";")[0].strip().lower()
-        quality = [p.strip() for p in item.split(";")[1:] if p.strip().startswith("q=")]
-        if media in _ACCEPTED and not (quality and quality[0] in ("q=0", "q=0.0", "q=0.00")):
-            return
-    raise not_acceptable(
-        f"search results are sent as {DICOM_JSON}; the request accepts only {header!r}"
-    )
 
 
 def _value(obj: dict[str, Any], key: str) -> str | None:
@@ -101,9 +84,11 @@ def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
 
     def search_endpoint(level: Level) -> Any:
         async def search(request: Request) -> Response:
-            _accept(request)
+            # PS3.18 10.6.1.1: DICOM JSON, or XML, which pypacs does not produce (406).
+            answer_type = choose(request, JSON_TYPES, "a search result")
             parsed: QidoSearch = parse_qido(
-                list(request.query_params.multi_items()),
+                # PS3.18 8.3.3.1: accept is the response's media type, not a matching key.
+                [(k, v) for k, v in request.query_params.multi_items() if k != "accept"],
                 level,
                 study_uid=request.path_params.get("study"),
                 series_uid=request.path_params.get("series"),
@@ -138,7 +123,7 @@ def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
             else:
                 response = StreamingResponse(
                     iterate_in_threadpool(_encoded(objects, _Urls(request, base, level))),
-                    media_type=DICOM_JSON,
+                    media_type=answer_type,
                 )
             for text in warnings:
                 # PS3.18 8.3.4.2, 8.3.4.4: Warning: 299 <service>: <text> (RFC 7234 5.5).

@@ -18,10 +18,10 @@ from pypacs.archive import Archive, StoredInstance
 from pypacs.archive.pixels import normalise_encapsulation
 from pypacs.errors import StoreError
 from pypacs.model.levels import InformationModel, Level
+from pypacs.model.uid import is_acceptable_uid
 from pypacs.query.from_dimse import parse_retrieve
 from pypacs.query.types import Query
 from pypacs.web.http.errors import bad_parameter, not_found
-from pypacs.web.http.negotiate import is_uid
 from pypacs.web.http.urls import public_url
 
 T = TypeVar("T")
@@ -74,7 +74,7 @@ def entity_of(request: Request) -> Entity:
     uids: dict[str, str | None] = {}
     for name in ("study", "series", "instance"):
         value = request.path_params.get(name)
-        if value is not None and not is_uid(value):
+        if value is not None and not is_acceptable_uid(value):
             raise bad_parameter(name, f"{value!r} is not a UID (PS3.5 9.1)")
         uids[name] = value
     study = uids["study"]

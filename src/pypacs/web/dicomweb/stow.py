@@ -17,7 +17,6 @@ import logging
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from enum import IntEnum
 from io import BytesIO
 from typing import Any, BinaryIO
 
@@ -31,10 +30,12 @@ from starlette.routing import BaseRoute, Route
 from pypacs.archive import Archive
 from pypacs.archive.part10 import PREAMBLE, file_meta
 from pypacs.errors import IndexUnavailable, InvalidInstance, StoreError
+from pypacs.model.outcomes import status_for
 from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
+from pypacs.model.status import Status
 from pypacs.web.dicomweb.delete import path_uid
 from pypacs.web.dicomweb.resources import service_url
-from pypacs.web.http.errors import HttpProblem, bad_parameter, not_acceptable
+from pypacs.web.http.errors import HttpProblem, bad_parameter
 from pypacs.web.http.multipart import (
     Event,
     MultipartError,
@@ -43,36 +44,15 @@ from pypacs.web.http.multipart import (
     media_type,
     read_events,
 )
+from pypacs.web.http.negotiate import JSON_TYPES, choose
 from pypacs.web.options import WebOptions
 
 log = logging.getLogger("pypacs.web.dicomweb.stow")
 
 DICOM = "application/dicom"
-DICOM_JSON = "application/dicom+json"
-_RESPONSE_TYPES = (DICOM_JSON, "application/json")
 
-
-class FailureReason(IntEnum):
-    """FailureReason (0008,1197) values, PS3.18 I.2.2 Table I.2-2."""
-
-    PROCESSING_FAILURE = 0x0110
-    OUT_OF_RESOURCES = 0xA700
-    # Also a Study Instance UID other than the request's (PS3.18 10.5.3.1, 409's example).
-    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-    CANNOT_UNDERSTAND = 0xC000
-    TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
-
-
-class WarningReason(IntEnum):
-    """WarningReason (0008,1196) values (PS3.18 I.2.1 Table I.2-1, and codes of ours, which
-    I.2.1 lets the conformance statement define)."""
-
-    # Ours: the SOP Instance UID was already stored; the stored copy was kept and the
-    # received one dropped (the "B" of a warning, then 0111H, PS3.7 C's Duplicate SOP
-    # Instance). With [storage] overwrite_duplicates the received copy replaces it instead.
-    ALREADY_STORED = 0xB111
-
-
+# FailureReason (0008,1197) and WarningReason (0008,1196) values (PS3.18 I.2.2 Table I.2-2,
+# I.2.1 Table I.2-1) are the model's statuses; a failure's is the one C-STORE would answer.
 # Tags of the Store Instances Response Module (PS3.18 I.1 Table I.1-1) and its items.
 _RETRIEVE_URL = "00081190"
 _FAILED_SOP_SEQUENCE = "00081198"
@@ -155,11 +135,11 @@ class _Outcomes:
         item = _reference(sop_class, sop_instance)
         item[_RETRIEVE_URL] = _value("UR", url)
         if duplicate:
-            item[_WARNING_REASON] = _value("US", int(WarningReason.ALREADY_STORED))
+            item[_WARNING_REASON] = _value("US", int(Status.ALREADY_STORED))
             self.warnings += 1
         self.referenced.append(item)
 
-    def failure(self, ident: _Identity, reason: FailureReason) -> None:
+    def failure(self, ident: _Identity, reason: Status) -> None:
         item = _reference(ident.sop_class, ident.sop_instance)
         item[_FAILURE_REASON] = _value("US", int(reason))
         self.failed.append(item)
@@ -196,36 +176,6 @@ def _reference(sop_class: str | None, sop_instance: str | None) -> dict[str, Any
         _REFERENCED_SOP_CLASS: _value("UI", sop_class),
         _REFERENCED_SOP_INSTANCE: _value("UI", sop_instance),
     }
-
-
-def _response_type(request: Request) -> str:
-    """The media type of the answer: DICOM JSON (or plain JSON when only that is accepted).
-
-    PS3.18 10.5.2 also names application/dicom+xml, which pypacs does not produce.
-
-    Raises:
-        HttpProblem: 406, when the Accept header admits neither.
-    """
-    header = ",".join(request.headers.getlist("accept"))
-    if not header.strip():
-        return DICOM_JSON
-    admitted: list[tuple[float, int, str]] = []
-    for order, item in enumerate(header.split(",")):
-        kind, params = media_type(item)
-        try:
-            quality = float(params.get("q", "1"))
-        except ValueError:
-            raise bad_parameter("Accept", f"{item.strip()!r} has no valid quality value") from None
-        for candidate in _RESPONSE_TYPES:
-            if quality > 0 and kind in (candidate, "application/*", "*/*"):
-                admitted.append((-quality, order, candidate))
-                break
-    if not admitted:
-        raise not_acceptable(
-            f"the Store Instances Response is sent as {DICOM_JSON} or application/json; "
-            f"the request accepts only {header!r}"
-        )
-    return min(admitted)[2]
 
 
 def _boundary(request: Request) -> str:
@@ -386,7 +336,9 @@ class _Stow:
         if study is not None:
             path_uid(study, "study")
         boundary = _boundary(request)
-        answer_type = _response_type(request)
+        # PS3.18 10.5.2: the Store Instances Response Module in DICOM JSON (application/json
+        # for a client that knows only that); XML, which the standard names too, is 406.
+        answer_type = choose(request, JSON_TYPES, "the Store Instances Response")
         options = self.options
         limit = options.stow_max_bytes
         declared = request.headers.get("content-length", "")
@@ -468,14 +420,14 @@ class _Stow:
     ) -> None:
         if part.fp is None:
             log.info("STOW-RS from %s: a part of type %s refused", client, part.content_type)
-            outcomes.failure(_Identity(), FailureReason.CANNOT_UNDERSTAND)
+            outcomes.failure(_Identity(), Status.CANNOT_UNDERSTAND)
             return
         fp = part.fp
         ident = await run_in_threadpool(_identify, fp)
         name = ident.sop_instance or "a part"
         if part.error is not None:
             log.error("STOW-RS from %s: %s not received: %s", client, name, part.error)
-            outcomes.failure(ident, FailureReason.OUT_OF_RESOURCES)
+            outcomes.failure(ident, Status.OUT_OF_RESOURCES)
             return
         if part.added is not None:
             log.info("STOW-RS from %s: %s given %s", client, name, part.added)
@@ -489,17 +441,11 @@ class _Stow:
             result = await run_in_threadpool(self.archive.store_instance, fp)
         except InvalidInstance as exc:
             log.info("STOW-RS from %s: %s refused: %s", client, name, exc)
-            unreadable = exc.kind in ("not-dicom", "unparsable")
-            outcomes.failure(
-                ident,
-                FailureReason.CANNOT_UNDERSTAND
-                if unreadable
-                else FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-            )
+            outcomes.failure(ident, status_for(exc))
             return
         except (StoreError, IndexUnavailable) as exc:  # OutOfResources is a StoreError
             log.error("STOW-RS from %s: %s not stored: %s", client, ident.sop_instance, exc)
-            outcomes.failure(ident, FailureReason.OUT_OF_RESOURCES)
+            outcomes.failure(ident, status_for(exc))
             return
         outcomes.stored(
             ident,
@@ -544,12 +490,13 @@ def _meta_uid(value: str | None) -> bool:
     return value is not None and value.isascii() and value.isprintable() and len(value) <= 64
 
 
-def _refusal(ident: _Identity, study: str | None) -> tuple[FailureReason, str] | None:
+def _refusal(ident: _Identity, study: str | None) -> tuple[Status, str] | None:
     """Why a readable part is refused before it is stored, if it is."""
     if study is not None and ident.study is not None and ident.study != study:
-        # PS3.18 10.5.1.1: every instance sent to /studies/{study} belongs to that study.
+        # PS3.18 10.5.1.1: every instance sent to /studies/{study} belongs to that study;
+        # another study's is "does not match SOP Class" (10.5.3.1, 409's example).
         return (
-            FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
             f"Study Instance UID {ident.study} is not the request's {study}",
         )
     if ident.transfer_syntax is not None and ident.transfer_syntax not in (
@@ -557,7 +504,7 @@ def _refusal(ident: _Identity, study: str | None) -> tuple[FailureReason, str] |
     ):
         # The same transfer syntaxes as C-STORE accepts (model/sop.py).
         return (
-            FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED,
+            Status.TRANSFER_SYNTAX_NOT_SUPPORTED,
             f"transfer syntax {ident.transfer_syntax} is not one pypacs stores",
         )
     return None

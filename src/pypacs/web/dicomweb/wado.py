@@ -20,12 +20,13 @@ from pypacs.archive import Archive, Retrieval, StoredInstance
 from pypacs.archive.outgoing import Form, sendable_syntax
 from pypacs.errors import TranscodeError
 from pypacs.model.levels import Level
+from pypacs.model.syntax import LOSSY
 from pypacs.web.dicomweb import frames, rendered
 from pypacs.web.dicomweb.metadata import metadata_endpoint
 from pypacs.web.dicomweb.resources import Entity, entered, entity_of, service_url
 from pypacs.web.http.errors import not_acceptable, not_found
 from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
-from pypacs.web.http.negotiate import ANY_SYNTAX, LOSSY, MediaRange, acceptable, describe
+from pypacs.web.http.negotiate import ANY_SYNTAX, MediaRange, acceptable, describe
 from pypacs.web.options import WebOptions
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,13 @@ from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, StoredInstance
 from pypacs.archive.pixels import normalise_encapsulation, number_of_frames
+from pypacs.model.uid import is_acceptable_uid
 from pypacs.web.dicomweb.render import RENDERED_TYPES, Region, Rendering, Window, has_pixels, render
 from pypacs.web.dicomweb.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
 from pypacs.web.dicomweb.resources import Entity, load, locate
 from pypacs.web.dicomweb.wado import DEFAULT_SYNTAX, DICOM, dicom_file, target_syntax
 from pypacs.web.http.errors import HttpProblem, bad_parameter
-from pypacs.web.http.negotiate import MediaRange, is_uid, parse_accept
+from pypacs.web.http.negotiate import MediaRange, parse_accept
 from pypacs.web.options import WebOptions
 
 # PS3.18 9.1.2: the instance is named by all three UIDs.
@@ -69,7 +70,7 @@ def parse_request(params: QueryParams, accept: list[str]) -> UriRequest:
         value = params.get(name)
         if not value:
             raise bad_parameter(name, f"{name} is required")
-        if not is_uid(value):
+        if not is_acceptable_uid(value):
             raise bad_parameter(name, f"{name} {value!r} is not a UID (PS3.5 9.1)")
         uids[key] = value
     for name, reason in _UNSUPPORTED.items():
@@ -83,7 +84,7 @@ def parse_request(params: QueryParams, accept: list[str]) -> UriRequest:
         ranges = None if all(r.media == "*/*" for r in header) else header
         ranges_from = "Accept"
     syntax = params.get("transferSyntax")
-    if syntax is not None and not is_uid(syntax):
+    if syntax is not None and not is_acceptable_uid(syntax):
         raise bad_parameter("transferSyntax", f"{syntax!r} is not a UID (PS3.5 9.1)")
     entity = Entity(uids["study"], uids["series"], uids["instance"])
     return UriRequest(entity, ranges, syntax, params, ranges_from)

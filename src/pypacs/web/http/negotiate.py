@@ -1,6 +1,6 @@
-"""Content negotiation of the retrieve services: Accept media ranges, their quality and
-transfer syntax parameters (PS3.18 8.7.3, 8.7.8), and the media types of compressed
-frames (Table 8.7.3-5)."""
+"""Content negotiation of every HTTP service: the one parser of the Accept header and of the
+``accept`` query parameter (PS3.18 8.3.3.1, 8.7.8.1), media ranges with their quality
+(RFC 9110 12.4.2, 12.5.1) and transfer syntax parameters (PS3.18 8.7.3)."""
 
 from __future__ import annotations
 
@@ -8,56 +8,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pydicom import uid as ts
 from starlette.requests import Request
 
-from pypacs.model.uid import is_acceptable_uid
-from pypacs.web.http.errors import bad_parameter
+from pypacs.web.http.errors import bad_parameter, not_acceptable
 
 ANY_SYNTAX = "*"
-
-# PS3.18 Table 8.7.3-5: media type of compressed pixel data → its transfer syntaxes,
-# the default (used when the media type names none) first.
-COMPRESSED_MEDIA: Mapping[str, tuple[str, ...]] = {
-    "image/jpeg": (
-        ts.JPEGLosslessSV1,
-        ts.JPEGBaseline8Bit,
-        ts.JPEGExtended12Bit,
-        ts.JPEGLossless,
-    ),
-    "image/dicom-rle": (ts.RLELossless,),
-    "image/jls": (ts.JPEGLSLossless, ts.JPEGLSNearLossless),
-    "image/jp2": (ts.JPEG2000Lossless, ts.JPEG2000),
-    "image/jpx": (ts.JPEG2000MCLossless, ts.JPEG2000MC),
-    "image/jphc": (ts.HTJ2KLossless, ts.HTJ2KLosslessRPCL, ts.HTJ2K),
-    "video/mpeg": (ts.MPEG2MPML, ts.MPEG2MPHL),
-    "video/mp4": (
-        ts.MPEG4HP41,
-        ts.MPEG4HP41BD,
-        ts.MPEG4HP422D,
-        ts.MPEG4HP423D,
-        ts.MPEG4HP42STEREO,
-        ts.HEVCMP51,
-        ts.HEVCM10P51,
-    ),
-}
-MEDIA_OF_SYNTAX: Mapping[str, str] = {
-    syntax: media for media, syntaxes in COMPRESSED_MEDIA.items() for syntax in syntaxes
-}
-
-# Syntaxes whose pixel data may have lost information (PS3.5 A.4, 8.2): what PS3.18 8.7.3.4
-# lets the origin server send as it has it when the request names no transfer syntax.
-LOSSY: frozenset[str] = frozenset(
-    {
-        ts.JPEGBaseline8Bit,
-        ts.JPEGExtended12Bit,
-        ts.JPEGLSNearLossless,
-        ts.JPEG2000,
-        ts.JPEG2000MC,
-        ts.HTJ2K,
-        *(s for s in MEDIA_OF_SYNTAX if MEDIA_OF_SYNTAX[s].startswith("video/")),
-    }
-)
+DICOM_JSON = "application/dicom+json"
+# PS3.18 F.2, 10.6.1.1: DICOM JSON answers, as application/json too for a client that only
+# knows JSON (XML, the other format the standard names, is not produced: 406).
+JSON_TYPES = (DICOM_JSON, "application/json")
 
 
 @dataclass(frozen=True)
@@ -140,32 +99,86 @@ def _parse_range(text: str, parameter: str) -> MediaRange | None:
     return MediaRange(media, multipart, params, q)
 
 
-def parse_accept(values: Iterable[str], parameter: str = "Accept") -> list[MediaRange]:
-    """Media ranges, most preferred first (by quality value, then as listed); ranges with
-    q=0 are not acceptable and left out (RFC 9110 12.5.1).
-
-    Raises:
-        HttpProblem: 400 naming ``parameter`` when a range does not parse.
-    """
-    ranges = [
+def _ranges(values: Iterable[str], parameter: str) -> list[MediaRange]:
+    """Every media range as listed, q=0 ones included."""
+    return [
         parsed
         for value in values
         for item in _split(value, ",")
         if (parsed := _parse_range(item, parameter)) is not None
     ]
-    return sorted((r for r in ranges if r.q > 0), key=lambda r: -r.q)
+
+
+def parse_accept(values: Iterable[str], parameter: str = "Accept") -> list[MediaRange]:
+    """Media ranges, most preferred first (by quality value, then as listed); ranges with
+    q=0 are not acceptable and left out (RFC 9110 12.4.2).
+
+    Raises:
+        HttpProblem: 400 naming ``parameter`` when a range does not parse.
+    """
+    return sorted((r for r in _ranges(values, parameter) if r.q > 0), key=lambda r: -r.q)
+
+
+def _sources(request: Request) -> list[tuple[str, list[MediaRange]]]:
+    """The request's lists of media ranges, by priority: the ``accept`` query parameter,
+    then the Accept header (PS3.18 8.7.8.1 steps 2 and 3); none when neither is given."""
+    sources = []
+    query = request.query_params.getlist("accept")
+    if query:
+        sources.append(("accept", _ranges(query, "accept")))
+    header = request.headers.getlist("accept")
+    if any(h.strip() for h in header):
+        sources.append(("Accept", _ranges(header, "Accept")))
+    return sources
 
 
 def acceptable(request: Request) -> list[MediaRange]:
-    """The Acceptable Media Types of a request: the ``accept`` query parameter when given
-    (PS3.18 8.3.3.1), else the Accept header; any media type when neither says."""
-    query = request.query_params.getlist("accept")
-    if query:
-        return parse_accept(query, "accept")
-    header = request.headers.getlist("accept")
-    if not any(h.strip() for h in header):
+    """The Acceptable Media Types of a request, most preferred first: those of the
+    ``accept`` query parameter, then the Accept header's (PS3.18 8.7.8.1); any media type
+    when neither says."""
+    sources = _sources(request)
+    if not sources:
         return [MediaRange("*/*")]
-    return parse_accept(header)
+    return [r for _, ranges in sources for r in sorted(ranges, key=lambda r: -r.q) if r.q > 0]
+
+
+def _specificity(r: MediaRange) -> int:
+    return 0 if r.media in ("*", "*/*") else 1 if r.media.endswith("/*") else 2
+
+
+def _preferred(ranges: Sequence[MediaRange], offered: Sequence[str]) -> str | None:
+    """The offered single-part media type ``ranges`` prefer: each weighted by the quality of
+    the most specific range that matches it (RFC 9110 12.5.1), so ``*/*, a/b;q=0`` excludes
+    a/b; ties go to the range listed first, then to the order of ``offered``."""
+    best: tuple[float, int, int] | None = None
+    chosen = None
+    for rank, media in enumerate(offered):
+        matching = [(i, r) for i, r in enumerate(ranges) if not r.multipart and r.matches(media)]
+        if not matching:
+            continue
+        position, decisive = max(matching, key=lambda m: (_specificity(m[1]), -m[0]))
+        key = (-decisive.q, position, rank)
+        if decisive.q > 0 and (best is None or key < best):
+            best, chosen = key, media
+    return chosen
+
+
+def choose(request: Request, offered: Sequence[str], what: str) -> str:
+    """The media type of the answer, among ``offered`` (the default first): the query
+    parameter's choice, else the Accept header's (PS3.18 8.7.8.1).
+
+    Raises:
+        HttpProblem: 400 when a media range does not parse; 406 when none is acceptable.
+    """
+    sources = _sources(request)
+    if not sources:
+        return offered[0]
+    for _, ranges in sources:
+        chosen = _preferred(ranges, offered)
+        if chosen is not None:
+            return chosen
+    asked = "; ".join(f"{name}: {describe(ranges)}" for name, ranges in sources)
+    raise not_acceptable(f"{what} is sent as {' or '.join(offered)}; the request accepts {asked}")
 
 
 def describe(ranges: Sequence[MediaRange]) -> str:
@@ -175,8 +188,3 @@ def describe(ranges: Sequence[MediaRange]) -> str:
         for r in ranges
     ]
     return ", ".join(shown) or "nothing"
-
-
-def is_uid(value: str) -> bool:
-    """A UID by the rule of every door (model/uid.py)."""
-    return is_acceptable_uid(value)
