@@ -18,6 +18,7 @@ from pypacs.archive.check import check
 from pypacs.errors import NotFound
 from pypacs.index import deletes, schema, tx
 from pypacs.index.migrations import LATEST, migrate
+from pypacs.query.entity import EntityRef
 from pypacs.store.base import BlobKey
 
 from dicomgen import Spec, make_dataset, series_uid, sop_uid, study_uid, write
@@ -74,7 +75,7 @@ def assert_derived_values_right(archive: Archive) -> None:
 
 def test_delete_one_instance(filled: Archive) -> None:
     removed = filled.delete(
-        study_uid("PAT1", 1), series_uid("PAT1", 1, 1), sop_uid("PAT1", 1, 1, 2)
+        EntityRef(study_uid("PAT1", 1), series_uid("PAT1", 1, 1), sop_uid("PAT1", 1, 1, 2))
     )
     assert (removed.patients, removed.studies, removed.series, removed.instances) == (0, 0, 0, 1)
     assert len(table_rows(filled, schema.instance)) == 12
@@ -88,7 +89,7 @@ def test_delete_the_last_instance_of_a_series_prunes_it_and_its_modality(
 ) -> None:
     for inst in (1, 2, 3):
         removed = filled.delete(
-            study_uid("PAT1", 2), series_uid("PAT1", 2, 2), sop_uid("PAT1", 2, 2, inst)
+            EntityRef(study_uid("PAT1", 2), series_uid("PAT1", 2, 2), sop_uid("PAT1", 2, 2, inst))
         )
     assert (removed.series, removed.instances) == (1, 1)
     study = next(s for s in table_rows(filled, schema.study) if s.study_instance_uid.endswith(".2"))
@@ -98,7 +99,7 @@ def test_delete_the_last_instance_of_a_series_prunes_it_and_its_modality(
 
 
 def test_delete_a_series(filled: Archive) -> None:
-    removed = filled.delete(study_uid("PAT1", 1), series_uid("PAT1", 1, 1))
+    removed = filled.delete(EntityRef(study_uid("PAT1", 1), series_uid("PAT1", 1, 1)))
     assert (removed.patients, removed.studies, removed.series, removed.instances) == (0, 0, 1, 3)
     study = next(s for s in table_rows(filled, schema.study) if s.study_instance_uid.endswith(".1"))
     assert (study.modalities_in_study, study.sop_classes_in_study) == ("MR", MR)
@@ -108,14 +109,14 @@ def test_delete_a_series(filled: Archive) -> None:
 
 
 def test_delete_a_study_then_the_patient_goes_with_its_last(filled: Archive) -> None:
-    removed = filled.delete(study_uid("PAT1", 1))
+    removed = filled.delete(EntityRef(study_uid("PAT1", 1)))
     assert (removed.patients, removed.studies, removed.series, removed.instances) == (0, 1, 2, 6)
     assert_derived_values_right(filled)
-    removed = filled.delete(study_uid("PAT1", 2))
+    removed = filled.delete(EntityRef(study_uid("PAT1", 2)))
     assert (removed.patients, removed.studies, removed.series, removed.instances) == (1, 1, 2, 6)
     assert [p.patient_id for p in table_rows(filled, schema.patient)] == ["PAT2"]
     assert_derived_values_right(filled)
-    filled.delete(study_uid("PAT2", 1), series_uid("PAT2", 1, 1))
+    filled.delete(EntityRef(study_uid("PAT2", 1), series_uid("PAT2", 1, 1)))
     for table in (schema.patient, schema.study, schema.series, schema.instance):
         assert table_rows(filled, table) == []
     assert blobs(filled) == set()
@@ -125,12 +126,12 @@ def test_demographics_conflicts_go_with_their_instances(archive: Archive, tmp_pa
     archive.store_file(write(Spec("P9", "Old^Name", 1, 1, 1), tmp_path))
     archive.store_file(write(Spec("P9", "New^Name", 2, 1, 1), tmp_path))
     assert len(table_rows(archive, schema.demographics_conflict)) == 1
-    archive.delete(study_uid("P9", 2))
+    archive.delete(EntityRef(study_uid("P9", 2)))
     assert table_rows(archive, schema.demographics_conflict) == []
     archive.store_file(write(Spec("P9", "New^Name", 2, 1, 1), tmp_path))
     assert len(table_rows(archive, schema.demographics_conflict)) == 1
-    archive.delete(study_uid("P9", 1))
-    archive.delete(study_uid("P9", 2))
+    archive.delete(EntityRef(study_uid("P9", 1)))
+    archive.delete(EntityRef(study_uid("P9", 2)))
     assert (
         table_rows(archive, schema.demographics_conflict)
         == table_rows(archive, schema.patient)
@@ -161,7 +162,7 @@ def test_unknown_entities_are_not_found(
     }
     before = {t.name: table_rows(filled, t) for t in (schema.instance, schema.series, schema.study)}
     with pytest.raises(NotFound, match=message):
-        filled.delete(*(names.get(level, level) for level in levels))
+        filled.delete(EntityRef(*(names.get(level, level) for level in levels)))
     assert before == {
         t.name: table_rows(filled, t) for t in (schema.instance, schema.series, schema.study)
     }
@@ -210,7 +211,7 @@ def test_blobs_that_cannot_be_removed_stay_recorded(
         raise StoreError(f"cannot delete blob {key}: read-only")
 
     monkeypatch.setattr(filled.store, "delete", refuse)
-    removed = filled.delete(study_uid("PAT2", 1))
+    removed = filled.delete(EntityRef(study_uid("PAT2", 1)))
     assert removed.instances == 1
     assert {r.blob_key for r in table_rows(filled, schema.blob_deletion)} == set(removed.blob_keys)
     assert check(filled).clean  # not re-indexed, though still on disk
@@ -221,7 +222,7 @@ def test_blobs_that_cannot_be_removed_stay_recorded(
 
 
 def test_a_store_after_a_delete_indexes_the_instance_again(filled: Archive, tmp_path: Path) -> None:
-    filled.delete(study_uid("PAT2", 1))
+    filled.delete(EntityRef(study_uid("PAT2", 1)))
     ds = make_dataset(Spec("PAT2", "Jones^Bob", 1, 1, 1, modality="MR"))
     path = tmp_path / "again.dcm"
     ds.save_as(path, enforce_file_format=True)

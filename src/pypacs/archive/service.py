@@ -36,6 +36,7 @@ from pypacs.index.deletes import Removed
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import migrate
 from pypacs.index.writes import InstanceRecord, Outcome, WriteResult, upsert_instance
+from pypacs.query.entity import EntityRef
 from pypacs.query.respond import (
     ResponseContext,
     Row,
@@ -360,12 +361,20 @@ class Archive:
         with tx.snapshot(self.engine) as conn:
             yield instance_attributes(reads.stream(conn, statement))
 
-    def delete(
-        self,
-        study_uid: str,
-        series_uid: str | None = None,
-        sop_instance_uid: str | None = None,
-    ) -> Removed:
+    def locate(self, ref: EntityRef) -> StoredInstance:
+        """The one stored instance an instance's ``ref`` names.
+
+        Raises:
+            NotFound: the archive does not hold it.
+            IndexUnavailable: the index cannot be read.
+        """
+        with self.retrieve(ref.query()) as retrieval:
+            stored = next(retrieval.instances, None)
+        if stored is None:
+            raise NotFound(f"no {ref}")
+        return stored
+
+    def delete(self, ref: EntityRef) -> Removed:
         """Remove a study, a series of it, or an instance of that series: index rows first
         (parents left empty go too, derived values are recomputed), then the blobs. See
         index/deletes.py for why that order and what a crash in between leaves.
@@ -376,7 +385,7 @@ class Archive:
         """
 
         def remove(conn: Connection) -> Removed | None:
-            return deletes.delete_entity(conn, study_uid, series_uid, sop_instance_uid)
+            return deletes.delete_entity(conn, ref.study, ref.series, ref.instance)
 
         # A store into the same branch may commit meanwhile (PostgreSQL): the retry sees it.
         # A full disk refuses the index's own writes: the space reserve is given up for them.
@@ -393,12 +402,7 @@ class Archive:
                     raise
                 released = True
         if removed is None:
-            what = f"study {study_uid}"
-            if series_uid is not None:
-                what = f"series {series_uid} of {what}"
-            if sop_instance_uid is not None:
-                what = f"instance {sop_instance_uid} of {what}"
-            raise NotFound(f"{what} is not in the archive")
+            raise NotFound(f"{ref} is not in the archive")
         self._remove_deleted_blobs(removed.blob_keys)
         self.reserve.ensure()  # made again once the delete has freed the room
         return removed

@@ -15,33 +15,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive
-from pypacs.model.uid import is_acceptable_uid
-from pypacs.web.http.errors import bad_parameter
+from pypacs.web.dicomweb.resources import entity_of
 from pypacs.web.options import WebOptions
 
 log = logging.getLogger("pypacs.web.dicomweb.delete")
-
-
-def path_uid(value: str, name: str) -> str:
-    """A UID from the request path.
-
-    Raises:
-        HttpProblem: 400 naming the path segment, when ``value`` is not a UID.
-    """
-    if not is_acceptable_uid(value):
-        raise bad_parameter(name, f"{name} {value!r} is not a UID (PS3.5 9.1)")
-    return value
 
 
 def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
     """DELETE {base}/studies/{study}[/series/{series}[/instances/{instance}]]."""
 
     async def delete(request: Request) -> Response:
-        params = request.path_params
-        study = path_uid(params["study"], "study")
-        series = path_uid(params["series"], "series") if "series" in params else None
-        instance = path_uid(params["instance"], "instance") if "instance" in params else None
-        removed = await run_in_threadpool(archive.delete, study, series, instance)
+        removed = await run_in_threadpool(archive.delete, entity_of(request))
         log.info(
             "DELETE from %s: %s: %d patients, %d studies, %d series, %d instances removed",
             request.client.host if request.client else "?",

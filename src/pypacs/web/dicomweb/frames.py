@@ -24,7 +24,14 @@ from pypacs.archive.transcode import transcode
 from pypacs.errors import TranscodeError
 from pypacs.model.attributes import BULK_DATA_VRS
 from pypacs.model.syntax import COMPRESSED_MEDIA, LOSSY, MEDIA_OF_SYNTAX
-from pypacs.web.dicomweb.resources import Entity, entity_of, load_pixels, locate, service_url
+from pypacs.query.entity import EntityRef
+from pypacs.web.dicomweb.resources import (
+    entity_of,
+    load_pixels,
+    locate,
+    path_of,
+    service_url,
+)
 from pypacs.web.http.errors import bad_parameter, not_acceptable, not_found
 from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
 from pypacs.web.http.negotiate import ANY_SYNTAX, MediaRange, acceptable, describe
@@ -156,7 +163,7 @@ def frame_bytes(ds: Dataset, stored: str, index: int, plan: FramePlan) -> bytes:
 
 
 def _pixels(
-    archive: Archive, entity: Entity, ranges: list[MediaRange]
+    archive: Archive, entity: EntityRef, ranges: list[MediaRange]
 ) -> tuple[StoredInstance, FramePlan, Dataset]:
     stored = locate(archive, entity)
     plan = frame_plan(stored.transfer_syntax_uid, ranges)
@@ -187,7 +194,7 @@ def frames_endpoint(archive: Archive, base: str) -> Any:
         if beyond:
             raise not_found(f"{entity} has {count} frame(s); there is no frame {beyond[0]}")
         boundary = new_boundary()
-        url = service_url(request, base) + entity.path + "/frames"
+        url = service_url(request, base) + path_of(entity) + "/frames"
         parts = _frame_parts(ds, stored.transfer_syntax_uid, numbers, plan, boundary, url)
         return StreamingResponse(
             iterate_in_threadpool(parts), media_type=related_type(boundary, plan.media)
@@ -197,7 +204,7 @@ def frames_endpoint(archive: Archive, base: str) -> Any:
 
 
 def _bulk_parts(
-    archive: Archive, entity: Entity, tag: int, ranges: list[MediaRange], url: str, boundary: str
+    archive: Archive, entity: EntityRef, tag: int, ranges: list[MediaRange], url: str, boundary: str
 ) -> tuple[str, list[bytes]]:
     """The multipart body of one bulk data element (PS3.18 8.7.3.3, Table 10.4.1-1); ``url``
     is the instance's, the element's is ``url/bulkdata/ggggeeee``."""
@@ -238,7 +245,7 @@ def bulkdata_endpoint(archive: Archive, base: str) -> Any:
         tag = int(text, 16)
         ranges = acceptable(request)
         boundary = new_boundary()
-        url = service_url(request, base) + entity.path
+        url = service_url(request, base) + path_of(entity)
         media, parts = await run_in_threadpool(
             _bulk_parts, archive, entity, tag, ranges, url, boundary
         )

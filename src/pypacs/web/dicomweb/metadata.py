@@ -15,8 +15,9 @@ from starlette.responses import Response, StreamingResponse
 
 from pypacs.archive import Archive
 from pypacs.archive.metadata import InstanceAttributes
+from pypacs.query.entity import EntityRef
 from pypacs.web.dicomweb.jsonmerge import Member, Members, member
-from pypacs.web.dicomweb.resources import Entity, entered, entity_of, service_url
+from pypacs.web.dicomweb.resources import entered, entity_of, service_url
 from pypacs.web.http.errors import not_found
 from pypacs.web.http.negotiate import JSON_TYPES, choose
 
@@ -99,7 +100,7 @@ def _encoded(
 
 def metadata_endpoint(archive: Archive, base: str) -> Any:
     async def metadata(request: Request) -> Response:
-        entity: Entity = entity_of(request)
+        entity: EntityRef = entity_of(request)
         # PS3.18 Table 10.4.1-2: DICOM JSON (or XML, which pypacs does not write: 406).
         answer_type = choose(request, JSON_TYPES, "metadata")
         attributes, stack = await run_in_threadpool(entered, archive.attributes(entity.query()))

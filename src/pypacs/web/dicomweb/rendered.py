@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, Retrieval
 from pypacs.archive.pixels import number_of_frames
+from pypacs.query.entity import EntityRef
 from pypacs.web.dicomweb.frames import parse_frames
 from pypacs.web.dicomweb.render import (
     FUNCTIONS,
@@ -30,7 +31,7 @@ from pypacs.web.dicomweb.render import (
 )
 from pypacs.web.dicomweb.rendercache import RenderCache
 from pypacs.web.dicomweb.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
-from pypacs.web.dicomweb.resources import Entity, entered, entity_of, load_pixels, locate, middle
+from pypacs.web.dicomweb.resources import entered, entity_of, load_pixels, locate, middle
 from pypacs.web.http.errors import bad_parameter, not_acceptable, not_found
 from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
 from pypacs.web.http.negotiate import MediaRange, acceptable, describe
@@ -172,7 +173,7 @@ class _Renderer:
     def __init__(self, budget: RenderBudget) -> None:
         self.budget = budget
 
-    def image(self, ds: Dataset, entity: Entity, index: int, rendering: Rendering) -> bytes:
+    def image(self, ds: Dataset, entity: EntityRef, index: int, rendering: Rendering) -> bytes:
         if not has_pixels(ds):
             raise not_acceptable(f"{entity} has no image: pypacs renders images only")
         _check_region(ds, rendering.region)
@@ -180,7 +181,7 @@ class _Renderer:
             return render(ds, index, rendering)
 
 
-def _frame_indexes(ds: Dataset, entity: Entity, frames: list[int]) -> list[int]:
+def _frame_indexes(ds: Dataset, entity: EntityRef, frames: list[int]) -> list[int]:
     count = number_of_frames(ds)
     beyond = [n for n in frames if n > count]
     if beyond:
@@ -191,7 +192,7 @@ def _frame_indexes(ds: Dataset, entity: Entity, frames: list[int]) -> list[int]:
 def _instance_images(
     renderer: _Renderer,
     archive: Archive,
-    entity: Entity,
+    entity: EntityRef,
     frames: list[int] | None,
     rendering: Rendering,
 ) -> tuple[bytes, Iterator[bytes], int]:
@@ -208,7 +209,7 @@ def _thumbnail(
     renderer: _Renderer,
     cache: RenderCache,
     archive: Archive,
-    entity: Entity,
+    entity: EntityRef,
     frames: list[int] | None,
     rendering: Rendering,
 ) -> bytes:
@@ -233,7 +234,7 @@ def _rendered_parts(
     renderer: _Renderer,
     archive: Archive,
     retrieval: Retrieval,
-    entity: Entity,
+    entity: EntityRef,
     rendering: Rendering,
 ) -> Iterator[bytes]:
     """Each image instance under a study or series rendered (its first frame)."""

@@ -1,11 +1,11 @@
-"""The entities the retrieve services name by UID: path parameters → a retrieve Query,
-their URLs, and the look-ups every WADO resource starts with (PS3.18 10.4.1)."""
+"""The entities the retrieve services name by UID: path parameters → an EntityRef (one
+rule for path UIDs), their URLs, and the look-ups every WADO resource starts with
+(PS3.18 10.4.1)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass
 from io import BytesIO
 from typing import TypeVar
 
@@ -17,69 +17,45 @@ from starlette.requests import Request
 from pypacs.archive import Archive, StoredInstance
 from pypacs.archive.pixels import normalise_encapsulation
 from pypacs.errors import StoreError
-from pypacs.model.levels import InformationModel, Level
 from pypacs.model.uid import is_acceptable_uid
-from pypacs.query.from_dimse import parse_retrieve
-from pypacs.query.types import Query
+from pypacs.query.entity import EntityRef
 from pypacs.web.http.errors import bad_parameter, not_found
 from pypacs.web.http.urls import public_url
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Entity:
-    """A study, a series of it, or an instance of that series."""
+def path_uid(value: str, name: str) -> str:
+    """A UID from the request path, by the rule of every door (model/uid.py).
 
-    study: str
-    series: str | None = None
-    instance: str | None = None
-
-    @property
-    def level(self) -> Level:
-        if self.instance is not None:
-            return Level.IMAGE
-        return Level.SERIES if self.series is not None else Level.STUDY
-
-    def query(self) -> Query:
-        """The retrieve identifier naming this entity (PS3.4 C.4.2.2.1, Study Root)."""
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = self.level.value
-        identifier.StudyInstanceUID = self.study
-        if self.series is not None:
-            identifier.SeriesInstanceUID = self.series
-        if self.instance is not None:
-            identifier.SOPInstanceUID = self.instance
-        return parse_retrieve(identifier, InformationModel.STUDY_ROOT, relational=False)
-
-    @property
-    def path(self) -> str:
-        path = f"/studies/{self.study}"
-        if self.series is not None:
-            path += f"/series/{self.series}"
-        if self.instance is not None:
-            path += f"/instances/{self.instance}"
-        return path
-
-    def __str__(self) -> str:
-        if self.instance is not None:
-            return f"instance {self.instance} of series {self.series} of study {self.study}"
-        if self.series is not None:
-            return f"series {self.series} of study {self.study}"
-        return f"study {self.study}"
+    Raises:
+        HttpProblem: 400 naming the path segment, when ``value`` is not a UID.
+    """
+    if not is_acceptable_uid(value):
+        raise bad_parameter(name, f"{name} is not a UID: {value!r}")
+    return value
 
 
-def entity_of(request: Request) -> Entity:
+def entity_of(request: Request) -> EntityRef:
     """The entity the path names; 400 naming the path segment whose UID is malformed."""
-    uids: dict[str, str | None] = {}
-    for name in ("study", "series", "instance"):
-        value = request.path_params.get(name)
-        if value is not None and not is_acceptable_uid(value):
-            raise bad_parameter(name, f"{value!r} is not a UID (PS3.5 9.1)")
-        uids[name] = value
+    params = request.path_params
+    uids = {
+        name: path_uid(params[name], name) if name in params else None
+        for name in ("study", "series", "instance")
+    }
     study = uids["study"]
-    assert study is not None  # every WADO-RS route names a study
-    return Entity(study, uids["series"], uids["instance"])
+    assert study is not None  # every route naming an entity names a study
+    return EntityRef(study, uids["series"], uids["instance"])
+
+
+def path_of(entity: EntityRef) -> str:
+    """The entity's path under the DICOMweb root (PS3.18 10.4.1.1)."""
+    path = f"/studies/{entity.study}"
+    if entity.series is not None:
+        path += f"/series/{entity.series}"
+    if entity.instance is not None:
+        path += f"/instances/{entity.instance}"
+    return path
 
 
 def service_url(request: Request, base: str) -> str:
@@ -95,20 +71,16 @@ def entered(manager: AbstractContextManager[T]) -> tuple[T, ExitStack]:
     return value, stack
 
 
-def locate(archive: Archive, entity: Entity) -> StoredInstance:
+def locate(archive: Archive, entity: EntityRef) -> StoredInstance:
     """The one stored instance an instance entity names.
 
     Raises:
-        HttpProblem: 404 when the archive does not hold it.
+        NotFound: 404 when the archive does not hold it.
     """
-    with archive.retrieve(entity.query()) as retrieval:
-        stored = next(retrieval.instances, None)
-    if stored is None:
-        raise not_found(f"no {entity}")
-    return stored
+    return archive.locate(entity)
 
 
-def middle(archive: Archive, entity: Entity) -> tuple[Entity, StoredInstance]:
+def middle(archive: Archive, entity: EntityRef) -> tuple[EntityRef, StoredInstance]:
     """The instance a thumbnail shows for a series: the middle one in arrival order; for a
     study, that of its first series.
 
@@ -120,7 +92,7 @@ def middle(archive: Archive, entity: Entity) -> tuple[Entity, StoredInstance]:
             first = next(attributes, None)
         if first is None:
             raise not_found(f"no {entity}")
-        entity = Entity(entity.study, first.series_instance_uid)
+        entity = EntityRef(entity.study, first.series_instance_uid)
     with archive.retrieve(entity.query()) as retrieval:
         instances: Iterator[StoredInstance] = retrieval.instances
         for _ in range(retrieval.count // 2):
@@ -128,7 +100,7 @@ def middle(archive: Archive, entity: Entity) -> tuple[Entity, StoredInstance]:
         stored = next(instances, None)
     if stored is None:
         raise not_found(f"no {entity}")
-    return Entity(entity.study, entity.series, stored.sop_instance_uid), stored
+    return EntityRef(entity.study, entity.series, stored.sop_instance_uid), stored
 
 
 def load(archive: Archive, stored: StoredInstance) -> Dataset:

@@ -21,9 +21,10 @@ from pypacs.archive.outgoing import Form, sendable_syntax
 from pypacs.errors import TranscodeError
 from pypacs.model.levels import Level
 from pypacs.model.syntax import LOSSY
+from pypacs.query.entity import EntityRef
 from pypacs.web.dicomweb import frames, rendered
 from pypacs.web.dicomweb.metadata import metadata_endpoint
-from pypacs.web.dicomweb.resources import Entity, entered, entity_of, service_url
+from pypacs.web.dicomweb.resources import entered, entity_of, service_url
 from pypacs.web.http.errors import not_acceptable, not_found
 from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
 from pypacs.web.http.negotiate import ANY_SYNTAX, MediaRange, acceptable, describe
@@ -171,7 +172,7 @@ def _next(retrieval: Retrieval, send: _Sender) -> tuple[str, bytes] | None:
 
 
 def _targets(
-    entity: Entity, retrieval: Retrieval, plan: DicomPlan, ranges: list[MediaRange]
+    entity: EntityRef, retrieval: Retrieval, plan: DicomPlan, ranges: list[MediaRange]
 ) -> tuple[dict[str, str | None], list[str]]:
     """The syntax to send for each stored one, and the stored ones left out.
 
@@ -194,7 +195,7 @@ def _targets(
 
 def retrieve_endpoint(archive: Archive, options: WebOptions, base: str) -> Any:
     async def retrieve(request: Request) -> Response:
-        entity: Entity = entity_of(request)
+        entity: EntityRef = entity_of(request)
         ranges = acceptable(request)
         plan = dicom_plan(ranges, entity.level is Level.IMAGE)
         retrieval, stack = await run_in_threadpool(entered, archive.retrieve(entity.query()))

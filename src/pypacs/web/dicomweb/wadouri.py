@@ -16,9 +16,10 @@ from starlette.routing import BaseRoute, Route
 from pypacs.archive import Archive, StoredInstance
 from pypacs.archive.pixels import normalise_encapsulation, number_of_frames
 from pypacs.model.uid import is_acceptable_uid
+from pypacs.query.entity import EntityRef
 from pypacs.web.dicomweb.render import RENDERED_TYPES, Region, Rendering, Window, has_pixels, render
 from pypacs.web.dicomweb.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
-from pypacs.web.dicomweb.resources import Entity, load, locate
+from pypacs.web.dicomweb.resources import load, locate
 from pypacs.web.dicomweb.wado import DEFAULT_SYNTAX, DICOM, dicom_file, target_syntax
 from pypacs.web.http.errors import HttpProblem, bad_parameter
 from pypacs.web.http.negotiate import MediaRange, parse_accept
@@ -47,7 +48,7 @@ _UNSUPPORTED = {
 
 @dataclass(frozen=True)
 class UriRequest:
-    entity: Entity
+    entity: EntityRef
     ranges: list[MediaRange] | None  # None: the default for the instance
     transfer_syntax: str | None
     params: QueryParams
@@ -86,7 +87,7 @@ def parse_request(params: QueryParams, accept: list[str]) -> UriRequest:
     syntax = params.get("transferSyntax")
     if syntax is not None and not is_acceptable_uid(syntax):
         raise bad_parameter("transferSyntax", f"{syntax!r} is not a UID (PS3.5 9.1)")
-    entity = Entity(uids["study"], uids["series"], uids["instance"])
+    entity = EntityRef(uids["study"], uids["series"], uids["instance"])
     return UriRequest(entity, ranges, syntax, params, ranges_from)
 
 
