@@ -30,7 +30,7 @@ def test_same_bytes_as_pydicom(
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = UID(instance)
     meta.TransferSyntaxUID = UID(syntax)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     if source is not None:
         meta.SourceApplicationEntityTitle = source

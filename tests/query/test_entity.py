@@ -38,4 +38,3 @@ def test_query_names_the_entity_at_its_level() -> None:
 def test_an_instance_is_named_with_its_series() -> None:
     with pytest.raises(ValueError, match="with its series"):
         EntityRef("1.2", None, "1.2.3.4")
-

@@ -17,7 +17,7 @@ import logging
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from io import BytesIO
+from functools import partial
 from typing import Any, BinaryIO
 
 import pydicom
@@ -27,14 +27,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from pypacs.archive import Archive
+from pypacs.archive import Archive, Outcome, StoreResult
+from pypacs.archive.ingest import Identity, identify
 from pypacs.archive.part10 import PREAMBLE, file_meta
 from pypacs.errors import IndexUnavailable, InvalidInstance, StoreError
 from pypacs.model.outcomes import status_for
 from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
 from pypacs.model.status import Status
-from pypacs.web.dicomweb.delete import path_uid
-from pypacs.web.dicomweb.resources import service_url
+from pypacs.web.dicomweb.resources import path_uid, service_url
 from pypacs.web.http.errors import HttpProblem, bad_parameter
 from pypacs.web.http.multipart import (
     Event,
@@ -63,48 +63,8 @@ _WARNING_REASON = "00081196"
 _FAILURE_REASON = "00081197"
 
 
-@dataclass(frozen=True)
-class _Identity:
-    """What a part says it is, read from its header before it is stored (any may be None)."""
-
-    sop_class: str | None = None
-    sop_instance: str | None = None
-    study: str | None = None
-    series: str | None = None
-    transfer_syntax: str | None = None
-
-
-_IDENTITY_TAGS = [0x00080016, 0x00080018, 0x0020000D, 0x0020000E]
-
-
-def _identify(fp: BinaryIO) -> _Identity:
-    """The UIDs of a received PS3.10 file, from its data set, else from its meta information
-    alone; never raises (a file that does not parse is for the archive to refuse)."""
-    fp.seek(0)
-    head = fp.read(144)
-    for source in (fp, BytesIO(head + fp.read(max(0, _meta_length(head) - len(head))))):
-        try:
-            source.seek(0)
-            ds = pydicom.dcmread(source, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
-        except Exception:  # pydicom raises many types on input that is not DICOM
-            continue
-        meta = ds.file_meta
-        return _Identity(
-            sop_class=_text(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")),
-            sop_instance=_text(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID")),
-            study=_text(ds.get("StudyInstanceUID")),
-            series=_text(ds.get("SeriesInstanceUID")),
-            transfer_syntax=_text(meta.get("TransferSyntaxUID")),
-        )
-    return _Identity()
-
-
-def _meta_length(data: bytes) -> int:
-    """Where the File Meta Information ends, from its group length (PS3.10 7.1), or 0."""
-    # Preamble, "DICM", then (0002,0000) UL, explicit VR little endian: tag, "UL", 2 + 4 bytes.
-    if data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
-        return 0
-    return 144 + int.from_bytes(data[140:144], "little")
+# The UIDs a bare data set must name to be given File Meta Information (see ``_Incoming``).
+_SOP_TAGS = [0x00080016, 0x00080018]
 
 
 def _text(value: object) -> str | None:
@@ -125,21 +85,25 @@ class _Outcomes:
     warnings: int = 0
     studies: set[str] = field(default_factory=set)
 
-    def stored(self, ident: _Identity, sop_class: str, sop_instance: str, duplicate: bool) -> None:
+    def stored(self, result: StoreResult) -> None:
+        study, series, sop_instance = (
+            result.study_instance_uid,
+            result.series_instance_uid,
+            result.sop_instance_uid,
+        )
         url = None
-        if ident.study and ident.series:
-            url = (
-                f"{self.root}/studies/{ident.study}/series/{ident.series}/instances/{sop_instance}"
-            )
-            self.studies.add(ident.study)
-        item = _reference(sop_class, sop_instance)
+        if study and series:
+            url = f"{self.root}/studies/{study}/series/{series}/instances/{sop_instance}"
+            self.studies.add(study)
+        item = _reference(result.sop_class_uid, sop_instance)
+        duplicate = result.outcome is Outcome.DUPLICATE
         item[_RETRIEVE_URL] = _value("UR", url)
         if duplicate:
             item[_WARNING_REASON] = _value("US", int(Status.ALREADY_STORED))
             self.warnings += 1
         self.referenced.append(item)
 
-    def failure(self, ident: _Identity, reason: Status) -> None:
+    def failure(self, ident: Identity, reason: Status) -> None:
         item = _reference(ident.sop_class, ident.sop_instance)
         item[_FAILURE_REASON] = _value("US", int(reason))
         self.failed.append(item)
@@ -420,39 +384,48 @@ class _Stow:
     ) -> None:
         if part.fp is None:
             log.info("STOW-RS from %s: a part of type %s refused", client, part.content_type)
-            outcomes.failure(_Identity(), Status.CANNOT_UNDERSTAND)
+            outcomes.failure(Identity(), Status.CANNOT_UNDERSTAND)
             return
         fp = part.fp
-        ident = await run_in_threadpool(_identify, fp)
-        name = ident.sop_instance or "a part"
         if part.error is not None:
+            ident = await run_in_threadpool(identify, fp)
+            name = ident.sop_instance or "a part"
             log.error("STOW-RS from %s: %s not received: %s", client, name, part.error)
             outcomes.failure(ident, Status.OUT_OF_RESOURCES)
             return
-        if part.added is not None:
-            log.info("STOW-RS from %s: %s given %s", client, name, part.added)
-        refusal = _refusal(ident, study)
-        if refusal is not None:
-            reason, why = refusal
-            log.info("STOW-RS from %s: %s refused: %s", client, name, why)
-            outcomes.failure(ident, reason)
-            return
+        # The archive checks the study and the transfer syntax in its one parse of the part:
+        # the same syntaxes as C-STORE accepts (model/sop.py).
+        store = partial(
+            self.archive.store_instance,
+            fp,
+            expected_study=study,
+            allowed_syntaxes=STORAGE_TRANSFER_SYNTAXES,
+        )
         try:
-            result = await run_in_threadpool(self.archive.store_instance, fp)
+            result = await run_in_threadpool(store)
         except InvalidInstance as exc:
-            log.info("STOW-RS from %s: %s refused: %s", client, name, exc)
+            ident = Identity(exc.sop_class, exc.sop_instance)
+            _log_framing(part, client, ident.sop_instance)
+            log.info("STOW-RS from %s: %s refused: %s", client, _named(ident.sop_instance), exc)
             outcomes.failure(ident, status_for(exc))
             return
         except (StoreError, IndexUnavailable) as exc:  # OutOfResources is a StoreError
+            ident = await run_in_threadpool(identify, fp)
+            _log_framing(part, client, ident.sop_instance)
             log.error("STOW-RS from %s: %s not stored: %s", client, ident.sop_instance, exc)
             outcomes.failure(ident, status_for(exc))
             return
-        outcomes.stored(
-            ident,
-            result.sop_class_uid,
-            result.sop_instance_uid,
-            duplicate=result.outcome.value == "duplicate",
-        )
+        _log_framing(part, client, result.sop_instance_uid)
+        outcomes.stored(result)
+
+
+def _named(sop_instance: str | None) -> str:
+    return sop_instance or "a part"
+
+
+def _log_framing(part: _Incoming, client: str, sop_instance: str | None) -> None:
+    if part.added is not None:
+        log.info("STOW-RS from %s: %s given %s", client, _named(sop_instance), part.added)
 
 
 # The transfer syntaxes pydicom tells apart from a data set's first element, by its
@@ -469,9 +442,7 @@ def _bare_meta(fp: BinaryIO) -> tuple[bytes, str] | None:
     None when the content is not one pypacs can frame."""
     try:
         fp.seek(0)
-        ds = pydicom.dcmread(
-            fp, force=True, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS[:2]
-        )
+        ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True, specific_tags=_SOP_TAGS)
         syntax = _BARE_SYNTAXES.get(ds.original_encoding)
         sop_class = _text(ds.get("SOPClassUID"))
         sop_instance = _text(ds.get("SOPInstanceUID"))
@@ -488,26 +459,6 @@ def _meta_uid(value: str | None) -> bool:
     """Whether ``value`` can be written as a UI value of the meta information (PS3.5 9.1);
     whether it is a well-formed UID is for the archive to judge, as for any instance."""
     return value is not None and value.isascii() and value.isprintable() and len(value) <= 64
-
-
-def _refusal(ident: _Identity, study: str | None) -> tuple[Status, str] | None:
-    """Why a readable part is refused before it is stored, if it is."""
-    if study is not None and ident.study is not None and ident.study != study:
-        # PS3.18 10.5.1.1: every instance sent to /studies/{study} belongs to that study;
-        # another study's is "does not match SOP Class" (10.5.3.1, 409's example).
-        return (
-            Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-            f"Study Instance UID {ident.study} is not the request's {study}",
-        )
-    if ident.transfer_syntax is not None and ident.transfer_syntax not in (
-        STORAGE_TRANSFER_SYNTAXES
-    ):
-        # The same transfer syntaxes as C-STORE accepts (model/sop.py).
-        return (
-            Status.TRANSFER_SYNTAX_NOT_SUPPORTED,
-            f"transfer syntax {ident.transfer_syntax} is not one pypacs stores",
-        )
-    return None
 
 
 def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
