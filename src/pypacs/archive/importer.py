@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pypacs.archive.service import Archive
-from pypacs.errors import InvalidInstance, PypacsError
+from pypacs.errors import InvalidInstance, InvalidKind, PypacsError
+from pypacs.index.writes import Outcome
 
 # Files read and stored at once: the disk and the index, not the CPU, set the pace.
 _WORKERS = 4
 # What a file that is not an instance counts as, by InvalidInstance.kind.
-_NOT_DICOM, _DICOMDIR = "not-dicom", "dicomdir"
+_SKIPPED = (InvalidKind.NOT_DICOM, InvalidKind.DICOMDIR)
 
 
 @dataclass
@@ -49,27 +50,27 @@ def import_files(
 ) -> ImportReport:
     """Store each file as read, a few at once; ``on_file`` is called after each."""
 
-    def one(path: Path) -> tuple[Path, str, str]:
+    # What became of a file: its store's outcome, the kind it was skipped as, None: rejected.
+    def one(path: Path) -> tuple[Path, Outcome | InvalidKind | None, str]:
         try:
-            return path, archive.store_file(path).outcome.value, ""
+            return path, archive.store_file(path).outcome, ""
         except InvalidInstance as exc:
-            kind = str(exc.kind)
-            return path, kind if kind in (_NOT_DICOM, _DICOMDIR) else "rejected", exc.reason
+            return path, exc.kind if exc.kind in _SKIPPED else None, exc.reason
         except PypacsError as exc:
-            return path, "rejected", str(exc)
+            return path, None, str(exc)
 
     report = ImportReport()
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         for path, outcome, reason in pool.map(one, files):
-            if outcome in ("stored", "replaced"):
+            if outcome in (Outcome.STORED, Outcome.REPLACED):
                 report.imported += 1
-            elif outcome == "duplicate":
+            elif outcome is Outcome.DUPLICATE:
                 report.already_present += 1
-            elif outcome == "rejected":
+            elif outcome is None:
                 report.rejected.append((path, reason))
             else:
                 report.skipped.append((path, reason))
-                if outcome == _DICOMDIR:
+                if outcome is InvalidKind.DICOMDIR:
                     report.dicomdirs += 1
                 else:
                     report.not_dicom += 1

@@ -12,10 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from pydicom.dataset import Dataset
-
 from pypacs.archive import Archive, Retrieval
-from pypacs.model.levels import InformationModel
 from pypacs.model.outcomes import Refused
 from pypacs.model.status import Status
 from pypacs.net import scu
@@ -26,7 +23,7 @@ from pypacs.net.retrieve import (
     end_store_association,
     open_store_association,
 )
-from pypacs.query.from_dimse import parse_retrieve
+from pypacs.query.entity import EntityRef
 from pypacs.remote.export import EchoResult, IsCancelled, OnProgress, Progress
 from pypacs.remote.registry import Peer, RemoteError
 
@@ -60,12 +57,7 @@ class DimseExporter:
         Raises:
             IndexUnavailable: the index cannot be read.
         """
-        # PS3.4 C.4.2.2.1: a STUDY level retrieve names the study by its unique key.
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "STUDY"
-        identifier.StudyInstanceUID = study_uid
-        query = parse_retrieve(identifier, InformationModel.STUDY_ROOT, relational=False)
-        with self.archive.retrieve(query) as retrieval:
+        with self.archive.retrieve(EntityRef(study_uid).query()) as retrieval:
             return self.send(peer, retrieval, on_progress, cancelled)
 
     def send(
