@@ -110,6 +110,32 @@ class ServerSettings:
     http_port: int = _setting(8080, "HTTP port (0 picks a free one)", _port(True))
     max_associations: int = _setting(64, "associations served at once", _positive_int)
     max_pdu_size: int = _setting(1_048_576, "largest PDU we receive (bytes)", _positive_int)
+    artim_timeout: int = _setting(
+        30,
+        "seconds a connection has to send its association request, and a peer its release "
+        "reply (PS3.8 ARTIM); then the connection is closed",
+        _positive_int,
+    )
+    pdu_read_timeout: int = _setting(
+        30,
+        "seconds a peer has to send the rest of a PDU once it began; then A-ABORT",
+        _positive_int,
+    )
+    dimse_idle_timeout: int = _setting(
+        300,
+        "seconds an association may stay silent between two messages; then A-ABORT",
+        _positive_int,
+    )
+    max_negotiating: int = _setting(
+        32,
+        "connections still negotiating an association at once; more are closed at once",
+        _positive_int,
+    )
+    max_negotiating_per_address: int = _setting(
+        8,
+        "connections still negotiating at once from one address; more are closed at once",
+        _positive_int,
+    )
 
 
 @dataclass(frozen=True)
@@ -315,6 +341,11 @@ class Settings:
             port=self.server.dicom_port,
             max_associations=self.server.max_associations,
             max_pdu_size=self.server.max_pdu_size,
+            artim_timeout=self.server.artim_timeout,
+            pdu_read_timeout=self.server.pdu_read_timeout,
+            dimse_idle_timeout=self.server.dimse_idle_timeout,
+            max_negotiating=self.server.max_negotiating,
+            max_negotiating_per_address=self.server.max_negotiating_per_address,
             remotes=self.remotes,
             pn_case_insensitive=self.query.pn_case_insensitive,
             max_results=self.query.max_results,

@@ -26,6 +26,16 @@ class NetOptions:
     max_move_associations: int
     # Storage SOP classes no list knows (private, or newer than the lists): stored too.
     accept_unknown_sop_classes: bool
+    # Our own DICOM engine (net/association.py, net/acceptor.py), in seconds: ARTIM
+    # (PS3.8 9.1.5: the wait for an A-ASSOCIATE-RQ and for an A-RELEASE-RP), the most a
+    # peer may take for the rest of a PDU once it began, the most an association may sit
+    # idle between two messages; then how many connections may still be negotiating,
+    # in all and from one address.
+    artim_timeout: float
+    pdu_read_timeout: float
+    dimse_idle_timeout: float
+    max_negotiating: int
+    max_negotiating_per_address: int
     # Not settings: how long we wait for a peer (seconds).
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
