@@ -328,6 +328,25 @@ def test_fixed_length_pdus_and_unknown_types() -> None:
     assert _reason(pdu.P_DATA_TF, bytes.fromhex("00000004 0103 00")) == 6
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        AssociateRQ("SEVENTEEN_CHARS_X", "B", RICH_RQ.contexts, UserInformation()),
+        AssociateRQ("A", "B", RICH_RQ.contexts, UserInformation(max_length=2**32)),
+        AssociateRQ("A", "B", RICH_RQ.contexts, UserInformation(async_ops=(1, 65536))),
+        AssociateRQ("A", "B", (PresentationContextRQ(257, CT, (IMPLICIT,)),), UserInformation()),
+        AssociateRQ(
+            "A", "B", (PresentationContextRQ(1, "1.2.\u00e9", (IMPLICIT,)),), UserInformation()
+        ),
+        AssociateAC("A", "B", (), UserInformation(identity_ac=UserIdentityAC(bytes(65534)))),
+        Abort(2, 256),
+    ],
+)
+def test_values_that_do_not_fit_are_refused_on_encoding(value: pdu.PDU) -> None:
+    with pytest.raises(ValueError):
+        pdu.encode(value)
+
+
 def test_read_header() -> None:
     assert pdu.read_header(bytes.fromhex("04 00 ffffffff")) == (pdu.P_DATA_TF, 0xFFFFFFFF)
     assert pdu.read_header(memoryview(bytes.fromhex("01 ff 00000044"))) == (1, 68)

@@ -170,7 +170,7 @@ class UserIdentityAC:
 class UserInformation:
     """The user information item's sub-items (PS3.8 9.3.2.3, Annex D; PS3.7 D.3.3)."""
 
-    max_length: int | None = None
+    max_length: int | None = None  # 0: no limit (PS3.8 D.1.1)
     implementation_class_uid: str | None = None
     implementation_version_name: str | None = None
     async_ops: tuple[int, int] | None = None  # (invoked, performed)
@@ -392,8 +392,15 @@ def encode(pdu: PDU) -> bytes:
 
     Raises:
         ValueError: a value that does not fit its field (an AE title over 16 characters,
-            an item over 65535 bytes, non-ASCII text).
+            an item over 65535 bytes, a number out of its field's range, non-ASCII text).
     """
+    try:
+        return _encode(pdu)
+    except struct.error as error:
+        raise ValueError(f"{type(pdu).__name__}: {error}") from error
+
+
+def _encode(pdu: PDU) -> bytes:
     if isinstance(pdu, AssociateRQ | AssociateAC):
         return _encode_associate(pdu)
     if isinstance(pdu, PDataTF):
