@@ -216,7 +216,7 @@ def test_unknown_user_information_sub_items_are_ignored() -> None:
 
 
 def test_spaces_around_ae_titles_and_nul_after_uids_are_tolerated() -> None:
-    app = _sub(pdu.ITEM_APPLICATION_CONTEXT, pdu.DICOM_APPLICATION_CONTEXT.encode() + b"\x00")
+    app = _sub(pdu.ITEM_APPLICATION_CONTEXT, pdu.DICOM_APPLICATION_CONTEXT.encode() + b"\x00\x00")
     body = _associate_body(app, _context(1, "1.2.3"), called=b"  PY PACS", calling=b"X")
     rq = pdu.decode(pdu.ASSOCIATE_RQ, body)
     assert isinstance(rq, AssociateRQ)
@@ -259,6 +259,7 @@ def _reason(pdu_type: int, body: bytes) -> int:
         (_associate_body(APP, _context(1), _context(1)), pdu.ABORT_INVALID_PARAMETER_VALUE),
         (_associate_body(APP, _context(1, "1." * 32 + "1")), pdu.ABORT_INVALID_PARAMETER_VALUE),
         (_associate_body(APP, _context(1, "")), pdu.ABORT_INVALID_PARAMETER_VALUE),
+        (_associate_body(APP, _context(1, "1" + "\0" * 80)), pdu.ABORT_INVALID_PARAMETER_VALUE),
         (_associate_body(APP, _context(1, "1.2", "1 2")), pdu.ABORT_INVALID_PARAMETER_VALUE),
         (_associate_body(APP), pdu.ABORT_INVALID_PARAMETER_VALUE),  # no context
         (_associate_body(_context(1)), pdu.ABORT_INVALID_PARAMETER_VALUE),  # no app. context

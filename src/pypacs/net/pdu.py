@@ -12,6 +12,7 @@ import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pypacs.errors import PypacsError
 from pypacs.model.uid import is_acceptable_uid
@@ -84,6 +85,7 @@ IDENTITY_JWT = 5
 DICOM_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 Annex A.2.1
 MAX_CONTEXTS = 128  # odd ids 1..255 (PS3.8 9.3.2.2)
 AE_LENGTH = 16
+_UID_FIELD_LENGTH = 72  # 64 characters (PS3.5 6.2) and some NUL padding; the cache stays small
 VERSION_NAME_LENGTH = 16  # PS3.7 D.3.3.2.3
 _FIXED_ASSOCIATE = 68  # version, reserved, called AE, calling AE, reserved (PS3.8 Table 9-11)
 _PDV_CONTROL_COMMAND = 0x01  # PS3.8 Annex E.2: bit 0 set, a command
@@ -434,11 +436,18 @@ def _items(data: bytes, pos: int, end: int, parent: str) -> Iterator[tuple[int, 
         yield item_type, start, pos
 
 
-def _uid(data: bytes, start: int, stop: int, what: str) -> str:
+@lru_cache(maxsize=1024)
+def _uid_text(raw: bytes) -> str | None:
     # Some peers pad a UID with a NUL to an even length, as in a data set: tolerated.
-    text = data[start:stop].decode("latin-1").rstrip("\x00")
-    if not is_acceptable_uid(text):  # 1..64 characters (PS3.5 6.2 VR UI)
-        raise PduError(f"{what} is not a UID: {text[:80]!r}")
+    text = raw.decode("latin-1").rstrip("\x00")
+    return text if is_acceptable_uid(text) else None  # 1..64 characters (PS3.5 6.2 VR UI)
+
+
+def _uid(data: bytes, start: int, stop: int, what: str) -> str:
+    # The same few UIDs come again and again (transfer syntaxes): checked once each.
+    text = _uid_text(data[start:stop]) if stop - start <= _UID_FIELD_LENGTH else None
+    if text is None:
+        raise PduError(f"{what} is not a UID: {data[start:stop][:80]!r}")
     return text
 
 
