@@ -74,12 +74,12 @@ class Connection:
         """Bytes received and not yet read."""
         return self._end - self._start
 
-    def readable(self) -> bool:
-        """Whether a read would find data now (buffered, in TLS, or in the socket)."""
+    def wait_readable(self, timeout: float) -> bool:
+        """Whether data arrives within ``timeout`` seconds (0: has it arrived already)."""
         if self._end > self._start or (self._tls and self.sock.pending()):  # type: ignore[attr-defined]
             return True
         try:
-            ready, _, _ = select.select([self.sock], [], [], 0)
+            ready, _, _ = select.select([self.sock], [], [], max(timeout, 0.0))
         except (OSError, ValueError):
             return True  # a closed socket: the read will say so
         return bool(ready)
