@@ -657,3 +657,31 @@ def test_lying_lengths_allocate_nothing_they_claim() -> None:
             _decode_bounded(bytes((pdu_type,)) + bytes(5) + body)
             with pytest.raises(PduError):
                 pdu.decode(pdu_type, body)
+
+
+SUB_ITEM_TYPES = st.sampled_from(
+    [*range(pdu.SUB_MAX_LENGTH, pdu.SUB_USER_IDENTITY_AC + 1), 0x60]  # 0x60: unknown
+)
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(SUB_ITEM_TYPES, st.binary(max_size=80)), max_size=6),
+    st.lists(st.tuples(st.sampled_from([0x30, 0x40, 0x41]), st.binary(max_size=24)), max_size=4),
+    st.binary(min_size=4, max_size=4),
+)
+def test_well_framed_items_of_any_content_give_a_pdu_or_a_pdu_error(
+    subs: list[tuple[int, bytes]], syntaxes: list[tuple[int, bytes]], head: bytes
+) -> None:
+    # Lengths all consistent, so each item's own parser meets arbitrary content; the user
+    # information comes after a valid context and last, so that a read past its end fails.
+    users = [_user_item(*(_sub(t, v) for t, v in subs))] + [_user_item(_sub(t, v)) for t, v in subs]
+    for user in users:
+        _decode_bounded(
+            bytes((pdu.ASSOCIATE_RQ,)) + bytes(5) + _associate_body(APP, _context(1), user)
+        )
+    inner = b"".join(_sub(t, v) for t, v in syntaxes)
+    for context_type, pdu_type in ((pdu.ITEM_CONTEXT_RQ, 1), (pdu.ITEM_CONTEXT_AC, 2)):
+        _decode_bounded(
+            bytes((pdu_type,)) + bytes(5) + _associate_body(APP, _sub(context_type, head + inner))
+        )
