@@ -61,6 +61,7 @@ _LO_LENGTH: Final = 64  # PS3.5 6.2
 
 _ELEMENT = struct.Struct("<HHI")  # implicit VR LE: group, element, value length (PS3.5 7.1.3)
 _US = struct.Struct("<H")
+_US_ELEMENT = struct.Struct("<HHIH")  # a whole US element
 _UL = struct.Struct("<I")
 
 
@@ -242,9 +243,13 @@ def encode_command(command: Command) -> bytes:
     """The command set as implicit VR little endian, group length first (PS3.7 6.3.1, E.1)."""
     parts: list[bytes] = []
     header = _ELEMENT.pack
+    us_element = _US_ELEMENT.pack
     for elem, index, encode in _ENCODERS:
         value = command[index]
         if value is None or value == ():
+            continue
+        if encode is _enc_us:  # most elements: header and value in one pack
+            parts.append(us_element(0, elem, 2, value))
             continue
         raw = encode(value)
         parts.append(header(0, elem, len(raw)))
