@@ -217,6 +217,7 @@ def main() -> None:
         overwrite_duplicates=False,
         reserve_path="",
         reserve_bytes=0,
+        max_instance_bytes=0,
         fsync=False,
     )
     archive = Archive.open(options)

@@ -61,6 +61,7 @@ def archive(db_url: str, tmp_path: Path) -> Iterator[Archive]:
             overwrite_duplicates=False,
             reserve_path="",
             reserve_bytes=0,
+            max_instance_bytes=0,
             fsync=False,
         )
     )

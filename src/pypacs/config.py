@@ -151,6 +151,12 @@ class StorageSettings:
         "room kept free on the archive's disk so that deletes work when it is full (0: none)",
         _non_negative_int,
     )
+    max_instance_bytes: int = _setting(
+        4 * 1024**3,
+        "largest instance received over DICOM (bytes of its data set; 0: no bound); "
+        "a larger one is refused with Out of Resources (A700) and its partial file removed",
+        _non_negative_int,
+    )
     accept_unknown_sop_classes: bool = _setting(
         True, "store SOP classes no list knows (private ones, newer standard ones) as well"
     )
@@ -332,6 +338,7 @@ class Settings:
             overwrite_duplicates=self.storage.overwrite_duplicates,
             reserve_path=str(Path(self.storage.path) / "space-reserve"),
             reserve_bytes=self.storage.reserve_bytes,
+            max_instance_bytes=self.storage.max_instance_bytes,
         )
 
     def net_options(self) -> NetOptions:

@@ -178,6 +178,7 @@ def test_duplicate_replaces_when_configured(db_url: str, tmp_path: Path) -> None
             overwrite_duplicates=True,
             reserve_path="",
             reserve_bytes=0,
+            max_instance_bytes=0,
             fsync=False,
         )
     )

@@ -76,6 +76,7 @@ def test_a_version_3_index_is_migrated(db_url: str, tmp_path: Path) -> None:
             overwrite_duplicates=False,
             reserve_path="",
             reserve_bytes=0,
+            max_instance_bytes=0,
             fsync=False,
         )
     )

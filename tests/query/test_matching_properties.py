@@ -61,6 +61,7 @@ def _filled(url: str, root: Path) -> Iterator[Archive]:
             overwrite_duplicates=False,
             reserve_path="",
             reserve_bytes=0,
+            max_instance_bytes=0,
             fsync=False,
         )
     )

@@ -60,6 +60,7 @@ def other(db_url: str, tmp_path: Path) -> Iterator[Archive]:
             overwrite_duplicates=False,
             reserve_path="",
             reserve_bytes=0,
+            max_instance_bytes=0,
             fsync=False,
         )
     )

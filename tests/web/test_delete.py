@@ -220,7 +220,7 @@ def commit_delete_without_removing_blobs(pacs: Pacs, study: str) -> list[str]:
         "import sys\n"
         "from pypacs.archive import Archive, ArchiveOptions\n"
         "from pypacs.index import deletes, tx\n"
-        "arc = Archive.open(ArchiveOptions(sys.argv[1], sys.argv[2], False, '', 0))\n"
+        "arc = Archive.open(ArchiveOptions(sys.argv[1], sys.argv[2], False, '', 0, 0))\n"
         "removed = tx.write(arc.engine, lambda c: deletes.delete_entity(c, sys.argv[3]))\n"
         "arc.close()\n"
         "print(' '.join(removed.blob_keys))\n"

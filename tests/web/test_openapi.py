@@ -40,6 +40,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Starlette]:
             overwrite_duplicates=False,
             reserve_path="",
             reserve_bytes=0,
+            max_instance_bytes=0,
             fsync=False,
         )
     )

@@ -17,6 +17,8 @@ class ArchiveOptions:
     # 0: none.
     reserve_path: str
     reserve_bytes: int
+    # The largest instance a receive takes (bytes of its data set); 0: no bound.
+    max_instance_bytes: int
     # fsync blobs and folders before acknowledging; not a setting: only tests of other
     # things turn it off.
     fsync: bool = True

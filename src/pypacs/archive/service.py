@@ -15,11 +15,13 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from pypacs.archive.ingest import Expectation, Header, build_record, read_header
+from pypacs.archive.ingest import AnyHeader, Expectation, build_record, read_header
 from pypacs.archive.jobs import JobLedger
 from pypacs.archive.metadata import InstanceAttributes, instance_attributes
 from pypacs.archive.options import ArchiveOptions
 from pypacs.archive.outgoing import Form, Outgoing, prepare
+from pypacs.archive.part10 import file_meta
+from pypacs.archive.receive import Receiving
 from pypacs.archive.reserve import SpaceReserve
 from pypacs.archive.retrieve import Retrieval, StoredInstance
 from pypacs.errors import (
@@ -47,6 +49,7 @@ from pypacs.query.respond import (
 from pypacs.query.to_sql import Compiled, compile_attributes, compile_locate, compile_query
 from pypacs.query.types import Query, TooManyMatches
 from pypacs.store import BlobKey, BlobStore, open_store
+from pypacs.store.base import PendingBlob
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class StoreResult:
 
 
 def _result(
-    header: Header,
+    header: AnyHeader,
     outcome: Outcome,
     conflicts: list[tuple[str, str | None, str | None]] | None = None,
 ) -> StoreResult:
@@ -142,6 +145,38 @@ class Archive:
         key, size = self.store.put(_chunks(data))
         return self._index(header, key, size, replace=self.options.overwrite_duplicates)
 
+    def receive(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        *,
+        source_ae_title: str | None = None,
+    ) -> Receiving:
+        """An instance to receive a piece at a time (a C-STORE's data set as it arrives),
+        written behind the File Meta Information pypacs writes (archive/part10.py) straight
+        into the file that becomes its blob; ``Receiving.finish`` stores it.
+
+        Raises:
+            StoreError: the file cannot be started.
+        """
+        meta = file_meta(
+            sop_class_uid, sop_instance_uid, transfer_syntax_uid, source_ae_title=source_ae_title
+        )
+        return Receiving(self, self.store.begin(), meta, self.options.max_instance_bytes)
+
+    def _store_received(self, header: AnyHeader, pending: PendingBlob) -> StoreResult:
+        """A received instance's file made durable and indexed (``Receiving.finish``)."""
+        uid = header.sop_instance_uid
+        if not self.options.overwrite_duplicates and tx.read(
+            self.engine, lambda conn: reads.instance_exists(conn, uid)
+        ):
+            pending.abandon()
+            return _result(header, Outcome.DUPLICATE)
+        self._check_room()
+        key, size = pending.commit()
+        return self._index(header, key, size, replace=self.options.overwrite_duplicates)
+
     def spool(self) -> BinaryIO:
         """An anonymous temporary file on the blob store's disk where it is a folder (else in
         the system's temporary folder) to receive an instance into before ``store_instance``;
@@ -158,7 +193,7 @@ class Archive:
         if not self.reserve.ensure():
             raise OutOfResources("disk full: the reserve is kept for deletes; delete to make room")
 
-    def _index(self, header: Header, key: BlobKey, size: int, *, replace: bool) -> StoreResult:
+    def _index(self, header: AnyHeader, key: BlobKey, size: int, *, replace: bool) -> StoreResult:
         record = build_record(header, key, size)
         try:
             result = self._submit(record, replace)
@@ -179,7 +214,7 @@ class Archive:
             log.warning(
                 "patient %r: instance %s brings demographics that differ from the stored "
                 "patient (%s); the patient keeps its stored values",
-                header.dataset.get("PatientID", ""),
+                header.patient_id,
                 header.sop_instance_uid,
                 described,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -48,10 +49,24 @@ class FilesystemStore:
             raise StoreError(f"not a blob key of this store: {key!r}")
         return self.root / folder / name
 
-    def put(self, chunks: Iterable[bytes | memoryview]) -> tuple[BlobKey, int]:
+    def _new_key(self) -> BlobKey:
         name = secrets.token_hex(16)
-        key = BlobKey(f"{name[:2]}/{name}")
+        return BlobKey(f"{name[:2]}/{name}")
+
+    def begin(self) -> PendingFile:
+        key = self._new_key()
         path = self._path(key)
+        tmp = path.parent / (path.name + _TMP_SUFFIX)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise _write_error(key, exc) from exc
+        return PendingFile(self, key, path, tmp, fd)
+
+    def put(self, chunks: Iterable[bytes | memoryview]) -> tuple[BlobKey, int]:
+        key = self._new_key()
+        path = self._path(key)
+        name = path.name
         folder = path.parent
         tmp = folder / (name + _TMP_SUFFIX)
         try:
@@ -73,9 +88,7 @@ class FilesystemStore:
                 self._fsync_dir(folder)
         except OSError as exc:
             _unlink_quietly(tmp)
-            if exc.errno in _NO_ROOM:
-                raise OutOfResources(f"no room left in the blob store: {exc}") from exc
-            raise StoreError(f"cannot write blob {key}: {exc}") from exc
+            raise _write_error(key, exc) from exc
         except BaseException:
             _unlink_quietly(tmp)
             raise
@@ -130,6 +143,80 @@ class FilesystemStore:
 
     def prefix_bounds(self, prefix: str) -> tuple[str, str]:
         return prefix, prefix[:-1] + chr(ord("/") + 1)
+
+
+class PendingFile:
+    """A blob written into a temporary file of its final folder, renamed on commit."""
+
+    def __init__(self, store: FilesystemStore, key: BlobKey, path: Path, tmp: Path, fd: int):
+        self.key = key
+        self._store, self._path, self._tmp, self._fd = store, path, tmp, fd
+        self._size = 0
+        self._map: mmap.mmap | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self._size += written
+        except OSError as exc:
+            raise _write_error(self.key, exc) from exc
+
+    def read_view(self) -> memoryview:
+        if self._size == 0:
+            return memoryview(b"")
+        if self._map is None or len(self._map) != self._size:
+            self._unmap()
+            self._map = mmap.mmap(self._fd, self._size, access=mmap.ACCESS_READ)
+        return memoryview(self._map)
+
+    def reader(self) -> BinaryIO:
+        try:
+            return self._tmp.open("rb")
+        except OSError as exc:
+            raise StoreError(f"cannot read back blob {self.key}: {exc}") from exc
+
+    def _unmap(self) -> None:
+        if self._map is not None:
+            with contextlib.suppress(BufferError):  # a view still held: freed when dropped
+                self._map.close()
+            self._map = None
+
+    def commit(self) -> tuple[BlobKey, int]:
+        self._unmap()
+        store = self._store
+        try:
+            if store._fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.rename(self._tmp, self._path)
+            if store._fsync:
+                store._fsync_dir(self._path.parent)
+        except OSError as exc:
+            self.abandon()
+            raise _write_error(self.key, exc) from exc
+        return self.key, self._size
+
+    def abandon(self) -> None:
+        self._unmap()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        _unlink_quietly(self._tmp)
+
+
+def _write_error(key: BlobKey, exc: OSError) -> StoreError:
+    if exc.errno in _NO_ROOM:
+        return OutOfResources(f"no room left in the blob store: {exc}")
+    return StoreError(f"cannot write blob {key}: {exc}")
 
 
 def _subdirs(folder: Path) -> list[str]:
