@@ -332,6 +332,15 @@ def test_a_data_set_larger_than_a_pdu_is_split_when_packed() -> None:
     assert _dataset_of(_reassemble(bodies)[0]) == big
 
 
+def test_a_command_larger_than_a_pdu_is_fragmented_too() -> None:
+    command = dimse.store_rq(2, CT, INSTANCE, move_originator_ae="ORIGIN")
+    bodies = _pdus(fragment(7, command, b"\1\2\3", 40))
+    assert all(len(body) <= 40 for body in bodies)
+    assert len(bodies) == -(-len(command) // 34) + 1
+    [message] = _reassemble(bodies)
+    assert message.command == decode_command(command) and _dataset_of(message) == b"\1\2\3"
+
+
 def test_max_pdu_without_room_for_a_value() -> None:
     with pytest.raises(ValueError, match="no room"):
         fragment(1, dimse.echo_rq(1), None, 6)

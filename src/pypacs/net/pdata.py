@@ -16,6 +16,8 @@ from pypacs.net.pdu import PDV, pdata_header, pdv_header
 
 UNLIMITED_PDU_CAP: Final = 1024 * 1024  # our PDU size when the peer sets no limit (PS3.8 D.1.1)
 _PDV_OVERHEAD: Final = 6  # item length (4), context id (1), control header (1): PS3.8 9.3.5.1
+# A command this short costs less copied after its PDV head than sent as one more buffer.
+_INLINE_COMMAND: Final = 256
 
 # ---------------------------------------------------------------- framing
 
@@ -103,14 +105,17 @@ class _Packer:
         view = _view(data)
         for start in range(0, size, room):
             piece = view[start : start + room]
-            self._pdv(context_id, piece, is_command, start + room >= size, len(piece))
-            self.flush()
+            last = start + room >= size
+            self._pdv(context_id, piece, is_command, last, len(piece))
+            if not last:
+                self.flush()
 
     def _pdv(self, context_id: int, data: Buffer, is_command: bool, last: bool, size: int) -> None:
         head = pdv_header(context_id, is_command, last, size)
-        # A short command costs less copied beside its head than as one more buffer.
-        self.body.append(head + data if is_command and size <= 256 else head)
-        if not (is_command and size <= 256):
+        if is_command and size <= _INLINE_COMMAND:
+            self.body.append(head + data)
+        else:
+            self.body.append(head)
             self.body.append(data)
         self.used += _PDV_OVERHEAD + size
 
