@@ -35,7 +35,10 @@ def decide(rq: pdu.AssociateRQ, peer: tuple[str, int]) -> Decision:
     return negotiate(rq, OFFERS)
 
 
-def make_acceptor(limits: Limits = Limits(), timeouts: Timeouts = TIMEOUTS) -> Acceptor:
+DEFAULT_LIMITS = Limits()
+
+
+def make_acceptor(limits: Limits = DEFAULT_LIMITS, timeouts: Timeouts = TIMEOUTS) -> Acceptor:
     acceptor = Acceptor(
         "127.0.0.1",
         0,
