@@ -287,16 +287,19 @@ def identify(data: bytes | memoryview | BinaryIO) -> Identity:
         try:
             source.seek(0)
             ds = pydicom.dcmread(source, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
+            meta = ds.file_meta
+            # Values are converted here: a corrupt one raises as the reading does.
+            return Identity(
+                sop_class=_text(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")),
+                sop_instance=_text(
+                    ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID")
+                ),
+                study=_text(ds.get("StudyInstanceUID")),
+                series=_text(ds.get("SeriesInstanceUID")),
+                transfer_syntax=_text(meta.get("TransferSyntaxUID")),
+            )
         except Exception:  # pydicom raises many types on input that is not DICOM
             continue
-        meta = ds.file_meta
-        return Identity(
-            sop_class=_text(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")),
-            sop_instance=_text(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID")),
-            study=_text(ds.get("StudyInstanceUID")),
-            series=_text(ds.get("SeriesInstanceUID")),
-            transfer_syntax=_text(meta.get("TransferSyntaxUID")),
-        )
     return Identity()
 
 
