@@ -51,9 +51,13 @@ def start_pypacs(
 ) -> RunningServer:
     """Start ``pypacs serve`` on free ports and wait for its 'listening' line.
 
-    ``preexec`` runs in the child before ``exec`` (e.g. to set resource limits).
+    ``preexec`` runs in the child before ``exec`` (e.g. to set resource limits). One
+    process unless ``args`` name ``--workers``: tests that read the server's memory,
+    descriptors or caps read that process.
     """
     data.mkdir(parents=True, exist_ok=True)
+    if "--workers" not in args:
+        args = (*args, "--workers", "1")
     log_path = data.parent / f"{data.name}-server.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

@@ -108,7 +108,17 @@ class ServerSettings:
     host: str = _setting("127.0.0.1", "address both ports listen on", _non_empty)
     dicom_port: int = _setting(11112, "DICOM port (0 picks a free one)", _port(True))
     http_port: int = _setting(8080, "HTTP port (0 picks a free one)", _port(True))
-    max_associations: int = _setting(64, "associations served at once", _positive_int)
+    max_associations: int = _setting(
+        64,
+        "associations served at once by the whole server (shared out evenly among workers)",
+        _positive_int,
+    )
+    workers: int = _setting(
+        0,
+        "processes sharing the DICOM and HTTP ports, each a stateless node over the same "
+        "index and store (0: one per core; 1: a single process)",
+        _non_negative_int,
+    )
     max_pdu_size: int = _setting(1_048_576, "largest PDU we receive (bytes)", _positive_int)
     artim_timeout: int = _setting(
         30,
@@ -261,7 +271,8 @@ class WebSettings:
     )
     max_connections: int = _setting(
         256,
-        "HTTP connections open at once (at most half the descriptor limit); more get 503",
+        "HTTP connections open at once by the whole server, shared out evenly among workers "
+        "(each at most half the descriptor limit); more get 503",
         _positive_int,
     )
     max_url_bytes: int = _setting(

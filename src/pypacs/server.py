@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import re
 import resource
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from pypacs.net.ae import configure_pynetdicom, start_server
 from pypacs.net.export import DimseExporter
 from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions
+from pypacs.supervisor import Supervisor, share, worker_count
 from pypacs.web.app import create_app
 from pypacs.web.http.connection import limited_protocol
 from pypacs.web.options import WebOptions
@@ -239,16 +241,20 @@ def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; prints one 'listening' line on stdout once ready.
 
     Both ports are bound before the archive is opened or checked, so a port in use stops
-    start-up before anything is created or repaired.
+    start-up before anything is created or repaired. With ``[server] workers`` above one,
+    the check runs here, once, before the workers (supervisor.py) start serving.
 
     Raises:
         ListenError: a port cannot be listened on.
+        WorkerFailed: a worker died before every worker was serving.
     """
     net, web = settings.net_options(), descriptor_budget(settings.web_options())
+    workers = worker_count(settings.server.workers)
     location = archive_location(settings)
     with contextlib.ExitStack() as stack:
         # The DICOM port is held by this socket until the start-up check is done, then
-        # handed to the association server (which binds it again, at once).
+        # handed to the association server (which binds it again, at once) or shared by
+        # the workers.
         dicom_socket = stack.enter_context(
             _listen(net.host, net.port, "DICOM", "[server] dicom_port, --dicom-port")
         )
@@ -256,7 +262,8 @@ def run(settings: Settings) -> None:
             _listen(web.host, web.port, "HTTP", "[server] http_port, --http-port")
         )
         archive = open_archive(settings, announce=log.info)
-        stack.callback(archive.close)
+        opened = stack.enter_context(contextlib.ExitStack())
+        opened.callback(archive.close)
         if settings.storage.check_on_start:
             report = check(archive)
             log.info(
@@ -267,44 +274,97 @@ def run(settings: Settings) -> None:
                 len(report.unreadable),
             )
         dicom_port = dicom_socket.getsockname()[1]
-        ae = _start_dimse(net, archive, dicom_socket)
-        stack.callback(log.info, "pypacs stopped")
-        stack.callback(ae.shutdown)
         http_port = http_socket.getsockname()[1]
 
         def ready() -> None:
             log.info(
-                "pypacs (%s) serving AE %s: DICOM on %s, HTTP on %s, archive %s",
+                "pypacs (%s) serving AE %s: DICOM on %s, HTTP on %s, archive %s%s",
                 settings.source,
                 net.ae_title,
                 _address(net.host, dicom_port),
                 _address(web.host, http_port),
                 location,
+                f", {workers} workers" if workers > 1 else "",
             )
             print(
                 f"listening dicom={net.host}:{dicom_port} http={web.host}:{http_port}", flush=True
             )
 
-        config = uvicorn.Config(
-            create_app(
-                archive,
-                web,
-                on_ready=ready,
-                peers=net.remotes,
-                exporter=DimseExporter(archive, net),
-            ),
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            # X-Forwarded-* are honoured only from [web] trusted_proxies (web/urls.py);
-            # uvicorn's own handling would trust any peer on loopback.
-            proxy_headers=False,
-            # Deadlines for a request's head and body, the cap on connections and the
-            # 414/431 answers live in the protocol (web/connection.py); h11's own buffer
-            # limit is set past them so that those answers come first.
-            http=limited_protocol(web),
-            timeout_keep_alive=web.keep_alive_timeout,
-            h11_max_incomplete_event_size=web.max_url_bytes + web.max_header_bytes + 1024,
-        )
-        asyncio.run(uvicorn.Server(config).serve(sockets=[http_socket]))
+        if workers > 1:
+            # Nothing made here is used after the fork: each worker opens its own.
+            opened.close()
+            shares = _Shares(
+                dataclasses.replace(net, max_associations=share(net.max_associations, workers)),
+                dataclasses.replace(web, max_connections=share(web.max_connections, workers)),
+                dicom_socket,
+                http_socket,
+            )
+            Supervisor(workers, lambda up: _worker(settings, shares, up), ready).run()
+            log.info("pypacs stopped")
+            return
+        ae = _start_dimse(net, archive, dicom_socket)
+        stack.callback(log.info, "pypacs stopped")
+        stack.callback(ae.shutdown)
+        asyncio.run(uvicorn.Server(_http_config(archive, net, web, ready)).serve([http_socket]))
     sys.stdout.flush()
+
+
+def _http_config(
+    archive: Archive, net: NetOptions, web: WebOptions, ready: Callable[[], None]
+) -> uvicorn.Config:
+    """uvicorn's settings for the archive's ASGI app."""
+    return uvicorn.Config(
+        create_app(
+            archive,
+            web,
+            on_ready=ready,
+            peers=net.remotes,
+            exporter=DimseExporter(archive, net),
+        ),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        # X-Forwarded-* are honoured only from [web] trusted_proxies (web/urls.py);
+        # uvicorn's own handling would trust any peer on loopback.
+        proxy_headers=False,
+        # Deadlines for a request's head and body, the cap on connections and the
+        # 414/431 answers live in the protocol (web/connection.py); h11's own buffer
+        # limit is set past them so that those answers come first.
+        http=limited_protocol(web),
+        timeout_keep_alive=web.keep_alive_timeout,
+        h11_max_incomplete_event_size=web.max_url_bytes + web.max_header_bytes + 1024,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shares:
+    """What one worker serves with: its share of the caps and the shared sockets."""
+
+    net: NetOptions
+    web: WebOptions
+    dicom_socket: socket.socket
+    http_socket: socket.socket
+
+
+def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> int:
+    """One worker process: its own archive, DICOM and HTTP on the shared sockets."""
+    stopping: list[int] = []
+    # uvicorn stops on these and raises them again once stopped: here they only count.
+    signal.signal(signal.SIGTERM, lambda sig, _frame: stopping.append(sig))
+    signal.signal(signal.SIGINT, lambda sig, _frame: stopping.append(sig))
+    configure_libraries()
+    archive = Archive.open(settings.archive_options())
+    try:
+        net = shares.net
+        ae, _server = start_server(net, DimseHandlers(archive, net), shares.dicom_socket)
+        try:
+            if not stopping:
+                config = _http_config(archive, net, shares.web, ready)
+                asyncio.run(uvicorn.Server(config).serve([shares.http_socket]))
+        finally:
+            # Not ae.shutdown(): it would shut the shared socket down for every worker.
+            for assoc in ae.active_associations:
+                assoc.abort()
+    finally:
+        archive.close()
+    return 0

@@ -36,6 +36,8 @@ from pypacs.net.transport import Connection, PduTooLong, TimedOut, TransportErro
 
 log = logging.getLogger(__name__)
 
+_SHARED_ACCEPT_POLL = 0.5  # seconds between two looks at ``stop`` on a shared socket
+
 Peer = tuple[str, int]
 Decide = Callable[[pdu.AssociateRQ, Peer], Decision]
 OnAssociation = Callable[[Association], None]
@@ -234,12 +236,16 @@ def _abort(conn: Connection, timeouts: Timeouts, reason: int, exc: Exception) ->
 
 class Acceptor:
     """Listens on one address; each connection gets a thread that negotiates, then runs
-    ``on_association`` until it returns (the association is then aborted if still open)."""
+    ``on_association`` until it returns (the association is then aborted if still open).
+
+    ``sock``: an already bound and listening socket to accept on instead of binding
+    ``host:port`` (several worker processes share one); it is the caller's to close.
+    """
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        host: str = "",
+        port: int = 0,
         *,
         decide: Decide,
         on_association: OnAssociation,
@@ -247,6 +253,7 @@ class Acceptor:
         timeouts: Timeouts,
         limits: Limits,
         ssl_context: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.decide = decide
         self.on_association = on_association
@@ -259,7 +266,14 @@ class Acceptor:
         self._established = 0
         self._next_id = 0
         self._stopping = threading.Event()
-        self._sock = socket.create_server((host, port), backlog=128)
+        self._owns_socket = sock is None
+        if sock is None:
+            sock = socket.create_server((host, port), backlog=128)
+        else:
+            # A shared socket is not shut down on stop (that would stop every process's
+            # accept): accept wakes up this often to see whether to stop.
+            sock.settimeout(_SHARED_ACCEPT_POLL)
+        self._sock = sock
         self._thread: threading.Thread | None = None
 
     @property
@@ -288,9 +302,10 @@ class Acceptor:
     def stop(self) -> None:
         """Stop accepting (open associations finish in their own threads)."""
         self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
+        if self._owns_socket:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -299,6 +314,8 @@ class Acceptor:
         while not self._stopping.is_set():
             try:
                 sock, address = self._sock.accept()
+            except TimeoutError:
+                continue  # a shared socket's poll, or another process took the connection
             except OSError:
                 if self._stopping.is_set():
                     return

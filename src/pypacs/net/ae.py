@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 from pynetdicom import AE, AllStoragePresentationContexts, _config
@@ -21,6 +22,8 @@ from pypacs.model.sop import (
 from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions
 from pypacs.net.reactor import Negotiation, PromptRequestHandler, SharedContexts
+
+_SHARED_ACCEPT_TIMEOUT = 1.0  # seconds an accept on a shared socket waits for a connection
 
 
 def configure_pynetdicom() -> None:
@@ -60,17 +63,30 @@ def build_ae(options: NetOptions) -> AE:
 
 
 def start_server(
-    options: NetOptions, handlers: DimseHandlers
+    options: NetOptions, handlers: DimseHandlers, sock: socket.socket | None = None
 ) -> tuple[AE, ThreadedAssociationServer]:
-    """Start listening; returns once the socket is bound (port 0 picks a free port)."""
+    """Start listening; returns once the socket is bound (port 0 picks a free port).
+
+    ``sock``: a listening socket shared with other worker processes, accepted on instead
+    of ``options.port``. Stop such a server by aborting its associations and exiting: its
+    ``shutdown`` would shut the shared socket down for every process.
+    """
     ae = build_ae(options)
     # What ae.start_server(block=False) does, with our request handler (net/reactor.py).
     server = ae.make_server(
-        (options.host, options.port),
+        (options.host, options.port if sock is None else 0),
         evt_handlers=handlers.bindings(),
         server_class=ThreadedAssociationServer,
         request_handler=PromptRequestHandler,
     )
+    if sock is not None:
+        # The association server bound a port of its own: it accepts on the shared one.
+        # A timeout, because another process may take a connection both were woken for.
+        if server.socket is not None:
+            server.socket.close()
+        sock.settimeout(_SHARED_ACCEPT_TIMEOUT)
+        server.socket = sock
+        server.server_address = sock.getsockname()
     server.contexts = SharedContexts(server.contexts)
     server.on_association_finished = handlers.on_finished  # type: ignore[attr-defined]
     server.on_retrieve = handlers.retrieve.serve  # type: ignore[attr-defined]
