@@ -38,6 +38,7 @@ from pypacs.index.deletes import Removed
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import migrate
 from pypacs.index.writes import InstanceRecord, Outcome, WriteResult, upsert_instance
+from pypacs.query.encode import IdentifierEncoder
 from pypacs.query.entity import EntityRef
 from pypacs.query.respond import (
     ResponseContext,
@@ -279,6 +280,25 @@ class Archive:
         """
         for compiled, row in self._matches(query, sql_matching):
             yield build_identifier(query, compiled, row, context)
+
+    def find_encoded(
+        self,
+        query: Query,
+        context: ResponseContext,
+        transfer_syntax: str,
+        *,
+        sql_matching: bool = True,
+    ) -> Generator[bytes, None, None]:
+        """The identifiers ``find`` yields, each already encoded in ``transfer_syntax`` (the
+        C-FIND context's), straight from the index row (query/encode.py), streamed.
+
+        Raises:
+            ValueError: ``transfer_syntax`` is not a transfer syntax (before any match).
+            TooManyMatches, IndexUnavailable: as for ``find``.
+        """
+        encode = IdentifierEncoder(query, context, transfer_syntax)
+        for compiled, row in self._matches(query, sql_matching):
+            yield encode(compiled, row)
 
     def search(
         self, query: Query, context: ResponseContext

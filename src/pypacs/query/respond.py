@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from pypacs.model.keys import Key
@@ -89,13 +90,20 @@ def passes_residual(compiled: Compiled, row: Row) -> bool:
     )
 
 
+def element_text(value: Any) -> str:
+    """An element's text as it goes on the wire: its values joined by backslashes."""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
 def _texts(ds: Dataset) -> Iterator[str]:
     for elem in ds:
         if elem.VR == "SQ":
             for item in elem.value:
                 yield from _texts(item)
         elif elem.VR in TEXT_VRS and elem.value is not None:
-            yield str(elem.value)
+            yield element_text(elem.value)
 
 
 def _encodes(text: str, encoding: str) -> bool:
@@ -107,20 +115,24 @@ def _encodes(text: str, encoding: str) -> bool:
 
 
 def _charset(ds: Dataset, requested: tuple[str, ...]) -> list[str] | None:
+    return declared_charset(_texts(ds), requested)
+
+
+def declared_charset(texts: Iterable[str], requested: tuple[str, ...]) -> list[str] | None:
     """PS3.5 6.1.2.3: declare a character set when a value is not ASCII: the request's own
     when it can hold every value, else UTF-8 (ISO_IR 192), which holds them all."""
-    texts = [t for t in _texts(ds) if not t.isascii()]
-    if not texts:
+    odd = [t for t in texts if not t.isascii()]
+    if not odd:
         return None
     if requested:
         encodings = [python_encoding.get(term.strip() or "ISO_IR 6") for term in requested]
         usable = [e for e in encodings if e]
-        if usable and all(any(_encodes(t, e) for e in usable) for t in texts):
+        if usable and all(any(_encodes(t, e) for e in usable) for t in odd):
             return list(requested)
     return ["ISO_IR 192"]
 
 
-def _returned_items(query: Query, tag: int, element: dict[str, Any]) -> dict[str, Any]:
+def returned_items(query: Query, tag: int, element: dict[str, Any]) -> dict[str, Any]:
     """PS3.4 C.2.2.2.6: of a sequence key with an item, only the matching items come back,
     each with only the keys the request's item named (zero-length where absent)."""
     for match in query.sequences:
@@ -149,7 +161,7 @@ def _stored_json(
     if key is not None and (key.derived or level not in compiled.attrs):
         return _from_column(key, row.column(level, str(key.column)))
     element = row.element(tag, level)
-    return None if element is None else _returned_items(query, tag, element)
+    return None if element is None else returned_items(query, tag, element)
 
 
 def build_json(
@@ -201,7 +213,7 @@ def build_identifier(
         if element is None:
             empty.append(tag)
         else:
-            found[f"{tag:08X}"] = _returned_items(query, tag, element)
+            found[f"{tag:08X}"] = returned_items(query, tag, element)
     if found:
         ds.update(Dataset.from_json(found))
     for tag in empty:
