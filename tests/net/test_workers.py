@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 from collections import Counter
@@ -21,6 +22,10 @@ from typing import Any
 import httpx
 import pytest
 from pydicom.filereader import read_file_meta_info
+
+from pypacs.net import dimse, pdu
+from pypacs.net.acceptor import Acceptor, Limits, Offer, negotiate
+from pypacs.net.association import Association, Decision, Identity, Timeouts
 
 from dicomgen import Spec, write
 from helpers import (
@@ -344,3 +349,48 @@ def test_an_admin_job_started_through_one_worker_is_read_through_the_other(
     assert sum(held.values()) == len(clients)
     assert all(count > 0 for count in held.values()), held
     assert bodies == [final] * len(clients)
+
+
+def echo_service(assoc: Association) -> None:
+    """C-ECHO SCP: answer each C-ECHO-RQ with success until the peer releases."""
+    while (message := assoc.receive()) is not None:
+        assert message.command.message_id is not None
+        assoc.send_message(message.context_id, dimse.echo_rsp(message.command.message_id))
+
+
+def echo_only(rq: pdu.AssociateRQ, peer: tuple[str, int]) -> Decision:
+    return negotiate(rq, {"1.2.840.10008.1.1": Offer(frozenset({"1.2.840.10008.1.2"}))})
+
+
+def echoscu(port: int) -> int:
+    command = ["echoscu", "-aec", "PYPACS", "127.0.0.1", str(port)]
+    return subprocess.run(command, capture_output=True, env=NODELAY, timeout=30).returncode
+
+
+def test_acceptors_share_a_listening_socket_and_one_stopping_leaves_the_other_serving() -> None:
+    shared = socket.create_server(("127.0.0.1", 0))
+    port = shared.getsockname()[1]
+    acceptors = [
+        Acceptor(
+            decide=echo_only,
+            on_association=echo_service,
+            identity=Identity(65536, "1.2.3.4"),
+            timeouts=Timeouts(artim=1.0, pdu_read=0.5, dimse_idle=5.0),
+            limits=Limits(),
+            sock=shared,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for acceptor in acceptors:
+            acceptor.start()
+        assert acceptors[0].address == acceptors[1].address == ("127.0.0.1", port)
+        assert [echoscu(port) for _ in range(4)] == [0] * 4
+        acceptors[0].stop()
+        # The shared socket was neither shut down nor closed: the other still accepts.
+        assert shared.fileno() != -1
+        assert [echoscu(port) for _ in range(4)] == [0] * 4
+    finally:
+        for acceptor in acceptors:
+            acceptor.stop()
+        shared.close()
