@@ -332,3 +332,36 @@ def test_generated_rows_encode_as_pydicom_writes_them(
     query, compiled, row = generated
     expected = pydicom_bytes(build_identifier(query, compiled, row, CONTEXT), syntax)
     assert IdentifierEncoder(query, CONTEXT, syntax)(compiled, row) == expected
+
+
+ODD_ATTRS: dict[str, dict[str, Any]] = {
+    "00280010": {"vr": "US", "Value": [512]},  # Rows: binary number
+    "00181050": {"vr": "DS", "Value": [0.5, 2]},  # SpatialResolution: JSON numbers
+    "00091010": {"vr": "OB", "InlineBinary": "AAEC"},  # private, inline binary
+    "00200032": {"vr": "DS", "Value": ["1.50", None]},  # a missing value among several
+    "001021B0": {"vr": "LT", "Value": ["one", "two"]},  # several values of a one-value VR
+    "00081032": {  # an item with its own character set
+        "vr": "SQ",
+        "Value": [
+            {
+                "00080005": {"vr": "CS", "Value": ["ISO_IR 100"]},
+                "00080104": {"vr": "LO", "Value": ["Schädel"]},
+            }
+        ],
+    },
+    "00101002": {"vr": "SQ", "Value": [{}, {"00100020": {"vr": "LO", "Value": ["X"]}}]},
+    "00209165": {"vr": "AT", "Value": ["00100020"]},
+}
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+@pytest.mark.parametrize("charset", [(), ("ISO_IR 100",), ("", "ISO 2022 IR 87")])
+def test_values_the_fast_path_leaves_to_pydicom(syntax: str, charset: tuple[str, ...]) -> None:
+    configure_pydicom()
+    tags = tuple((int(t, 16), Level.STUDY) for t in ODD_ATTRS)
+    query = Query(Level.STUDY, STUDY_ROOT, (), return_tags=tags, charset=charset)
+    compiled = compile_query(query)
+    packed = zlib.compress(json.dumps(ODD_ATTRS).encode())
+    row = Row(compiled, {label(Level.STUDY, "attrs"): packed})
+    expected = pydicom_bytes(build_identifier(query, compiled, row, CONTEXT), syntax)
+    assert IdentifierEncoder(query, CONTEXT, syntax)(compiled, row) == expected
