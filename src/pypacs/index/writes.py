@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sqlalchemy import Connection, Integer, String, Table, and_, bindparam, func, select, update
+from sqlalchemy.sql.elements import ClauseElement
 
+from pypacs.index.prepared import Params, Prepared, Runner, Statements
 from pypacs.index.schema import demographics_conflict, instance, patient, series, study
 
 DEMOGRAPHICS = ("patient_name", "patient_birth_date", "patient_sex")
@@ -55,51 +57,14 @@ class WriteResult:
     conflicts: list[tuple[str, str | None, str | None]] = field(default_factory=list)
 
 
-def _insert_returning_pk(conn: Connection, table: Table, values: dict[str, object]) -> int:
-    return int(conn.execute(table.insert().values(**values).returning(table.c.pk)).scalar_one())
+def _insert_of(table: Table) -> ClauseElement:
+    """INSERT of every column but the key, each from a parameter of its name, returning the key."""
+    return table.insert().values(_bound(table)).returning(table.c.pk)
 
 
-def _patient_pk(conn: Connection, rec: InstanceRecord) -> tuple[int, bool]:
-    values = rec.patient.values
-    patient_id = values["patient_id"] or ""
-    # See schema.patient.identity_key: without a Patient ID, one patient per study.
-    identity_key = "" if patient_id.strip() else str(rec.study.values["study_instance_uid"])
-    ident = and_(
-        patient.c.patient_id == patient_id,
-        patient.c.issuer_of_patient_id == (values["issuer_of_patient_id"] or ""),
-        patient.c.identity_key == identity_key,
-    )
-    pk = conn.execute(select(patient.c.pk).where(ident)).scalar()
-    if pk is not None:
-        return int(pk), False
-    row = dict(values, patient_id=patient_id, identity_key=identity_key)
-    row["issuer_of_patient_id"] = values["issuer_of_patient_id"] or ""
-    return _insert_returning_pk(conn, patient, {**row, "attrs": rec.patient.attrs}), True
-
-
-def _record_conflicts(
-    conn: Connection, patient_pk: int, rec: InstanceRecord
-) -> list[tuple[str, str | None, str | None]]:
-    stored = conn.execute(
-        select(*(patient.c[name] for name in DEMOGRAPHICS)).where(patient.c.pk == patient_pk)
-    ).one()
-    conflicts = [
-        (name, stored_value, rec.patient.values.get(name))
-        for name, stored_value in zip(DEMOGRAPHICS, stored, strict=True)
-        if stored_value != rec.patient.values.get(name)
-    ]
-    for name, old, new in conflicts:
-        conn.execute(
-            demographics_conflict.insert().values(
-                patient_pk=patient_pk,
-                sop_instance_uid=rec.sop_instance_uid,
-                attribute=name,
-                stored_value=old,
-                received_value=new,
-                seen_at=rec.stored_at,
-            )
-        )
-    return conflicts
+def _bound(table: Table) -> dict[str, object]:
+    """Every column but the key, bound to a parameter of its name."""
+    return {c.name: bindparam(c.name) for c in table.columns if c.name != "pk"}
 
 
 def _add_to_list(current: str | None, value: str | None) -> str | None:
@@ -112,13 +77,19 @@ def _add_to_list(current: str | None, value: str | None) -> str | None:
     return "\\".join(sorted(values | {value}))
 
 
-# Statements of the ingest path are built once: building and cache-keying a statement per
-# call would cost more than executing it.
-_FIND_INSTANCE = select(instance.c.pk, instance.c.blob_key, instance.c.series_pk).where(
-    instance.c.sop_instance_uid == bindparam("_uid")
+# The ingest path's statements, compiled once per dialect and run on the driver's cursor
+# (index/prepared.py): per instance, SQLAlchemy's execution overhead would cost more than
+# the database's work.
+_PATIENT_IDENTITY = and_(
+    patient.c.patient_id == bindparam("patient_id"),
+    patient.c.issuer_of_patient_id == bindparam("issuer_of_patient_id"),
+    patient.c.identity_key == bindparam("identity_key"),
 )
-_FIND_SERIES = (
-    select(
+_STATEMENTS = Statements(
+    find_instance=select(instance.c.pk, instance.c.blob_key, instance.c.series_pk).where(
+        instance.c.sop_instance_uid == bindparam("sop_instance_uid")
+    ),
+    find_series=select(
         series.c.pk,
         study.c.pk,
         study.c.patient_pk,
@@ -126,106 +97,205 @@ _FIND_SERIES = (
         study.c.modalities_in_study,
     )
     .join(study, series.c.study_pk == study.c.pk)
-    .where(series.c.series_instance_uid == bindparam("_uid"))
-)
-_FIND_STUDY = select(
-    study.c.pk, study.c.patient_pk, study.c.sop_classes_in_study, study.c.modalities_in_study
-).where(study.c.study_instance_uid == bindparam("_uid"))
-_INSERT_STUDY = study.insert().returning(study.c.pk)
-_INSERT_SERIES = series.insert().returning(series.c.pk)
-_INSERT_INSTANCE = instance.insert()
-_BUMP_SERIES = (
-    update(series)
+    .where(series.c.series_instance_uid == bindparam("series_instance_uid")),
+    find_study=select(
+        study.c.pk, study.c.patient_pk, study.c.sop_classes_in_study, study.c.modalities_in_study
+    ).where(study.c.study_instance_uid == bindparam("study_instance_uid")),
+    find_patient=select(patient.c.pk, *(patient.c[name] for name in DEMOGRAPHICS)).where(
+        _PATIENT_IDENTITY
+    ),
+    insert_patient=_insert_of(patient),
+    insert_study=_insert_of(study),
+    insert_series=_insert_of(series),
+    insert_instance=instance.insert().values(_bound(instance)),
+    insert_conflict=demographics_conflict.insert().values(_bound(demographics_conflict)),
+    # Counts grow by what the instance adds; a derived list is written only when it changes
+    # (an indexed column rewritten to its own value still costs its index pages).
+    bump_series=update(series)
     .where(series.c.pk == bindparam("_pk"))
-    .values(num_instances=series.c.num_instances + 1)
-)
-_BUMP_STUDY = (
-    update(study)
+    .values(num_instances=series.c.num_instances + bindparam("_instances", type_=Integer)),
+    bump_study=update(study)
     .where(study.c.pk == bindparam("_pk"))
     .values(
-        num_instances=study.c.num_instances + 1,
-        num_series=study.c.num_series + bindparam("_new_series", type_=Integer),
+        num_instances=study.c.num_instances + bindparam("_instances", type_=Integer),
+        num_series=study.c.num_series + bindparam("_series", type_=Integer),
+    ),
+    bump_study_lists=update(study)
+    .where(study.c.pk == bindparam("_pk"))
+    .values(
+        num_instances=study.c.num_instances + bindparam("_instances", type_=Integer),
+        num_series=study.c.num_series + bindparam("_series", type_=Integer),
         sop_classes_in_study=bindparam("_sop_classes", type_=String),
         modalities_in_study=bindparam("_modalities", type_=String),
-    )
-)
-_BUMP_PATIENT = (
-    update(patient)
+    ),
+    bump_patient=update(patient)
     .where(patient.c.pk == bindparam("_pk"))
     .values(
-        num_instances=patient.c.num_instances + 1,
-        num_series=patient.c.num_series + bindparam("_new_series", type_=Integer),
-        num_studies=patient.c.num_studies + bindparam("_new_study", type_=Integer),
-    )
+        num_instances=patient.c.num_instances + bindparam("_instances", type_=Integer),
+        num_series=patient.c.num_series + bindparam("_series", type_=Integer),
+        num_studies=patient.c.num_studies + bindparam("_studies", type_=Integer),
+    ),
 )
 
 
 def upsert_instance(conn: Connection, rec: InstanceRecord, *, replace: bool) -> WriteResult:
-    """Insert ``rec`` and its parents, or handle it as a duplicate of a stored instance."""
-    existing = conn.execute(_FIND_INSTANCE, {"_uid": rec.sop_instance_uid}).first()
-    if existing is not None:
+    """Insert ``rec`` and its parents, or handle it as a duplicate of a stored instance.
+
+    A new instance in a stored series costs five statements: its look-up, its series' (with
+    the study's derived lists), its insert, and one count update per parent level.
+    """
+    run = Runner(conn)
+    try:
+        existing = run.first(_statements(conn)["find_instance"], rec.instance.values)
+        if existing is None:
+            return _insert(conn, run, rec)
         if not replace:
             return WriteResult(Outcome.DUPLICATE)
-        _remove_instance(conn, existing.pk, existing.series_pk)
-        result = _insert(conn, rec)
+        instance_pk, blob_key, series_pk = existing
+        _remove_instance(conn, instance_pk, series_pk)
+        result = _insert(conn, run, rec)
         result.outcome = Outcome.REPLACED
-        result.previous_blob = existing.blob_key
+        result.previous_blob = blob_key
         return result
-    return _insert(conn, rec)
+    finally:
+        run.close()
 
 
-def _insert(conn: Connection, rec: InstanceRecord) -> WriteResult:
+def _statements(conn: Connection) -> dict[str, Prepared]:
+    return _STATEMENTS.for_dialect(conn.dialect)
+
+
+def _insert(conn: Connection, run: Runner, rec: InstanceRecord) -> WriteResult:
+    sql = _statements(conn)
     result = WriteResult(Outcome.STORED)
-    found = conn.execute(_FIND_SERIES, {"_uid": rec.series.values["series_instance_uid"]}).first()
-    new_series = new_study = False
+    sop_class = rec.instance.values.get("sop_class_uid")
+    modality = rec.series.values.get("modality")
+    found = run.first(sql["find_series"], rec.series.values)
     if found is not None:
         series_pk, study_pk, patient_pk, sop_classes, modalities = found
-    else:
-        new_series = True
-        study_uid = rec.study.values["study_instance_uid"]
-        study_row = conn.execute(_FIND_STUDY, {"_uid": study_uid}).first()
-        if study_row is not None:
-            study_pk, patient_pk, sop_classes, modalities = study_row
-        else:
-            new_study = True
-            patient_pk, new_patient = _patient_pk(conn, rec)
-            if not new_patient:
-                result.conflicts = _record_conflicts(conn, patient_pk, rec)
-            study_pk = conn.execute(
-                _INSERT_STUDY,
-                {**rec.study.values, "patient_pk": patient_pk, "attrs": rec.study.attrs},
-            ).scalar_one()
-            sop_classes, modalities = None, None
-        modalities = _add_to_list(modalities, rec.series.values.get("modality"))
-        series_pk = conn.execute(
-            _INSERT_SERIES, {**rec.series.values, "study_pk": study_pk, "attrs": rec.series.attrs}
-        ).scalar_one()
-    conn.execute(
-        _INSERT_INSTANCE,
+        _add_instance(run, sql, rec, series_pk)
+        run.run(sql["bump_series"], {"_pk": series_pk, "_instances": 1})
+        _bump_study(run, sql, study_pk, 0, sop_classes, modalities, sop_class, modality)
+        run.run(
+            sql["bump_patient"], {"_pk": patient_pk, "_instances": 1, "_series": 0, "_studies": 0}
+        )
+        return result
+    found = run.first(sql["find_study"], rec.study.values)
+    if found is not None:
+        study_pk, patient_pk, sop_classes, modalities = found
+        series_pk = _add_series(run, sql, rec, study_pk)
+        _add_instance(run, sql, rec, series_pk)
+        _bump_study(run, sql, study_pk, 1, sop_classes, modalities, sop_class, modality)
+        run.run(
+            sql["bump_patient"], {"_pk": patient_pk, "_instances": 1, "_series": 1, "_studies": 0}
+        )
+        return result
+    patient_pk, result.conflicts = _patient(run, sql, rec)
+    study_pk = _scalar(
+        run,
+        sql["insert_study"],
         {
-            **rec.instance.values,
-            "series_pk": series_pk,
-            "blob_key": rec.blob_key,
-            "blob_size": rec.blob_size,
-            "stored_at": rec.stored_at,
-            "attrs": rec.instance.attrs,
+            **rec.study.values,
+            "patient_pk": patient_pk,
+            "sop_classes_in_study": _add_to_list(None, sop_class),
+            "modalities_in_study": _add_to_list(None, modality),
+            "num_series": 1,
+            "num_instances": 1,
+            "attrs": rec.study.attrs,
         },
     )
-    conn.execute(_BUMP_SERIES, {"_pk": series_pk})
-    conn.execute(
-        _BUMP_STUDY,
-        {
-            "_pk": study_pk,
-            "_new_series": int(new_series),
-            "_sop_classes": _add_to_list(sop_classes, rec.instance.values.get("sop_class_uid")),
-            "_modalities": modalities,
-        },
-    )
-    conn.execute(
-        _BUMP_PATIENT,
-        {"_pk": patient_pk, "_new_series": int(new_series), "_new_study": int(new_study)},
-    )
+    series_pk = _add_series(run, sql, rec, study_pk)
+    _add_instance(run, sql, rec, series_pk)
     return result
+
+
+def _scalar(run: Runner, prepared: Prepared, values: Params) -> int:
+    row = run.first(prepared, values)
+    assert row is not None  # an INSERT ... RETURNING returns its row
+    return int(row[0])
+
+
+def _add_series(run: Runner, sql: dict[str, Prepared], rec: InstanceRecord, study_pk: int) -> int:
+    values = {
+        **rec.series.values,
+        "study_pk": study_pk,
+        "num_instances": 1,
+        "attrs": rec.series.attrs,
+    }
+    return _scalar(run, sql["insert_series"], values)
+
+
+def _add_instance(
+    run: Runner, sql: dict[str, Prepared], rec: InstanceRecord, series_pk: int
+) -> None:
+    values = {
+        **rec.instance.values,
+        "series_pk": series_pk,
+        "blob_key": rec.blob_key,
+        "blob_size": rec.blob_size,
+        "stored_at": rec.stored_at,
+        "attrs": rec.instance.attrs,
+    }
+    run.run(sql["insert_instance"], values)
+
+
+def _bump_study(
+    run: Runner,
+    sql: dict[str, Prepared],
+    study_pk: int,
+    new_series: int,
+    sop_classes: str | None,
+    modalities: str | None,
+    sop_class: str | None,
+    modality: str | None,
+) -> None:
+    new_sop_classes = _add_to_list(sop_classes, sop_class)
+    new_modalities = _add_to_list(modalities, modality)
+    counts = {"_pk": study_pk, "_instances": 1, "_series": new_series}
+    if new_sop_classes == sop_classes and new_modalities == modalities:
+        run.run(sql["bump_study"], counts)
+    else:
+        lists = {"_sop_classes": new_sop_classes, "_modalities": new_modalities}
+        run.run(sql["bump_study_lists"], {**counts, **lists})
+
+
+def _patient(
+    run: Runner, sql: dict[str, Prepared], rec: InstanceRecord
+) -> tuple[int, list[tuple[str, str | None, str | None]]]:
+    """The patient of a new study, inserted with its counts or counted one study more;
+    demographics that differ from a stored patient's are recorded, not applied."""
+    values = rec.patient.values
+    patient_id = values["patient_id"] or ""
+    # See schema.patient.identity_key: without a Patient ID, one patient per study.
+    identity_key = "" if patient_id.strip() else str(rec.study.values["study_instance_uid"])
+    ident = {
+        "patient_id": patient_id,
+        "issuer_of_patient_id": values["issuer_of_patient_id"] or "",
+        "identity_key": identity_key,
+    }
+    found = run.first(sql["find_patient"], ident)
+    if found is None:
+        row = {**values, **ident, "num_studies": 1, "num_series": 1, "num_instances": 1}
+        return _scalar(run, sql["insert_patient"], {**row, "attrs": rec.patient.attrs}), []
+    patient_pk = int(found[0])
+    conflicts = [
+        (name, stored, values.get(name))
+        for name, stored in zip(DEMOGRAPHICS, found[1:], strict=True)
+        if stored != values.get(name)
+    ]
+    for name, old, new in conflicts:
+        conflict = {
+            "patient_pk": patient_pk,
+            "sop_instance_uid": rec.sop_instance_uid,
+            "attribute": name,
+            "stored_value": old,
+            "received_value": new,
+            "seen_at": rec.stored_at,
+        }
+        run.run(sql["insert_conflict"], conflict)
+    bump = {"_pk": patient_pk, "_instances": 1, "_series": 1, "_studies": 1}
+    run.run(sql["bump_patient"], bump)
+    return patient_pk, conflicts
 
 
 def _remove_instance(conn: Connection, instance_pk: int, series_pk: int) -> None:
