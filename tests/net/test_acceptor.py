@@ -191,13 +191,9 @@ def test_over_max_associations_the_rejection_is_transient_local_limit() -> None:
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        pytest.param(
+        (
             {"contexts": ()},
             (pdu.RJ_PERMANENT, pdu.RJ_SOURCE_USER, pdu.RJ_USER_NO_REASON),
-            marks=pytest.mark.xfail(
-                reason="net/pdu.py's decode refuses an RQ without contexts (then A-ABORT)",
-                strict=True,
-            ),
         ),
         (
             {"user": pdu.UserInformation(max_length=7)},

@@ -261,7 +261,6 @@ def _reason(pdu_type: int, body: bytes) -> int:
         (_associate_body(APP, _context(1, "")), pdu.ABORT_INVALID_PARAMETER_VALUE),
         (_associate_body(APP, _context(1, "1" + "\0" * 80)), pdu.ABORT_INVALID_PARAMETER_VALUE),
         (_associate_body(APP, _context(1, "1.2", "1 2")), pdu.ABORT_INVALID_PARAMETER_VALUE),
-        (_associate_body(APP), pdu.ABORT_INVALID_PARAMETER_VALUE),  # no context
         (_associate_body(_context(1)), pdu.ABORT_INVALID_PARAMETER_VALUE),  # no app. context
         (_associate_body(APP, APP, _context(1)), pdu.ABORT_UNEXPECTED_PARAMETER),
         (
@@ -300,6 +299,12 @@ def _reason(pdu_type: int, body: bytes) -> int:
 )
 def test_malformed_requests_name_their_abort_reason(body: bytes, reason: int) -> None:
     assert _reason(pdu.ASSOCIATE_RQ, body) == reason
+
+
+def test_a_request_without_contexts_decodes_for_the_acceptor_to_reject() -> None:
+    rq = pdu.decode(pdu.ASSOCIATE_RQ, _associate_body(APP))
+    assert isinstance(rq, pdu.AssociateRQ)
+    assert (rq.called_ae, rq.calling_ae, rq.contexts) == ("PYPACS", "SCU", ())
 
 
 def test_at_most_128_contexts() -> None:

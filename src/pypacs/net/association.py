@@ -15,11 +15,11 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pypacs.errors import PypacsError
-from pypacs.net import dimse, pdu
+from pypacs.net import dimse, pdata, pdu
 from pypacs.net.transport import Buffer, Connection, PduTooLong, TimedOut, TransportError
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,20 @@ class Counters:
 
 @dataclass(frozen=True)
 class Message:
-    """A received DIMSE message: its command, and its data set when one came."""
+    """A received DIMSE message: its command, and its data set when one came (``dataset``
+    when it went to the default in-memory sink, ``sink`` in every case)."""
 
     context_id: int
     command: dimse.Command
     dataset: bytes | None
+    sink: pdata.Sink | None = None
+
+
+# Picks where a data set goes, given its command and its presentation context id.
+SinkFactory = Callable[[dimse.Command, int], pdata.Sink]
+# Our bound on a data set kept in memory (identifiers, responses): C-STORE data sets go to
+# a sink of the caller's, bounded by [storage] max_instance_bytes.
+MAX_MEMORY_DATASET = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,8 @@ class Association:
         self.state = State.ESTABLISHED
         self.started = time.monotonic()
         self._pending: list[pdu.PDV] = []  # PDVs read past the last message returned
+        self._sinks: SinkFactory | None = None
+        self._assembler = pdata.Assembler(self._start_dataset)
 
     @property
     def calling_ae(self) -> str:
@@ -224,38 +235,65 @@ class Association:
             raise Aborted(f"send failed: {exc}") from exc
         self.counters.messages_sent += messages
 
-    def receive(self, wait: float | None = None) -> Message | None:
+    @property
+    def is_established(self) -> bool:
+        """True until released, aborted or closed."""
+        return self.state is State.ESTABLISHED
+
+    def receive(
+        self, wait: float | None = None, sinks: SinkFactory | None = None
+    ) -> Message | None:
         """The next whole message (PS3.7 6.3, PS3.8 E.2); None once released, or when
         nothing came within ``wait`` seconds (given only to poll, e.g. for a C-CANCEL).
+
+        ``sinks`` picks where each data set goes as it arrives (default: memory, at most
+        16 MiB); a sink left unfinished by an abort is the caller's to discard.
 
         Raises:
             Aborted: as ``next_pdata``, or the PDVs broke PS3.8 E.2 (we aborted).
         """
-        reader = _Reader()
+        self._sinks = sinks
+        assembler = self._assembler
         while True:
             pdvs = self._pending
             self._pending = []
             if not pdvs:
-                pdata = self.next_pdata(wait if reader.empty else None)
-                if pdata is None:
+                try:
+                    pdata_tf = self.next_pdata(None if assembler.in_message else wait)
+                except Aborted:
+                    assembler.abandon()
+                    raise
+                if pdata_tf is None:
+                    assembler.abandon()
                     return None
-                pdvs = list(pdata.pdvs)
+                pdvs = list(pdata_tf.pdvs)
             for i, pdv in enumerate(pdvs):
                 if pdv.context_id not in self.contexts:
+                    assembler.abandon()
                     raise self._abort_provider(
                         pdu.ABORT_INVALID_PARAMETER_VALUE, f"PDV on context {pdv.context_id}"
                     )
                 try:
-                    message = reader.feed(pdv)
+                    message = assembler.feed(pdv.context_id, pdv.is_command, pdv.is_last, pdv.data)
                 except dimse.DimseError as exc:
+                    assembler.abandon()
                     raise self._abort_provider(pdu.ABORT_INVALID_PARAMETER_VALUE, str(exc)) from exc
                 if message is not None:
-                    self._pending = [
-                        pdu.PDV(p.context_id, p.is_command, p.is_last, bytes(p.data))
-                        for p in pdvs[i + 1 :]
-                    ]
+                    if i + 1 < len(pdvs):  # the rest views the receive buffer: keep a copy
+                        self._pending = [
+                            pdu.PDV(p.context_id, p.is_command, p.is_last, bytes(p.data))
+                            for p in pdvs[i + 1 :]
+                        ]
                     self.counters.messages_received += 1
-                    return message
+                    sink = message.dataset
+                    data = bytes(sink.data) if isinstance(sink, _MemorySink) else None
+                    return Message(message.context_id, message.command, data, sink)
+
+    def _start_dataset(self, command: dimse.Command) -> pdata.Sink:
+        context_id = self._assembler.context_id
+        if self._sinks is not None and context_id is not None:
+            return self._sinks(command, context_id)
+        return _MemorySink(MAX_MEMORY_DATASET)
 
     def send_message(self, context_id: int, command: bytes, dataset: Buffer | None = None) -> None:
         """Send one message: the command set, then its data set, in P-DATA-TF PDUs no
@@ -264,7 +302,18 @@ class Association:
         Raises:
             Aborted: the connection failed (it is closed).
         """
-        self.send(_fragment(context_id, command, dataset, self.peer_max_pdu))
+        self.send(pdata.fragment(context_id, command, dataset, self.peer_max_pdu))
+
+    def send_messages(
+        self, context_id: int, messages: Sequence[tuple[bytes, Buffer | None]]
+    ) -> None:
+        """Send several messages packed into as few P-DATA-TF PDUs as the peer's Maximum
+        Length allows (PS3.8 9.3.5: a PDU may carry PDVs of several messages).
+
+        Raises:
+            Aborted: the connection failed (it is closed).
+        """
+        self.send(pdata.pack_messages(context_id, messages, self.peer_max_pdu), len(messages))
 
     # -- ending --
 
@@ -461,72 +510,5 @@ def _abort_and_close(conn: Connection, timeouts: Timeouts, exc: Exception) -> No
     conn.close()
 
 
-_UNLIMITED_PDU = 1024 * 1024  # what we send when the peer sets no limit (PS3.8 D.1.1)
-
-
-class _Reader:
-    """One message put back together from its PDVs (PS3.8 E.2): the command first, then
-    the data set if the command announces one, all on one context."""
-
-    def __init__(self) -> None:
-        self.context_id: int | None = None
-        self.command_bytes = bytearray()
-        self.command: dimse.Command | None = None
-        self.dataset = bytearray()
-
-    @property
-    def empty(self) -> bool:
-        return self.context_id is None
-
-    def feed(self, pdv: pdu.PDV) -> Message | None:
-        """Take one PDV; the message once it is whole.
-
-        Raises:
-            DimseError: the PDV does not fit where it came.
-        """
-        if self.context_id is None:
-            self.context_id = pdv.context_id
-        elif pdv.context_id != self.context_id:
-            raise dimse.DimseError("a message changed presentation context")
-        if pdv.is_command:
-            if self.command is not None:
-                raise dimse.DimseError("a command fragment after the command set")
-            self.command_bytes += pdv.data
-            if len(self.command_bytes) > dimse.MAX_COMMAND_BYTES:
-                raise dimse.DimseError("command set too long")
-            if not pdv.is_last:
-                return None
-            self.command = dimse.decode_command(self.command_bytes)
-            if self.command.has_dataset:
-                return None
-            return Message(self.context_id, self.command, None)
-        if self.command is None or not self.command.has_dataset:
-            raise dimse.DimseError("a data set fragment without a command announcing one")
-        self.dataset += pdv.data
-        if not pdv.is_last:
-            return None
-        return Message(self.context_id, self.command, bytes(self.dataset))
-
-
-def _fragment(
-    context_id: int, command: bytes, dataset: Buffer | None, peer_max: int
-) -> list[Buffer]:
-    """P-DATA-TF PDUs carrying one message, as buffers for sendmsg (PS3.8 9.3.5); a stand-in
-    for net/dimse.py's fragment."""
-    room = (peer_max or _UNLIMITED_PDU) - 6  # a PDV item's own header (PS3.8 9.3.5.1)
-    out: list[Buffer] = []
-    parts = [(memoryview(command), True)]
-    if dataset is not None:
-        parts.append((memoryview(dataset).cast("B"), False))
-    for data, is_command in parts:
-        start = 0
-        while True:
-            piece = data[start : start + room]
-            start += len(piece)
-            last = start >= len(data)
-            out.append(pdu.pdata_header(len(piece) + 6))
-            out.append(pdu.pdv_header(context_id, is_command, last, len(piece)))
-            out.append(piece)
-            if last:
-                break
-    return out
+class _MemorySink(pdata.BufferSink):
+    """The default sink: a data set kept in memory, bounded."""

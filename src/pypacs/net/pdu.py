@@ -666,9 +666,8 @@ def _decode_associate(pdu_type: int, data: bytes) -> AssociateRQ | AssociateAC:
         raise PduError("A-ASSOCIATE without an application context")  # PS3.8 9.3.2
     user = user or UserInformation()
     if is_rq:
+        # No context at all is well formed: the acceptor answers it with A-ASSOCIATE-RJ.
         _check_contexts(contexts_rq)
-        if not contexts_rq:
-            raise PduError("A-ASSOCIATE-RQ proposes no presentation context")
         called, calling = _ae(data, 4, "called AE title"), _ae(data, 20, "calling AE title")
         return AssociateRQ(called, calling, tuple(contexts_rq), user, application, version)
     _check_contexts(contexts_ac)
