@@ -202,7 +202,9 @@ def run_find(bench: Bench, args: argparse.Namespace) -> None:
 
 
 def run_retrieves(bench: Bench, args: argparse.Namespace) -> None:
-    corpus = generate(Layout("ct", args.ct), args.data / f"ct-{args.ct}")
+    # One study of two series, as retrieve.py has it (ingest's layout makes 100-instance series).
+    layout = Layout("ct", args.ct, per_series=-(-args.ct // 2), series_per_study=2)
+    corpus = generate(layout, args.data / f"retrieve-ct-{args.ct}")
     raw = []
     for name in bench.names:
         log(f"C-MOVE/C-GET: {name} ...")
