@@ -37,7 +37,7 @@ from pypacs.index import deletes, reads, tx
 from pypacs.index.deletes import Removed
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import migrate
-from pypacs.index.writes import InstanceRecord, Outcome, WriteResult, upsert_instance
+from pypacs.index.writes import InstanceRecord, Outcome, WriteResult, is_stored, upsert_instance
 from pypacs.query.encode import IdentifierEncoder
 from pypacs.query.entity import EntityRef
 from pypacs.query.respond import (
@@ -138,8 +138,8 @@ class Archive:
         )
         header = read_header(data, expect)
         uid = header.sop_instance_uid
-        if not self.options.overwrite_duplicates and tx.read(
-            self.engine, lambda conn: reads.instance_exists(conn, uid)
+        if not self.options.overwrite_duplicates and tx.lookup(
+            self.engine, lambda conn: is_stored(conn, uid)
         ):
             return _result(header, Outcome.DUPLICATE)
         self._check_room()
@@ -169,8 +169,8 @@ class Archive:
     def _store_received(self, header: AnyHeader, pending: PendingBlob) -> StoreResult:
         """A received instance's file made durable and indexed (``Receiving.finish``)."""
         uid = header.sop_instance_uid
-        if not self.options.overwrite_duplicates and tx.read(
-            self.engine, lambda conn: reads.instance_exists(conn, uid)
+        if not self.options.overwrite_duplicates and tx.lookup(
+            self.engine, lambda conn: is_stored(conn, uid)
         ):
             pending.abandon()
             return _result(header, Outcome.DUPLICATE)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -47,6 +45,21 @@ def read(engine: Engine, fn: Callable[[Connection], T]) -> T:
     """Run ``fn`` in a read transaction."""
     try:
         with engine.connect() as conn, conn.begin():
+            return fn(conn)
+    except OperationalError as exc:
+        raise _unavailable("read", exc) from exc
+
+
+def lookup(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    """Run ``fn``, a single read statement, on a pooled connection with no explicit
+    transaction around it: one statement sees one state of the index on its own, and the
+    BEGIN/COMMIT of ``read`` would cost more than the look-up.
+
+    Raises:
+        IndexUnavailable: the database cannot be reached.
+    """
+    try:
+        with engine.connect() as conn:
             return fn(conn)
     except OperationalError as exc:
         raise _unavailable("read", exc) from exc
@@ -91,62 +104,71 @@ def write(engine: Engine, fn: Callable[[Connection], T]) -> T:
 
 
 class _Item:
-    __slots__ = ("fn", "future")
+    __slots__ = ("done", "error", "fn", "result")
 
     def __init__(self, fn: Callable[[Connection], object]) -> None:
         self.fn = fn
-        self.future: Future[object] = Future()
+        self.done = False
+        self.result: object = None
+        self.error: BaseException | None = None
 
 
 class GroupWriter:
-    """One writer thread that commits the writes of many callers together.
+    """Commits the writes of concurrent callers together, one commit per group.
 
-    Each caller's function runs in its own savepoint, so one failing write never undoes
-    another; the futures are resolved only after the shared commit has returned, which is
-    what lets a caller acknowledge durably while the index pays one commit per batch.
+    A caller who finds no commit under way leads: it runs the writes waiting (its own
+    first among them) in one transaction and commits; callers arriving meanwhile wait and
+    form the next group, led by one of them. Alone, a caller writes in its own thread with
+    no hand-off. Each write runs in its own savepoint when it shares the transaction, so
+    one failing write never undoes another; a caller returns only after the commit that
+    holds its write has returned, which is what lets it acknowledge durably while the
+    index pays one commit (one fsync) per group.
     """
 
     def __init__(self, engine: Engine, max_batch: int = 64) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="pypacs-index-writer", daemon=True)
-        self._thread.start()
+        self._cond = threading.Condition()
+        self._pending: list[_Item] = []
+        self._leading = False
+        self._closed = False
 
     def submit(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in the next batch and return its result once the batch is committed.
+        """Run ``fn`` in the next group and return its result once the group is committed.
 
         Raises:
-            IndexUnavailable: the batch could not be committed.
+            IndexUnavailable: the group could not be committed, or the writer is closed.
             Exception: whatever ``fn`` raised (its savepoint was rolled back).
         """
         item = _Item(fn)
-        self._queue.put(item)
-        return item.future.result()  # type: ignore[return-value]
+        with self._cond:
+            if self._closed:
+                raise IndexUnavailable("index writer closed")
+            self._pending.append(item)
+            while not item.done:
+                if self._leading:
+                    self._cond.wait()
+                    continue
+                self._leading = True
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                self._cond.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cond.acquire()
+                    self._leading = False
+                    self._cond.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[return-value]
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            if stop:
-                return
+        """Refuse new writes and wait for those submitted to be committed."""
+        with self._cond:
+            self._closed = True
+            while self._leading or self._pending:
+                self._cond.wait()
 
     def _commit(self, batch: list[_Item]) -> None:
         results: list[tuple[_Item, object, BaseException | None]] = []
@@ -172,13 +194,14 @@ class GroupWriter:
                 failure = IndexUnavailable(f"index commit failed: {REASON_IN_LOG}")
                 failure.__cause__ = exc
             for item in batch:
-                item.future.set_exception(failure)
+                item.error, item.done = failure, True
             return
+        except BaseException as exc:  # e.g. KeyboardInterrupt: the others are told, not left
+            for item in batch:
+                item.error, item.done = exc, True
+            raise
         for item, result, error in results:
-            if error is not None:
-                item.future.set_exception(error)
-            else:
-                item.future.set_result(result)
+            item.result, item.error, item.done = result, error, True
 
 
 def _translated(exc: Exception) -> Exception:

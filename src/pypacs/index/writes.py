@@ -371,3 +371,15 @@ def refresh_patient(conn: Connection, patient_pk: int) -> int:
     )
     conn.execute(patient.delete().where(patient.c.pk == patient_pk))
     return 1
+
+
+def is_stored(conn: Connection, sop_instance_uid: str) -> bool:
+    """Whether an instance of this UID is indexed (the duplicate check before a store)."""
+    run = Runner(conn)
+    try:
+        found = run.first(
+            _statements(conn)["find_instance"], {"sop_instance_uid": sop_instance_uid}
+        )
+    finally:
+        run.close()
+    return found is not None
