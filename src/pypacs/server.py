@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
-from pynetdicom import AE
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -27,10 +26,10 @@ from pypacs.errors import ConfigError, PypacsError
 from pypacs.index import tx
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import current_version
-from pypacs.net.ae import configure_pynetdicom, start_server
+from pypacs.net.acceptor import Acceptor
 from pypacs.net.export import DimseExporter
-from pypacs.net.handlers import DimseHandlers
 from pypacs.net.options import NetOptions
+from pypacs.net.services import DicomService
 from pypacs.supervisor import Supervisor, share, worker_count
 from pypacs.web.app import create_app
 from pypacs.web.http.connection import limited_protocol
@@ -42,7 +41,6 @@ log = logging.getLogger("pypacs.server")
 def configure_libraries() -> None:
     """Library globals, set once per process."""
     configure_pydicom()
-    configure_pynetdicom()
 
 
 class ListenError(PypacsError):
@@ -186,22 +184,11 @@ def _listen_failure(what: str, host: str, port: int, setting: str, exc: OSError)
     return f"cannot listen for {what} on {_address(host, port)}: {reason} ({setting})"
 
 
-def _start_dimse(net: NetOptions, archive: Archive, reserved: socket.socket) -> AE:
-    """Hand the reserved DICOM port over to the association server.
-
-    Raises:
-        ListenError: another program took the port in between.
-    """
-    port = reserved.getsockname()[1]
-    reserved.close()
-    net = dataclasses.replace(net, port=port)
-    try:
-        ae, _server = start_server(net, DimseHandlers(archive, net))
-    except OSError as exc:
-        raise ListenError(
-            _listen_failure("DICOM", net.host, port, "[server] dicom_port", exc)
-        ) from exc
-    return ae
+def _start_dimse(net: NetOptions, archive: Archive, reserved: socket.socket) -> Acceptor:
+    """Accept DICOM associations on the reserved port (net/acceptor.py, net/services.py)."""
+    acceptor = DicomService(archive, net).acceptor(reserved)
+    acceptor.start()
+    return acceptor
 
 
 # The soft descriptor limit is raised to this when the hard limit is "unlimited".
@@ -302,9 +289,9 @@ def run(settings: Settings) -> None:
             Supervisor(workers, lambda up: _worker(settings, shares, up), ready).run()
             log.info("pypacs stopped")
             return
-        ae = _start_dimse(net, archive, dicom_socket)
+        acceptor = _start_dimse(net, archive, dicom_socket)
         stack.callback(log.info, "pypacs stopped")
-        stack.callback(ae.shutdown)
+        stack.callback(acceptor.stop)
         asyncio.run(uvicorn.Server(_http_config(archive, net, web, ready)).serve([http_socket]))
     sys.stdout.flush()
 
@@ -356,15 +343,15 @@ def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> i
     archive = Archive.open(settings.archive_options())
     try:
         net = shares.net
-        ae, _server = start_server(net, DimseHandlers(archive, net), shares.dicom_socket)
+        acceptor = _start_dimse(net, archive, shares.dicom_socket)
         try:
             if not stopping:
                 config = _http_config(archive, net, shares.web, ready)
                 asyncio.run(uvicorn.Server(config).serve([shares.http_socket]))
         finally:
-            # Not ae.shutdown(): it would shut the shared socket down for every worker.
-            for assoc in ae.active_associations:
-                assoc.abort()
+            # The shared socket stays open for the other workers (Acceptor.stop leaves a
+            # socket it was given alone).
+            acceptor.stop()
     finally:
         archive.close()
     return 0

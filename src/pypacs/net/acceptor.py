@@ -59,7 +59,8 @@ class Offer:
     ``scp``: we serve it (the requestor is SCU). ``scu``: we may invoke it when the
     requestor proposes the SCP role (C-GET's storage sub-operations). ``choose`` picks the
     transfer syntax of a context we send over (default: the requestor's first that we
-    support); ``extended`` answers SOP Class Extended Negotiation (PS3.7 D.3.3.5).
+    support, or with ``preference`` our first that the requestor proposed); ``extended``
+    answers SOP Class Extended Negotiation (PS3.7 D.3.3.5).
     """
 
     transfer_syntaxes: frozenset[str]
@@ -67,6 +68,7 @@ class Offer:
     scu: bool = False
     choose: Callable[[Sequence[str]], str | None] | None = None
     extended: Callable[[bytes], bytes | None] | None = None
+    preference: tuple[str, ...] = ()
 
 
 def negotiate(rq: pdu.AssociateRQ, offers: Mapping[str, Offer]) -> Decision:
@@ -92,6 +94,8 @@ def negotiate(rq: pdu.AssociateRQ, offers: Mapping[str, Offer]) -> Decision:
         syntax: str | None
         if rq_scp and offer.choose is not None:
             syntax = offer.choose(cx.transfer_syntaxes)
+        elif offer.preference:
+            syntax = next((s for s in offer.preference if s in cx.transfer_syntaxes), None)
         else:
             syntax = next((s for s in cx.transfer_syntaxes if s in offer.transfer_syntaxes), None)
         if syntax is None:

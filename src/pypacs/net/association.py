@@ -307,13 +307,20 @@ class Association:
     def send_messages(
         self, context_id: int, messages: Sequence[tuple[bytes, Buffer | None]]
     ) -> None:
-        """Send several messages packed into as few P-DATA-TF PDUs as the peer's Maximum
-        Length allows (PS3.8 9.3.5: a PDU may carry PDVs of several messages).
+        """Send several messages in one write, each in as few P-DATA-TF PDUs as the peer's
+        Maximum Length allows (its command and data set sharing a PDU when they fit).
+
+        Every message ends its last PDU: PS3.8 9.3.5 would let the next message's PDVs share
+        it, but peers exist that drop what follows a complete message in a PDU (pynetdicom
+        3.0 does).
 
         Raises:
             Aborted: the connection failed (it is closed).
         """
-        self.send(pdata.pack_messages(context_id, messages, self.peer_max_pdu), len(messages))
+        buffers: list[Buffer] = []
+        for message in messages:
+            buffers += pdata.pack_messages(context_id, (message,), self.peer_max_pdu)
+        self.send(buffers, len(messages))
 
     # -- ending --
 

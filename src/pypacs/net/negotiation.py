@@ -1,70 +1,81 @@
-"""Presentation context choices pynetdicom's acceptor does not make the way an archive
-should (PS3.8 9.3.3.2, PS3.7 D.3.3.4).
+"""What pypacs' DICOM port offers to a requestor (PS3.8 9.3.3.2, PS3.7 D.3.3.4-5), as the
+``Offer`` table net/acceptor.py's ``negotiate`` answers from.
 
+- Verification, and every storage SOP class, taken in the acceptor's order of transfer
+  syntaxes (compressed first: what arrives is stored as it arrives).
 - A context over which pypacs will *send* stored instances (a C-GET SCU proposed the SCP
   role for a storage SOP class) gets the syntax every stored instance can be sent in
-  without risk: uncompressed first, then a lossless one pypacs can encode; the acceptor's
-  own order (compressed first, right for receiving) would make uncompressed instances
-  fail or be re-encoded.
+  without risk: uncompressed first, then a lossless one pypacs can encode
+  (archive/transcode.py ``sending_syntax``).
 - Storage SOP classes no list knows (private ones, or newer than pydicom's dictionary) are
   accepted as storage when ``accept_unknown`` is on, in both roles the requestor proposes.
+- The Query/Retrieve classes, with SOP Class Extended Negotiation answered (PS3.4 C.5.1.1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import Any
-
-from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from collections.abc import Collection, Iterator, Mapping
 
 from pypacs.archive.transcode import sending_syntax
-from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES, is_unknown_storage_class
+from pypacs.model.sop import (
+    QR_FIND,
+    QR_GET,
+    QR_MOVE,
+    QR_TRANSFER_SYNTAXES,
+    STORAGE_SOP_CLASSES,
+    STORAGE_TRANSFER_SYNTAXES,
+    is_unknown_storage_class,
+)
+from pypacs.net.acceptor import Offer, query_retrieve_extended
 
-_ACCEPTED = 0x00
-_ABSTRACT_SYNTAX_NOT_SUPPORTED = 0x03  # PS3.8 Table 9-18
+VERIFICATION = "1.2.840.10008.1.1"  # PS3.4 A.4
 
-
-def settle(acse: Any, known: Collection[str], *, accept_unknown: bool) -> None:
-    """Adjust an acceptor's negotiated contexts before its A-ASSOCIATE-AC is sent."""
-    assoc = acse.assoc
-    requested = {cx.context_id: cx for cx in acse.requestor.requested_contexts}
-    if accept_unknown:
-        roles = {
-            str(uid): (item.scu_role, item.scp_role)
-            for uid, item in acse.requestor.role_selection.items()
-        }
-        for cx in list(assoc._rejected_cx):
-            uid = str(cx.abstract_syntax)
-            proposal = requested.get(cx.context_id)
-            if (
-                cx.result != _ABSTRACT_SYNTAX_NOT_SUPPORTED
-                or proposal is None
-                or not is_unknown_storage_class(uid, known)
-            ):
-                continue
-            syntax = _first_supported(proposal.transfer_syntax)
-            if syntax is None:
-                continue
-            cx.transfer_syntax = [syntax]
-            cx.result = _ACCEPTED
-            cx._as_scp, cx._as_scu = True, False
-            if uid in roles:
-                # PS3.7 D.3.3.4: the requestor's proposed roles, granted as proposed.
-                scu, scp = roles[uid]
-                cx._as_scp, cx._as_scu = scu is not False, bool(scp)
-                reply = SCP_SCU_RoleSelectionNegotiation()
-                reply.sop_class_uid = uid
-                reply.scu_role, reply.scp_role = bool(scu), bool(scp)
-                acse.acceptor.add_negotiation_item(reply)
-            assoc._rejected_cx.remove(cx)
-            assoc._accepted_cx[cx.context_id] = cx
-    for context_id, cx in assoc._accepted_cx.items():
-        proposal = requested.get(context_id)
-        if cx.as_scu and proposal is not None:
-            syntax = sending_syntax([str(s) for s in proposal.transfer_syntax])
-            if syntax is not None:
-                cx.transfer_syntax = [syntax]
+_STORAGE = Offer(
+    frozenset(STORAGE_TRANSFER_SYNTAXES),
+    scp=True,
+    scu=True,  # PS3.4 C.4.3.1: C-GET's sub-operations, through role selection
+    choose=sending_syntax,
+    preference=STORAGE_TRANSFER_SYNTAXES,
+)
+_VERIFICATION = Offer(frozenset(STORAGE_TRANSFER_SYNTAXES), preference=STORAGE_TRANSFER_SYNTAXES)
 
 
-def _first_supported(proposed: Sequence[str]) -> str | None:
-    return next((s for s in STORAGE_TRANSFER_SYNTAXES if s in proposed), None)
+def _query_retrieve(find: bool) -> Offer:
+    return Offer(
+        frozenset(QR_TRANSFER_SYNTAXES),
+        extended=query_retrieve_extended(find),
+        preference=QR_TRANSFER_SYNTAXES,
+    )
+
+
+class Offers(Mapping[str, Offer]):
+    """The offer for each abstract syntax we accept; unknown storage classes included when
+    ``accept_unknown`` (they cannot be listed, so they are recognised on lookup)."""
+
+    def __init__(self, storage_classes: Collection[str], *, accept_unknown: bool) -> None:
+        self.storage_classes = frozenset(storage_classes)
+        self.accept_unknown = accept_unknown
+        find, retrieve = _query_retrieve(True), _query_retrieve(False)
+        self._table: dict[str, Offer] = {VERIFICATION: _VERIFICATION}
+        self._table.update(dict.fromkeys(self.storage_classes, _STORAGE))
+        self._table.update(dict.fromkeys(QR_FIND, find))
+        self._table.update(dict.fromkeys((*QR_MOVE, *QR_GET), retrieve))
+
+    def __getitem__(self, key: str) -> Offer:
+        offer = self._table.get(key)
+        if offer is not None:
+            return offer
+        if self.accept_unknown and is_unknown_storage_class(key, self.storage_classes):
+            return _STORAGE
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def storage_classes() -> frozenset[str]:
+    """Every storage SOP class pydicom's dictionary knows, retired included."""
+    return STORAGE_SOP_CLASSES

@@ -2,9 +2,8 @@
 sub-operations, over the request's own association (C-GET) or over one pypacs opens to the
 move destination (C-MOVE).
 
-pynetdicom's own C-GET/C-MOVE service wants every instance as a decoded Dataset, which it
-encodes again; here the stored bytes go out as they are whenever the peer accepted their
-transfer syntax, and are transcoded only when it did not.
+The stored bytes go out as they are (a view of the stored file's data set) whenever the peer
+accepted their transfer syntax, and are transcoded only when it did not.
 """
 
 from __future__ import annotations
@@ -12,27 +11,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from io import BytesIO
-from typing import Protocol, cast
+from typing import Protocol
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import build_context, evt
-from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
-from pynetdicom.dsutils import decode, encode
-from pynetdicom.presentation import PresentationContext
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pypacs.archive import Archive, Retrieval, StoredInstance
+from pypacs.archive.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pypacs.errors import IndexUnavailable, PypacsError
 from pypacs.model.outcomes import Refused
 from pypacs.model.sop import QR_GET, QR_MOVE
 from pypacs.model.status import Status
+from pypacs.net import dimse, pdu
+from pypacs.net.association import Association, AssociationError, Message, Timeouts, connect
+from pypacs.net.identifier import decode_identifier, encode_identifier
 from pypacs.net.options import NetOptions
-from pypacs.net.reactor import PromptAE, nodelay
+from pypacs.net.pdata import BufferSink
 from pypacs.query.from_dimse import parse_retrieve
 from pypacs.query.types import InvalidQuery, Query
 from pypacs.remote.registry import Peer
@@ -41,21 +38,35 @@ log = logging.getLogger("pypacs.net")
 
 # PS3.7 9.3.4.2 / 9.3.3.2: the sub-operation counts are US.
 _MAX_SUB_OPERATIONS = 0xFFFF
-# PS3.8 9.3.2: at most 128 presentation contexts (odd IDs 1-255) in one association.
+# PS3.8 9.3.2.2: at most 128 presentation contexts (odd IDs 1-255) in one association.
 _MAX_CONTEXTS = 128
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_WARNING_CLASS = 0xB  # PS3.4 B.2.3: statuses 0xBxxx are warnings
 
 
-class Bookkeeping(Protocol):
-    """What the retrieve service asks of the handlers that own per-association state."""
+@dataclass(frozen=True)
+class Failure:
+    """A failure response's fields (PS3.7 C.4)."""
 
-    def count(self, assoc: Association, what: str, n: int = 1) -> None: ...
+    status: int
+    comment: str
+    offending: tuple[int, ...] = ()
 
-    def cancelled(self, assoc: Association, message_id: int) -> bool: ...
 
-    def relational(self, assoc: Association, sop_class: str) -> bool: ...
+class Session(Protocol):
+    """What the retrieve service asks of the association it serves (net/services.py)."""
 
-    def failure(self, assoc: Association, service: str, exc: Exception, uid: object) -> Dataset: ...
+    assoc: Association
+
+    def count(self, what: str, n: int = 1) -> None: ...
+
+    def cancelled(self, message_id: int) -> bool: ...
+
+    def relational(self, sop_class: str) -> bool: ...
+
+    def failure(self, service: str, exc: Exception, uid: object) -> Failure: ...
+
+    def other(self, message: Message) -> None: ...
 
 
 @dataclass
@@ -89,7 +100,11 @@ class Counts:
 
 
 class StoreChannel:
-    """An association over which pypacs is the C-STORE SCU for a retrieve's sub-operations."""
+    """An association over which pypacs is the C-STORE SCU for a retrieve's sub-operations.
+
+    ``other`` takes any message that is not the awaited C-STORE-RSP (a C-CANCEL coming over
+    a C-GET's own association); by default they are dropped.
+    """
 
     def __init__(
         self,
@@ -99,20 +114,22 @@ class StoreChannel:
         priority: int,
         originator: tuple[str, int] | None,
         timeout: float,
+        other: Callable[[Message], None] | None = None,
     ) -> None:
         self.archive = archive
         self.assoc = assoc
         self.priority = priority
         self.originator = originator
         self.timeout = timeout
+        self.other = other
         self._message_id = 0
         # SOP Class UID → accepted transfer syntax → presentation context ID; only contexts
         # where we may act as SCU (for C-GET, through SCP/SCU role selection, PS3.7 D.3.3.4).
         self.contexts: dict[str, dict[str, int]] = {}
-        for cx in assoc.accepted_contexts:
-            if cx.as_scu and cx.abstract_syntax and cx.context_id is not None:
-                by_syntax = self.contexts.setdefault(str(cx.abstract_syntax), {})
-                by_syntax.setdefault(str(cx.transfer_syntax[0]), cx.context_id)
+        for cx in assoc.contexts.values():
+            if cx.scu:
+                by_syntax = self.contexts.setdefault(cx.abstract_syntax, {})
+                by_syntax.setdefault(cx.transfer_syntax, cx.id)
 
     def send(self, stored: StoredInstance) -> tuple[Status | None, str]:
         """One C-STORE sub-operation: (SUCCESS | a warning status | None for failure, why)."""
@@ -129,110 +146,175 @@ class StoreChannel:
         self, stored: StoredInstance, context_id: int, payload: bytes | memoryview
     ) -> tuple[Status | None, str]:
         self._message_id = self._message_id % 0xFFFF + 1
-        req = C_STORE()
-        req.MessageID = self._message_id
-        req.AffectedSOPClassUID = stored.sop_class_uid
-        req.AffectedSOPInstanceUID = stored.sop_instance_uid
-        req.Priority = self.priority
-        if self.originator is not None:
-            # PS3.7 9.3.1.1: a C-STORE for a C-MOVE names the move's originator.
-            req.MoveOriginatorApplicationEntityTitle = self.originator[0]
-            req.MoveOriginatorMessageID = self.originator[1]
-        req.DataSet = BytesIO(payload)
-        self.assoc.dimse.send_msg(req, context_id)
-        deadline = time.monotonic() + self.timeout
-        while self.assoc.is_established:
-            _, rsp = self.assoc.dimse.get_msg(block=True)
-            if isinstance(rsp, C_STORE) and rsp.MessageIDBeingRespondedTo == req.MessageID:
-                status = int(rsp.Status) if rsp.Status is not None else Status.CANNOT_UNDERSTAND
-                if status == Status.SUCCESS:
-                    return Status.SUCCESS, ""
-                if status >> 12 == 0xB:  # PS3.4 B.2.3: 0xBxxx are warnings
-                    return Status.SUB_OPERATIONS_WARNING, f"warning 0x{status:04X}"
-                return None, f"the peer answered 0x{status:04X}"
-            if rsp is None and time.monotonic() >= deadline:
-                self.assoc.abort()
-                return None, f"no C-STORE response within {self.timeout:.0f} s"
-        return None, "the association ended"
+        message_id = self._message_id
+        originator_ae, originator_id = self.originator or (None, None)
+        # PS3.7 9.3.1.1: a C-STORE for a C-MOVE names the move's originator.
+        command = dimse.store_rq(
+            message_id,
+            stored.sop_class_uid,
+            stored.sop_instance_uid,
+            priority=self.priority,
+            move_originator_ae=originator_ae,
+            move_originator_message_id=originator_id,
+        )
+        try:
+            self.assoc.send_message(context_id, command, payload)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.assoc.abort()
+                    return None, f"no C-STORE response within {self.timeout:.0f} s"
+                answer = self.assoc.receive(wait=left)
+                if answer is None:
+                    if not self.assoc.is_established:
+                        return None, "the association ended"
+                    continue
+                rsp = answer.command
+                if (
+                    rsp.command_field == dimse.C_STORE_RSP
+                    and rsp.message_id_being_responded_to == message_id
+                ):
+                    return _outcome(rsp.status)
+                if self.other is not None:
+                    self.other(answer)
+        except AssociationError as exc:
+            return None, f"the association ended: {exc}"
 
 
-def _encode(ds: Dataset, syntax: str) -> bytes:
-    ts = UID(syntax)
-    encoded = encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
-    if encoded is None:
-        raise PypacsError(f"cannot encode the transcoded data set as {ts.name}")
-    return encoded
+def _outcome(status: int | None) -> tuple[Status | None, str]:
+    if status is None:
+        return None, "the peer answered without a status"
+    if status == Status.SUCCESS:
+        return Status.SUCCESS, ""
+    if status >> 12 == _WARNING_CLASS:
+        return Status.SUB_OPERATIONS_WARNING, f"warning 0x{status:04X}"
+    return None, f"the peer answered 0x{status:04X}"
 
 
-def move_contexts(syntaxes: list[tuple[str, str]]) -> list[PresentationContext]:
+def move_contexts(syntaxes: list[tuple[str, str]]) -> tuple[pdu.PresentationContextRQ, ...]:
     """What a C-MOVE proposes to its destination: each stored (SOP class, transfer syntax)
     as a context of its own, so that the peer can take each as stored, and per SOP class
     one uncompressed context to fall back to."""
     classes = sorted({sop_class for sop_class, _ in syntaxes})
-    fallbacks = [build_context(c, list(_UNCOMPRESSED)) for c in classes]
-    exact = [build_context(c, [ts]) for c, ts in sorted(set(syntaxes))]
+    wanted: list[tuple[str, tuple[str, ...]]] = [(c, _UNCOMPRESSED) for c in classes]
+    wanted += [(c, (ts,)) for c, ts in sorted(set(syntaxes))]
     # Past 128 contexts the exact ones are left out first: through the fallbacks every
     # SOP class still reaches the peer, transcoded.
-    return (fallbacks + exact)[:_MAX_CONTEXTS]
+    return tuple(
+        pdu.PresentationContextRQ(2 * i + 1, sop_class, tuple(ts))
+        for i, (sop_class, ts) in enumerate(wanted[:_MAX_CONTEXTS])
+    )
+
+
+def open_store_association(
+    options: NetOptions, peer: Peer, syntaxes: list[tuple[str, str]]
+) -> Association:
+    """An association to ``peer`` proposing ``move_contexts(syntaxes)``, on which the
+    calling thread sends C-STOREs through a ``StoreChannel``; end it with
+    ``end_store_association``.
+
+    Raises:
+        Refused: UNABLE_TO_PERFORM_SUB_OPERATIONS, the peer refused or did not answer.
+    """
+    rq = pdu.AssociateRQ(
+        called_ae=peer.ae_title,
+        calling_ae=options.ae_title,
+        contexts=move_contexts(syntaxes),
+        user=pdu.UserInformation(
+            max_length=options.max_pdu_size,
+            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+            implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+        ),
+    )
+    timeouts = Timeouts(
+        artim=options.acse_timeout,
+        pdu_read=options.pdu_read_timeout,
+        dimse_idle=options.dimse_timeout,
+    )
+    try:
+        out = connect(peer.host, peer.port, rq, timeouts)
+    except AssociationError as exc:
+        log.warning("association to %s failed: %s", peer, exc)
+        raise Refused(
+            Status.UNABLE_TO_PERFORM_SUB_OPERATIONS, f"{peer} refused or did not answer"
+        ) from exc
+    if not out.contexts:
+        out.abort()
+        raise Refused(Status.UNABLE_TO_PERFORM_SUB_OPERATIONS, f"{peer} accepted no context")
+    return out
+
+
+def end_store_association(out: Association) -> None:
+    """Release an association ``open_store_association`` made."""
+    with suppress(AssociationError):
+        out.release()
 
 
 class RetrieveService:
     """Serves C-MOVE and C-GET requests; one per server."""
 
-    def __init__(self, archive: Archive, options: NetOptions, books: Bookkeeping) -> None:
+    def __init__(self, archive: Archive, options: NetOptions) -> None:
         self.archive = archive
         self.options = options
-        self.books = books
         self._outgoing = threading.BoundedSemaphore(options.max_move_associations)
 
-    def serve(self, assoc: Association, req: C_GET | C_MOVE, context: PresentationContext) -> None:
+    def serve(self, session: Session, message: Message) -> None:
         """Answer one request: pending responses after each sub-operation, then a final one."""
-        is_move = isinstance(req, C_MOVE)
+        command = message.command
+        is_move = command.command_field == dimse.C_MOVE_RQ
         service = "C-MOVE" if is_move else "C-GET"
-        responder = _Responder(assoc, req, context)
-        self.books.count(assoc, "move" if is_move else "get")
+        responder = _Responder(session.assoc, message, is_move)
+        session.count("move" if is_move else "get")
+        sop_class = command.affected_sop_class_uid or ""
         try:
-            self._check_caller(assoc)
+            self._check_caller(session.assoc)
             models = QR_MOVE if is_move else QR_GET
-            sop_class = str(req.AffectedSOPClassUID)
+            context = session.assoc.contexts[message.context_id]
+            if sop_class not in models or context.abstract_syntax != sop_class:
+                raise Refused(Status.PROCESSING_FAILURE, f"no {service} for {sop_class}")
             query = parse_retrieve(
-                responder.identifier(),
-                models[sop_class],
-                relational=self.books.relational(assoc, sop_class),
+                responder.identifier(), models[sop_class], relational=session.relational(sop_class)
             )
-            destination = self._destination(cast(C_MOVE, req)) if is_move else None
+            destination = self._destination(command.move_destination) if is_move else None
             with self._located(query) as retrieval:
                 counts = Counts(retrieval.count)
                 if retrieval.count:
-                    with self._channel(assoc, req, destination, retrieval.syntaxes) as channel:
-                        if not self._send_all(channel, retrieval, counts, responder, service):
+                    with self._channel(
+                        session, command, destination, retrieval.syntaxes
+                    ) as channel:
+                        if not self._send_all(session, channel, retrieval, counts, responder):
                             return
-            self.books.count(assoc, "sent", counts.completed + counts.warning)
+            session.count("sent", counts.completed + counts.warning)
             responder.send(counts.final_status(), counts, final=True)
+        except AssociationError:
+            raise
         except Exception as exc:  # the one boundary where every failure becomes a status
-            responder.fail(self.books.failure(assoc, service, exc, req.AffectedSOPClassUID))
+            responder.fail(session.failure(service, exc, sop_class))
 
     def _send_all(
         self,
+        session: Session,
         channel: StoreChannel,
         retrieval: Retrieval,
         counts: Counts,
         responder: _Responder,
-        service: str,
     ) -> bool:
         """The sub-operations, one instance at a time; False when cancelled (answered)."""
-        assoc, message_id = responder.assoc, int(responder.req.MessageID or 0)
         for stored in retrieval.instances:
-            if self.books.cancelled(assoc, message_id):
+            if session.cancelled(responder.message_id):
                 # C.4.2.3.1: Cancel with the counts so far; Remaining is what never started.
-                self.books.count(assoc, "cancelled")
+                session.count("cancelled")
                 responder.send(Status.CANCEL, counts, final=False)
                 return False
             outcome, why = channel.send(stored)
             counts.add(outcome, stored.sop_instance_uid)
             if outcome is None:
                 log.error(
-                    "%s sub-operation for %s failed: %s", service, stored.sop_instance_uid, why
+                    "%s sub-operation for %s failed: %s",
+                    responder.service,
+                    stored.sop_instance_uid,
+                    why,
                 )
             if not channel.assoc.is_established:
                 break
@@ -247,12 +329,12 @@ class RetrieveService:
 
     def _check_caller(self, assoc: Association) -> None:
         allowed = self.options.retrieve_allowed_aes
-        calling = (assoc.requestor.ae_title or "").strip()
+        calling = assoc.calling_ae.strip()
         if allowed and calling not in allowed:
             raise Refused(Status.NOT_AUTHORIZED, f"{calling!r} may not retrieve")
 
-    def _destination(self, req: C_MOVE) -> Peer:
-        title = str(req.MoveDestination or "").strip()
+    def _destination(self, move_destination: str | None) -> Peer:
+        title = (move_destination or "").strip()
         peer = self.options.remotes.by_ae_title(title)
         if peer is not None:
             return peer
@@ -275,20 +357,22 @@ class RetrieveService:
     @contextmanager
     def _channel(
         self,
-        assoc: Association,
-        req: C_GET | C_MOVE,
+        session: Session,
+        command: dimse.Command,
         destination: Peer | None,
         syntaxes: list[tuple[str, str]],
     ) -> Iterator[StoreChannel]:
-        priority = req.Priority or 0
+        priority = command.priority or 0
         if destination is None:
-            # C-GET: the sub-operations go over the request's own association.
+            # C-GET: the sub-operations go over the request's own association; a C-CANCEL
+            # read while awaiting a C-STORE-RSP is kept for the next check.
             yield StoreChannel(
                 self.archive,
-                assoc,
+                session.assoc,
                 priority=priority,
                 originator=None,
                 timeout=self.options.dimse_timeout,
+                other=session.other,
             )
             return
         if not self._outgoing.acquire(timeout=self.options.acse_timeout):
@@ -298,7 +382,7 @@ class RetrieveService:
             )
         try:
             out = open_store_association(self.options, destination, syntaxes)
-            originator = ((assoc.requestor.ae_title or "").strip(), req.MessageID or 0)
+            originator = (session.assoc.calling_ae.strip(), command.message_id or 0)
             try:
                 yield StoreChannel(
                     self.archive,
@@ -313,93 +397,55 @@ class RetrieveService:
             self._outgoing.release()
 
 
-def open_store_association(
-    options: NetOptions, peer: Peer, syntaxes: list[tuple[str, str]]
-) -> Association:
-    """An association to ``peer`` proposing ``move_contexts(syntaxes)``, on which the
-    calling thread sends C-STOREs through a ``StoreChannel``; end it with
-    ``end_store_association``.
-
-    Raises:
-        Refused: UNABLE_TO_PERFORM_SUB_OPERATIONS, the peer refused or did not answer.
-    """
-    ae = PromptAE(ae_title=options.ae_title)
-    ae.acse_timeout = options.acse_timeout
-    ae.dimse_timeout = options.dimse_timeout
-    ae.network_timeout = options.network_timeout
-    ae.maximum_pdu_size = options.max_pdu_size
-    out = ae.associate(
-        peer.host,
-        peer.port,
-        contexts=move_contexts(syntaxes),
-        ae_title=peer.ae_title,
-        evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
-    )
-    if not out.is_established:
-        raise Refused(Status.UNABLE_TO_PERFORM_SUB_OPERATIONS, f"{peer} refused or did not answer")
-    # Our thread reads the destination's responses itself: pynetdicom's requestor
-    # reactor must not take them off the queue first (what its send_c_store does too).
-    out._reactor_checkpoint.clear()
-    while not out._is_paused and out.is_established:
-        time.sleep(0.0001)
-    return out
-
-
-def end_store_association(out: Association) -> None:
-    """Release an association ``open_store_association`` made."""
-    out._reactor_checkpoint.set()
-    if out.is_established:
-        out.release()
-
-
 class _Responder:
     """Builds and sends the C-GET/C-MOVE responses of one request."""
 
-    def __init__(
-        self, assoc: Association, req: C_GET | C_MOVE, context: PresentationContext
-    ) -> None:
+    def __init__(self, assoc: Association, message: Message, is_move: bool) -> None:
         self.assoc = assoc
-        self.req = req
-        self.syntax = UID(str(context.transfer_syntax[0]))
-        self.context_id = cast(int, context.context_id)
-        self.rsp = C_MOVE() if isinstance(req, C_MOVE) else C_GET()
-        self.rsp.MessageIDBeingRespondedTo = req.MessageID
-        self.rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+        self.message = message
+        self.command = message.command
+        self.message_id = message.command.message_id or 0
+        self.sop_class = message.command.affected_sop_class_uid or ""
+        self.syntax = assoc.contexts[message.context_id].transfer_syntax
+        self.build = dimse.move_rsp if is_move else dimse.get_rsp
+        self.service = "C-MOVE" if is_move else "C-GET"
 
     def identifier(self) -> Dataset:
-        ts = self.syntax
+        sink = self.message.sink
+        data = sink.data if isinstance(sink, BufferSink) else b""
         try:
-            return decode(
-                cast(BytesIO, self.req.Identifier),
-                ts.is_implicit_VR,
-                ts.is_little_endian,
-                ts.is_deflated,
-            )
+            return decode_identifier(data, self.syntax)
         except Exception as exc:
             raise InvalidQuery(f"identifier does not parse: {exc}", unsupported=True) from exc
 
     def send(self, status: Status, counts: Counts, *, final: bool) -> None:
-        rsp = self.rsp
-        rsp.Status = int(status)
-        rsp.Identifier = None
-        # PS3.7 9.3.3.2, 9.3.4.2: no Remaining count in a final response.
-        rsp.NumberOfRemainingSuboperations = None if final else counts.remaining
-        rsp.NumberOfCompletedSuboperations = counts.completed
-        rsp.NumberOfFailedSuboperations = counts.failed
-        rsp.NumberOfWarningSuboperations = counts.warning
+        dataset: bytes | None = None
         if counts.failed_uids and status is not Status.PENDING:
             # C.4.2.1.6 / C.4.3.1.5: the failed instances, in the response identifier.
             failed = Dataset()
             failed.FailedSOPInstanceUIDList = counts.failed_uids
-            rsp.Identifier = BytesIO(_encode(failed, self.syntax))
-        self.assoc.dimse.send_msg(rsp, self.context_id)
+            dataset = encode_identifier(failed, self.syntax)
+        command = self.build(
+            self.message_id,
+            self.sop_class,
+            int(status),
+            # PS3.7 9.3.3.2, 9.3.4.2: no Remaining count in a final response.
+            remaining=None if final else counts.remaining,
+            completed=counts.completed,
+            failed=counts.failed,
+            warning=counts.warning,
+            has_dataset=dataset is not None,
+        )
+        self.assoc.send_message(self.message.context_id, command, dataset)
 
-    def fail(self, answer: Dataset) -> None:
-        rsp = self.rsp
-        rsp.Status = int(answer.Status)
-        rsp.ErrorComment = answer.ErrorComment
-        if "OffendingElement" in answer:
-            rsp.OffendingElement = answer.OffendingElement
-        rsp.Identifier = None
-        if self.assoc.is_established:
-            self.assoc.dimse.send_msg(rsp, self.context_id)
+    def fail(self, failure: Failure) -> None:
+        if not self.assoc.is_established:
+            return
+        command = self.build(
+            self.message_id,
+            self.sop_class,
+            failure.status,
+            error_comment=failure.comment,
+            offending_elements=failure.offending,
+        )
+        self.assoc.send_message(self.message.context_id, command)
