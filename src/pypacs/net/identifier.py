@@ -34,10 +34,10 @@ def decode_identifier(data: bytes | bytearray | memoryview, transfer_syntax: str
     if ts.is_deflated:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
-            raw = inflater.decompress(raw, MAX_IDENTIFIER_BYTES)
+            raw = inflater.decompress(raw, MAX_IDENTIFIER_BYTES + 1)
         except zlib.error as exc:
             raise IdentifierError(f"deflated identifier does not inflate: {exc}") from exc
-        if inflater.unconsumed_tail:
+        if len(raw) > MAX_IDENTIFIER_BYTES:
             raise IdentifierError(f"identifier inflates past {MAX_IDENTIFIER_BYTES} bytes")
     return read_dataset(BytesIO(raw), ts.is_implicit_VR, ts.is_little_endian)
 
