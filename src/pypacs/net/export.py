@@ -1,7 +1,6 @@
 """The ``Exporter`` of ``remote``, over DIMSE: a study goes to a peer over one association
-pypacs opens to it, one C-STORE per stored instance (PS3.4 B.2), with the sub-operation
-sending of C-MOVE (``net.retrieve.StoreChannel``): the stored bytes when the peer accepted
-their transfer syntax, transcoded only when it did not.
+pypacs opens to it, one C-STORE per stored instance (PS3.4 B.2): the stored bytes when the
+peer accepted their transfer syntax, transcoded only when it did not.
 
 No C-MOVE through pypacs' own port: the sending is pypacs' own, so no ``[retrieve]
 allowed_aes`` applies to it and the C-STOREs name no Move Originator (PS3.7 9.3.1.1).
@@ -12,24 +11,19 @@ from __future__ import annotations
 import logging
 import time
 
-from pypacs.archive import Archive, Retrieval
-from pypacs.model.outcomes import Refused
-from pypacs.model.status import Status
-from pypacs.net import scu
+from pypacs.archive import Archive, Form, Retrieval, StoredInstance
+from pypacs.errors import PypacsError
+from pypacs.model.status import Category, Status, category
+from pypacs.net import dimse, scu
+from pypacs.net.association import AssociationError, Timeouts
 from pypacs.net.options import NetOptions
-from pypacs.net.retrieve import (
-    Counts,
-    StoreChannel,
-    end_store_association,
-    open_store_association,
-)
+from pypacs.net.requestor import Requestor
+from pypacs.net.sending import Counts, StoreSender, store_contexts
 from pypacs.query.entity import EntityRef
 from pypacs.remote.export import EchoResult, IsCancelled, OnProgress, Progress
 from pypacs.remote.registry import Peer, RemoteError
 
 log = logging.getLogger("pypacs.net.export")
-
-_LOW = 0x0002  # PS3.7 9.1.1.1 (Priority): LOW, work nobody waits on interactively
 
 
 class DimseExporter:
@@ -69,36 +63,59 @@ class DimseExporter:
         counts = Counts(instances.count)
         if not instances.count:
             return _final(Status.SUCCESS, counts)
+        options = self.options
+        timeouts = Timeouts(options.acse_timeout, options.network_timeout, options.dimse_timeout)
         try:
-            out = open_store_association(self.options, peer, instances.syntaxes)
-        except Refused as exc:
-            log.warning("sending to %s: %s", peer.name, exc)
-            return Progress(exc.status, None, 0, 0, 0, error_comment=str(exc))
-        try:
-            channel = StoreChannel(
-                self.archive,
-                out,
-                priority=_LOW,
-                originator=None,
-                timeout=self.options.dimse_timeout,
+            requestor = Requestor.open(
+                peer,
+                options.ae_title,
+                store_contexts(instances.syntaxes),
+                timeouts=timeouts,
+                max_pdu=options.max_pdu_size,
             )
+        except RemoteError as exc:
+            log.warning("sending to %s: %s", peer.name, exc)
+            return Progress(
+                Status.UNABLE_TO_PERFORM_SUB_OPERATIONS, None, 0, 0, 0, error_comment=str(exc)
+            )
+        # PS3.7 9.1.1.1 (Priority): LOW, work nobody waits on interactively.
+        sender = StoreSender(
+            requestor.assoc, timeout=options.dimse_timeout, priority=dimse.PRIORITY_LOW
+        )
+        try:
             for stored in instances.instances:
                 if cancelled():
                     # C.4.2.3.1: Cancel with the counts so far; Remaining is what never started.
                     return _progress(Status.CANCEL, counts)
-                outcome, why = channel.send(stored)
-                counts.add(outcome, stored.sop_instance_uid)
-                if outcome is None:
+                status, why = self._store(sender, stored)
+                counts.add(status, stored.sop_instance_uid)
+                if status is None or category(status) is Category.FAILURE:
                     log.error("C-STORE of %s to %s failed: %s", stored.sop_instance_uid, peer, why)
-                if not out.is_established:
+                if not requestor.assoc.is_established:
                     break
                 on_progress(_progress(Status.PENDING, counts))
             # Whatever could not be sent (the association was lost) failed.
             for stored in instances.instances:
                 counts.add(None, stored.sop_instance_uid)
         finally:
-            end_store_association(out)
+            requestor.end(completed=True)
         return _final(counts.final_status(), counts)
+
+    def _store(self, sender: StoreSender, stored: StoredInstance) -> tuple[int | None, str]:
+        """One C-STORE: the peer's status (None: none came) and why it failed."""
+        accepted = sender.accepted(stored.sop_class_uid)
+        if not accepted:
+            return None, f"the peer accepted no presentation context for {stored.sop_class_uid}"
+        try:
+            out = self.archive.outgoing(stored, accepted, Form.DATASET)
+            result = sender.send(
+                stored.sop_class_uid, stored.sop_instance_uid, out.transfer_syntax_uid, out.data
+            )
+        except (PypacsError, ValueError) as exc:  # AssociationError is a PypacsError
+            lost = isinstance(exc, AssociationError)
+            return None, f"the association ended: {exc}" if lost else str(exc)
+        comment = f" ({result.error_comment})" if result.error_comment else ""
+        return result.status, f"the peer answered 0x{result.status:04X}{comment}"
 
 
 def _progress(status: Status, counts: Counts) -> Progress:

@@ -1,23 +1,21 @@
-"""The client side: verify, query and retrieve from other archives."""
+"""The client side: verify, query and retrieve from other archives (PS3.4 A, C as SCU)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Final
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import AE, StoragePresentationContexts, build_role, evt
-from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
+from pypacs.archive.part10 import file_meta
 from pypacs.errors import InvalidInstance, InvalidKind, PypacsError
 from pypacs.model.levels import InformationModel
 from pypacs.model.outcomes import status_for
 from pypacs.model.sop import (
+    COMMON_STORAGE_SOP_CLASSES,
     QR_FIND,
     QR_GET,
     QR_MOVE,
@@ -25,8 +23,9 @@ from pypacs.model.sop import (
     STORAGE_TRANSFER_SYNTAXES,
 )
 from pypacs.model.status import Status
-from pypacs.net.part10 import received_part10
-from pypacs.net.reactor import nodelay
+from pypacs.net import dimse, pdata, pdu
+from pypacs.net.association import Context, Message, Timeouts
+from pypacs.net.requestor import Proposal, Requestor, decode_identifier, status_of
 from pypacs.remote.export import Progress
 from pypacs.remote.registry import Peer, RemoteError
 
@@ -35,16 +34,21 @@ log = logging.getLogger("pypacs.scu")
 _FIND_UID = {model: uid for uid, model in QR_FIND.items()}
 _MOVE_UID = {model: uid for uid, model in QR_MOVE.items()}
 _GET_UID = {model: uid for uid, model in QR_GET.items()}
-_VERIFICATION = "1.2.840.10008.1.1"  # PS3.4 A.4
+_VERIFICATION: Final = dimse.VERIFICATION_SOP_CLASS
 # The acceptor picks one syntax per context by its own preference and must then send every
 # instance of that class in it. Offered a compressed one, it may pick it and have to
 # compress what it holds uncompressed: slow, lossy or impossible. So we offer only the
 # uncompressed syntaxes: a provider converts between those, and decompresses what it holds
 # compressed.
-_GET_TRANSFER_SYNTAXES = [
+_GET_TRANSFER_SYNTAXES: Final = tuple(
     ts for ts in STORAGE_TRANSFER_SYNTAXES if not UID(ts).is_compressed and not UID(ts).is_deflated
-]
-_MAX_PDU = 1_048_576  # what we receive per PDU during C-GET (instances come this way)
+)
+# PS3.4 C.4.2.1.4 (Table C.4-2) / PS3.7 D.3.3.5: relational retrieval, byte 1 of the
+# SOP Class Extended Negotiation of C-FIND.
+_RELATIONAL: Final = b"\x01"
+# A C-GET instance is handed over whole, as Part 10 bytes: our bound on one.
+MAX_GET_INSTANCE: Final = 2 * 1024 * 1024 * 1024
+_LO_LENGTH: Final = 64  # Error Comment is LO (PS3.5 6.2)
 
 InstanceHandler = Callable[[bytes, str, str], int]
 """Called with (Part 10 bytes, SOP Class UID, SOP Instance UID) of each instance a C-GET
@@ -59,56 +63,31 @@ class FindResult:
     error_comment: str | None = None
 
 
-def _ae(calling_ae: str, timeout: float) -> AE:
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    return ae
-
-
-def _associate(
-    ae: AE,
+def _open(
     remote: Peer,
+    calling_ae: str,
+    proposals: Sequence[Proposal],
     sop_class: str,
     what: str,
+    timeout: float,
     *,
-    ext_neg: list[Any] | None = None,
-    handlers: list[evt.EventHandlerType] | None = None,
-    max_pdu: int = 16382,
-) -> Association:
-    """An established association on which ``sop_class`` was accepted.
+    roles: Sequence[pdu.RoleSelection] = (),
+    extended: Sequence[pdu.ExtendedNegotiation] = (),
+) -> tuple[Requestor, Context]:
+    """An association to ``remote`` and its context for ``sop_class``.
 
     Raises:
         RemoteError: refused, rejected, unreachable, or ``sop_class`` not accepted.
     """
-    assoc = ae.associate(
-        remote.host,
-        remote.port,
-        ae_title=remote.ae_title,
-        max_pdu=max_pdu,
-        ext_neg=ext_neg or [],
-        evt_handlers=[(evt.EVT_CONN_OPEN, nodelay), *(handlers or [])],
+    requestor = Requestor.open(
+        remote,
+        calling_ae,
+        proposals,
+        timeouts=Timeouts(artim=timeout, pdu_read=timeout, dimse_idle=timeout),
+        roles=roles,
+        extended=extended,
     )
-    where = f"{remote.ae_title} at {remote.host}:{remote.port}"
-    if assoc.is_rejected:
-        raise RemoteError(
-            f"{where} rejected the association (check its AE title and that it accepts ours)"
-        )
-    if not assoc.is_established:
-        raise RemoteError(f"{where} refused or did not answer")
-    if not any(cx.abstract_syntax == sop_class for cx in assoc.accepted_contexts):
-        assoc.release()
-        raise RemoteError(f"{where} does not offer {what}")
-    return assoc
-
-
-def _end(assoc: Association, completed: bool) -> None:
-    """Release after the last response; abort when the caller stopped early or failed."""
-    if not assoc.is_established:
-        return
-    if completed:
-        assoc.release()
-    else:
-        assoc.abort()
+    return requestor, requestor.context(sop_class, what)
 
 
 def echo(remote: Peer, calling_ae: str, *, timeout: float = 30.0) -> None:
@@ -117,17 +96,15 @@ def echo(remote: Peer, calling_ae: str, *, timeout: float = 30.0) -> None:
     Raises:
         RemoteError: no association, or the remote answered other than success.
     """
-    ae = _ae(calling_ae, timeout)
-    ae.add_requested_context(_VERIFICATION, QR_TRANSFER_SYNTAXES)
-    assoc = _associate(ae, remote, _VERIFICATION, "Verification")
-    try:
-        status = assoc.send_c_echo()
-    finally:
-        _end(assoc, completed=True)
-    if "Status" not in status:
-        raise RemoteError(f"{remote.ae_title} did not answer the C-ECHO (association lost)")
-    if int(status.Status) != Status.SUCCESS:
-        raise RemoteError(f"{remote.ae_title} answered the C-ECHO with 0x{status.Status:04X}")
+    proposals = [(_VERIFICATION, QR_TRANSFER_SYNTAXES)]
+    requestor, context = _open(
+        remote, calling_ae, proposals, _VERIFICATION, "Verification", timeout
+    )
+    status: int = Status.CANNOT_UNDERSTAND
+    for message in requestor.exchange(context, dimse.echo_rq):
+        status = status_of(message.command)
+    if status != Status.SUCCESS:
+        raise RemoteError(f"{remote.ae_title} answered the C-ECHO with 0x{status:04X}")
 
 
 def find(
@@ -145,26 +122,21 @@ def find(
         RemoteError: the association could not be established or was aborted.
     """
     sop_class = _FIND_UID[model]
-    ae = _ae(calling_ae, timeout)
-    ae.add_requested_context(sop_class, QR_TRANSFER_SYNTAXES)
-    ext_neg: list[Any] = []
-    if relational:
-        item = SOPClassExtendedNegotiation()
-        item.sop_class_uid = sop_class
-        item.service_class_application_information = b"\x01"
-        ext_neg.append(item)
-    assoc = _associate(ae, remote, sop_class, f"C-FIND ({model})", ext_neg=ext_neg)
-    completed = False
-    try:
-        for status, response in assoc.send_c_find(identifier, sop_class):
-            if status is None or "Status" not in status:
-                raise RemoteError(f"{remote.ae_title} stopped answering (association lost)")
-            code = int(status.Status)
-            comment = str(status.ErrorComment) if "ErrorComment" in status else None
-            yield FindResult(code, response, comment)
-        completed = True
-    finally:
-        _end(assoc, completed)
+    extended = [pdu.ExtendedNegotiation(sop_class, _RELATIONAL)] if relational else []
+    requestor, context = _open(
+        remote,
+        calling_ae,
+        [(sop_class, QR_TRANSFER_SYNTAXES)],
+        sop_class,
+        f"C-FIND ({model})",
+        timeout,
+        extended=extended,
+    )
+    for message in requestor.exchange(
+        context, lambda message_id: dimse.find_rq(message_id, sop_class), identifier
+    ):
+        response = _identifier(message, context)
+        yield FindResult(status_of(message.command), response, message.command.error_comment)
 
 
 def move(
@@ -183,15 +155,18 @@ def move(
         RemoteError: the association could not be established or was aborted.
     """
     sop_class = _MOVE_UID[model]
-    ae = _ae(calling_ae, timeout)
-    ae.add_requested_context(sop_class, QR_TRANSFER_SYNTAXES)
-    assoc = _associate(ae, remote, sop_class, f"C-MOVE ({model})")
-    completed = False
-    try:
-        yield from _progress(remote, assoc.send_c_move(identifier, destination, sop_class))
-        completed = True
-    finally:
-        _end(assoc, completed)
+    requestor, context = _open(
+        remote,
+        calling_ae,
+        [(sop_class, QR_TRANSFER_SYNTAXES)],
+        sop_class,
+        f"C-MOVE ({model})",
+        timeout,
+    )
+    responses = requestor.exchange(
+        context, lambda message_id: dimse.move_rq(message_id, sop_class, destination), identifier
+    )
+    yield from _progress(responses, context)
 
 
 def get(
@@ -210,91 +185,128 @@ def get(
         RemoteError: the association could not be established or was aborted.
     """
     sop_class = _GET_UID[model]
-    ae = _ae(calling_ae, timeout)
-    ae.add_requested_context(sop_class, QR_TRANSFER_SYNTAXES)
-    roles = []
     # PS3.4 C.4.3.1: the instances come as C-STORE sub-operations on this association, so
-    # we offer storage classes in the SCP role (PS3.7 D.3.3.4). Context IDs are odd numbers
-    # up to 255 (PS3.8 9.3.2.2): 128 contexts at most, so pynetdicom's 120 common classes.
-    for context in StoragePresentationContexts:
-        storage_class = cast(str, context.abstract_syntax)
-        ae.add_requested_context(storage_class, _GET_TRANSFER_SYNTAXES)
-        roles.append(build_role(storage_class, scp_role=True))
-    assoc = _associate(
-        ae,
+    # we offer storage classes in the SCP role only (PS3.7 D.3.3.4).
+    storage = COMMON_STORAGE_SOP_CLASSES
+    proposals: list[Proposal] = [(sop_class, QR_TRANSFER_SYNTAXES)]
+    proposals += [(c, _GET_TRANSFER_SYNTAXES) for c in storage]
+    requestor, context = _open(
         remote,
+        calling_ae,
+        proposals,
         sop_class,
         f"C-GET ({model})",
-        ext_neg=roles,
-        handlers=[(evt.EVT_C_STORE, _store_handler(on_instance))],
-        max_pdu=_MAX_PDU,
+        timeout,
+        roles=[pdu.RoleSelection(c, scu=False, scp=True) for c in storage],
     )
-    completed = False
-    try:
-        yield from _progress(remote, assoc.send_c_get(identifier, sop_class))
-        completed = True
-    finally:
-        _end(assoc, completed)
+    responses = requestor.exchange(
+        context,
+        lambda message_id: dimse.get_rq(message_id, sop_class),
+        identifier,
+        on_request=_StoreProvider(requestor, on_instance).on_request,
+        sinks=_part10_sink(requestor),
+    )
+    yield from _progress(responses, context)
 
 
-def _store_handler(on_instance: InstanceHandler) -> Callable[[evt.Event], int | Dataset]:
-    def on_store(event: evt.Event) -> int | Dataset:
-        request = cast(C_STORE, event.request)
-        sop_class = str(request.AffectedSOPClassUID)
-        sop_instance = str(request.AffectedSOPInstanceUID)
+class _Part10Sink(pdata.BufferSink):
+    """A C-STORE's data set received behind its file meta header, as one Part 10 file."""
+
+    def __init__(self, meta: bytes, error: InvalidInstance | None) -> None:
+        super().__init__(MAX_GET_INSTANCE + len(meta))
+        self.data += meta
+        self.error = error
+
+
+def _part10_sink(requestor: Requestor) -> Callable[[dimse.Command, int], pdata.Sink]:
+    contexts = requestor.assoc.contexts
+
+    def sink(command: dimse.Command, context_id: int) -> pdata.Sink:
+        if command.command_field != dimse.C_STORE_RQ:
+            return pdata.BufferSink()
+        syntax = contexts[context_id].transfer_syntax
         try:
-            return on_instance(_part10(event), sop_class, sop_instance)
+            meta = file_meta(
+                command.affected_sop_class_uid or "",
+                command.affected_sop_instance_uid or "",
+                syntax,
+            )
+        except UnicodeError:
+            error = InvalidInstance(
+                "SOP Class or Instance UID is not ASCII", InvalidKind.UNPARSABLE
+            )
+            return _Part10Sink(b"", error)
+        return _Part10Sink(meta, None)
+
+    return sink
+
+
+class _StoreProvider:
+    """Answers the C-STORE sub-operations of a C-GET (PS3.4 C.4.3.3) with the status of
+    the caller's handler."""
+
+    def __init__(self, requestor: Requestor, on_instance: InstanceHandler) -> None:
+        self.requestor = requestor
+        self.on_instance = on_instance
+
+    def on_request(self, message: Message) -> None:
+        command = message.command
+        if command.command_field != dimse.C_STORE_RQ or command.message_id is None:
+            log.warning("request 0x%04X during a C-GET; ignored", command.command_field)
+            return
+        sop_class = command.affected_sop_class_uid or ""
+        sop_instance = command.affected_sop_instance_uid or ""
+        comment = None
+        try:
+            status = self.on_instance(_part10(message), sop_class, sop_instance)
         except PypacsError as exc:
             log.error("C-STORE of %s during C-GET refused: %s", sop_instance, exc)
-            answer = Dataset()
-            answer.Status = int(status_for(exc))
-            answer.ErrorComment = str(exc)[:64]  # LO (PS3.5 6.2)
-            return answer
+            status, comment = int(status_for(exc)), str(exc)[:_LO_LENGTH]
+        answer = dimse.store_rsp(
+            command.message_id, sop_class, sop_instance, status, error_comment=comment
+        )
+        self.requestor.send(message.context_id, answer)
 
-    return on_store
 
-
-def _part10(event: evt.Event) -> bytes:
+def _part10(message: Message) -> bytes:
     """The data set's bytes as received, behind a file meta header: no re-encoding.
 
     Raises:
-        InvalidInstance: the request's UIDs are not ASCII.
+        InvalidInstance: the request's UIDs are not ASCII, or it came without a data set.
     """
-    try:
-        return received_part10(cast(C_STORE, event.request), str(event.context.transfer_syntax))
-    except UnicodeError as exc:
-        raise InvalidInstance(
-            "SOP Class or Instance UID is not ASCII", InvalidKind.UNPARSABLE
-        ) from exc
+    sink = message.sink
+    if not isinstance(sink, _Part10Sink):
+        raise InvalidInstance("C-STORE without a data set", InvalidKind.UNPARSABLE)
+    if sink.error is not None:
+        raise sink.error
+    return bytes(sink.data)
 
 
-def _progress(
-    remote: Peer, responses: Iterator[tuple[Dataset, Dataset | None]]
-) -> Iterator[Progress]:
+def _identifier(message: Message, context: Context) -> Dataset | None:
+    data = message.dataset
+    if data is None and isinstance(message.sink, pdata.BufferSink):
+        data = bytes(message.sink.data)  # a sink of ours (C-GET's) rather than the default
+    if data is None:
+        return None
+    return decode_identifier(data, context.transfer_syntax)
+
+
+def _progress(responses: Iterator[Message], context: Context) -> Iterator[Progress]:
     """Each C-MOVE/C-GET response as progress; counts a final response leaves out (they are
     conditional, PS3.7 9.3.4.2) are carried over from the last pending one."""
     last = Progress(Status.PENDING, None, 0, 0, 0)
-    for status, identifier in responses:
-        if "Status" not in status:
-            raise RemoteError(f"{remote.ae_title} stopped answering (association lost)")
-        completed = _count(status, "NumberOfCompletedSuboperations")
-        failed = _count(status, "NumberOfFailedSuboperations")
-        warning = _count(status, "NumberOfWarningSuboperations")
+    for message in responses:
+        command = message.command
         last = Progress(
-            status=int(status.Status),
-            remaining=_count(status, "NumberOfRemainingSuboperations"),
-            completed=last.completed if completed is None else completed,
-            failed=last.failed if failed is None else failed,
-            warning=last.warning if warning is None else warning,
-            failed_uids=_failed_uids(identifier),
-            error_comment=str(status.ErrorComment) if "ErrorComment" in status else None,
+            status=status_of(command),
+            remaining=command.remaining,
+            completed=last.completed if command.completed is None else command.completed,
+            failed=last.failed if command.failed is None else command.failed,
+            warning=last.warning if command.warning is None else command.warning,
+            failed_uids=_failed_uids(_identifier(message, context)),
+            error_comment=command.error_comment,
         )
         yield last
-
-
-def _count(status: Dataset, keyword: str) -> int | None:
-    value = status.get(keyword)
-    return None if value is None or value == "" else int(value)
 
 
 def _failed_uids(identifier: Dataset | None) -> tuple[str, ...]:
