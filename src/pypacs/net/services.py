@@ -29,7 +29,7 @@ from pypacs.net.association import (
     Message,
     Timeouts,
 )
-from pypacs.net.identifier import decode_identifier
+from pypacs.net.identifier import MAX_IDENTIFIER_BYTES, decode_identifier
 from pypacs.net.negotiation import Offers, storage_classes
 from pypacs.net.options import NetOptions
 from pypacs.net.pdata import BufferSink, Sink
@@ -43,7 +43,7 @@ log = logging.getLogger("pypacs.net")
 
 UNRECOGNIZED_OPERATION = 0x0211  # PS3.7 C.4.2: Refused, Unrecognized Operation
 _LO_LENGTH = 64  # ErrorComment is LO (PS3.5 6.2)
-_IDENTIFIER_LIMIT = 1024 * 1024  # our bound on a request's identifier
+_IDENTIFIER_LIMIT = MAX_IDENTIFIER_BYTES  # our bound on a request's identifier (50,000 UIDs: 3 MB)
 # C-FIND responses packed per send: the first goes alone (the SCU sees it at once), then
 # batches grow to this many, or to this many bytes of identifiers.
 _FIND_BATCH = 32
