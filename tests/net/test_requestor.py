@@ -28,7 +28,8 @@ from pypacs.net import dimse, pdu
 from pypacs.net.acceptor import Acceptor, Limits, Offer, negotiate
 from pypacs.net.association import Aborted, Association, AssociationError, Decision, Identity
 from pypacs.net.association import Timeouts as EngineTimeouts
-from pypacs.net.requestor import Requestor, decode_identifier
+from pypacs.net.identifier import IdentifierError, decode_identifier
+from pypacs.net.requestor import Requestor
 from pypacs.net.scu import echo, find
 from pypacs.net.sending import Counts, StoreSender, store_contexts
 from pypacs.remote.registry import Peer, RemoteError
@@ -319,9 +320,9 @@ def test_identifiers_round_trip(syntax: str) -> None:
 def test_a_deflated_identifier_inflating_past_the_bound_is_refused() -> None:
     deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     bomb = deflater.compress(bytes(64 * 1024 * 1024)) + deflater.flush()  # 64 KiB on the wire
-    with pytest.raises(RemoteError, match="inflates past"):
+    with pytest.raises(IdentifierError, match="inflates past"):
         decode_identifier(bomb, DeflatedExplicitVRLittleEndian)
-    with pytest.raises(RemoteError, match="does not inflate"):
+    with pytest.raises(IdentifierError, match="does not inflate"):
         decode_identifier(b"\xff" * 10, DeflatedExplicitVRLittleEndian)
 
 
@@ -332,9 +333,9 @@ def test_a_deflated_identifier_inflating_past_the_bound_is_refused() -> None:
     data=st.binary(max_size=256),
     syntax=st.sampled_from([ImplicitVRLittleEndian, ExplicitVRLittleEndian]),
 )
-def test_any_bytes_decode_to_a_dataset_or_remote_error(data: bytes, syntax: str) -> None:
+def test_any_bytes_decode_to_a_dataset_or_identifier_error(data: bytes, syntax: str) -> None:
     try:
         ds = decode_identifier(data, syntax)
-    except RemoteError:
+    except IdentifierError:
         return
     assert isinstance(ds, Dataset)

@@ -11,14 +11,11 @@ from __future__ import annotations
 import logging
 import time
 
-from pypacs.archive import Archive, Form, Retrieval, StoredInstance
-from pypacs.errors import PypacsError
-from pypacs.model.status import Category, Status, category
+from pypacs.archive import Archive, Retrieval
+from pypacs.model.status import Status
 from pypacs.net import dimse, scu
-from pypacs.net.association import AssociationError, Timeouts
 from pypacs.net.options import NetOptions
-from pypacs.net.requestor import Requestor
-from pypacs.net.sending import Counts, StoreSender, store_contexts
+from pypacs.net.sending import Counts, StoreSender, open_sending, send_all
 from pypacs.query.entity import EntityRef
 from pypacs.remote.export import EchoResult, IsCancelled, OnProgress, Progress
 from pypacs.remote.registry import Peer, RemoteError
@@ -63,16 +60,8 @@ class DimseExporter:
         counts = Counts(instances.count)
         if not instances.count:
             return _final(Status.SUCCESS, counts)
-        options = self.options
-        timeouts = Timeouts(options.acse_timeout, options.network_timeout, options.dimse_timeout)
         try:
-            requestor = Requestor.open(
-                peer,
-                options.ae_title,
-                store_contexts(instances.syntaxes),
-                timeouts=timeouts,
-                max_pdu=options.max_pdu_size,
-            )
+            requestor = open_sending(self.options, peer, instances.syntaxes)
         except RemoteError as exc:
             log.warning("sending to %s: %s", peer.name, exc)
             return Progress(
@@ -80,42 +69,24 @@ class DimseExporter:
             )
         # PS3.7 9.1.1.1 (Priority): LOW, work nobody waits on interactively.
         sender = StoreSender(
-            requestor.assoc, timeout=options.dimse_timeout, priority=dimse.PRIORITY_LOW
+            requestor.assoc, timeout=self.options.dimse_timeout, priority=dimse.PRIORITY_LOW
         )
         try:
-            for stored in instances.instances:
-                if cancelled():
-                    # C.4.2.3.1: Cancel with the counts so far; Remaining is what never started.
-                    return _progress(Status.CANCEL, counts)
-                status, why = self._store(sender, stored)
-                counts.add(status, stored.sop_instance_uid)
-                if status is None or category(status) is Category.FAILURE:
-                    log.error("C-STORE of %s to %s failed: %s", stored.sop_instance_uid, peer, why)
-                if not requestor.assoc.is_established:
-                    break
-                on_progress(_progress(Status.PENDING, counts))
-            # Whatever could not be sent (the association was lost) failed.
-            for stored in instances.instances:
-                counts.add(None, stored.sop_instance_uid)
+            finished = send_all(
+                self.archive,
+                sender,
+                instances.instances,
+                counts,
+                what=f"C-STORE to {peer}",
+                cancelled=cancelled,
+                on_progress=lambda: on_progress(_progress(Status.PENDING, counts)),
+            )
         finally:
             requestor.end(completed=True)
+        if not finished:
+            # C.4.2.3.1: Cancel with the counts so far; Remaining is what never started.
+            return _progress(Status.CANCEL, counts)
         return _final(counts.final_status(), counts)
-
-    def _store(self, sender: StoreSender, stored: StoredInstance) -> tuple[int | None, str]:
-        """One C-STORE: the peer's status (None: none came) and why it failed."""
-        accepted = sender.accepted(stored.sop_class_uid)
-        if not accepted:
-            return None, f"the peer accepted no presentation context for {stored.sop_class_uid}"
-        try:
-            out = self.archive.outgoing(stored, accepted, Form.DATASET)
-            result = sender.send(
-                stored.sop_class_uid, stored.sop_instance_uid, out.transfer_syntax_uid, out.data
-            )
-        except (PypacsError, ValueError) as exc:  # AssociationError is a PypacsError
-            lost = isinstance(exc, AssociationError)
-            return None, f"the association ended: {exc}" if lost else str(exc)
-        comment = f" ({result.error_comment})" if result.error_comment else ""
-        return result.status, f"the peer answered 0x{result.status:04X}{comment}"
 
 
 def _progress(status: Status, counts: Counts) -> Progress:

@@ -3,27 +3,18 @@ contexts, associate, exchange one request's messages, release or abort at the en
 
 The one place where a peer's rejection, silence or abort becomes ``RemoteError``, with the
 messages the command line and the admin API show; identifiers (C-FIND, C-GET, C-MOVE) are
-pydicom data sets, encoded and decoded here: they are small and off the server's hot path.
+pydicom data sets, encoded by net/identifier.py.
 """
 
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from io import BytesIO
 from typing import Final
 
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.uid import UID
 
-from pypacs.archive.part10 import (
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
-    encode_dataset,
-)
-from pypacs.errors import TranscodeError
+from pypacs.archive.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pypacs.model.status import Category, Status, category
 from pypacs.net import dimse, pdu
 from pypacs.net.association import (
@@ -37,6 +28,7 @@ from pypacs.net.association import (
     Timeouts,
     connect,
 )
+from pypacs.net.identifier import IdentifierError, encode_identifier
 from pypacs.net.transport import Buffer
 from pypacs.remote.registry import Peer, RemoteError
 
@@ -46,8 +38,6 @@ log = logging.getLogger("pypacs.scu")
 Proposal = tuple[str, Sequence[str]]
 # What we receive per PDU: instances of a C-GET come this way (PS3.8 D.1).
 DEFAULT_MAX_PDU: Final = 1024 * 1024
-# Our bound on a response identifier once inflated (Deflated Explicit VR LE, PS3.5 A.5).
-_MAX_IDENTIFIER: Final = 16 * 1024 * 1024
 # Messages a peer sends us during a request that are neither its responses nor ones we
 # serve (a C-STORE of a C-GET): how many we drop before calling the peer broken.
 _MAX_STRAY: Final = 64
@@ -161,7 +151,10 @@ class Requestor:
             message_id = self.next_message_id()
             data = None
             if identifier is not None:
-                data = encode_identifier(identifier, context.transfer_syntax)
+                try:
+                    data = encode_identifier(identifier, context.transfer_syntax)
+                except IdentifierError as exc:
+                    raise RemoteError(f"the identifier cannot be sent: {exc}") from exc
             self.send(context.id, build(message_id), data)
             yield from self.responses(message_id, on_request=on_request, sinks=sinks)
             completed = True
@@ -247,38 +240,3 @@ class Requestor:
 def status_of(command: dimse.Command) -> int:
     """A response's Status (PS3.7 C), Cannot Understand if it had none."""
     return Status.CANNOT_UNDERSTAND if command.status is None else command.status
-
-
-def encode_identifier(identifier: Dataset, transfer_syntax: str) -> bytes:
-    """An identifier as the data set of a request in ``transfer_syntax`` (PS3.7 9.3.2.1).
-
-    Raises:
-        RemoteError: pydicom cannot write it in that syntax.
-    """
-    try:
-        return encode_dataset(identifier, transfer_syntax)
-    except TranscodeError as exc:
-        raise RemoteError(f"the identifier cannot be sent: {exc}") from exc
-
-
-def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
-    """A response's identifier (PS3.7 9.3.2.2), read by pydicom.
-
-    Raises:
-        RemoteError: the bytes are not a data set in ``transfer_syntax``.
-    """
-    syntax = UID(transfer_syntax)
-    if syntax.is_deflated:  # PS3.5 A.5: raw deflate, no zlib header
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(data, _MAX_IDENTIFIER)
-        except zlib.error as exc:
-            raise RemoteError(f"a response identifier does not inflate: {exc}") from exc
-        if inflater.unconsumed_tail:
-            raise RemoteError(f"a response identifier inflates past {_MAX_IDENTIFIER} bytes")
-    try:
-        return read_dataset(
-            BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian, len(data)
-        )
-    except (ValueError, EOFError, KeyError, TypeError, NotImplementedError) as exc:
-        raise RemoteError(f"a response identifier does not parse: {exc}") from exc

@@ -10,38 +10,31 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from pypacs.archive import Archive, Retrieval, StoredInstance
-from pypacs.archive.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from pypacs.errors import IndexUnavailable, PypacsError
+from pypacs.archive import Archive, Retrieval
+from pypacs.errors import IndexUnavailable
 from pypacs.model.outcomes import Refused
 from pypacs.model.sop import QR_GET, QR_MOVE
 from pypacs.model.status import Status
-from pypacs.net import dimse, pdu
-from pypacs.net.association import Association, AssociationError, Message, Timeouts, connect
-from pypacs.net.identifier import decode_identifier, encode_identifier
+from pypacs.net import dimse
+from pypacs.net.association import Association, AssociationError, Message
+from pypacs.net.identifier import encode_identifier, request_identifier
 from pypacs.net.options import NetOptions
-from pypacs.net.pdata import BufferSink
+from pypacs.net.sending import Counts, StoreSender, open_sending, send_all
 from pypacs.query.from_dimse import parse_retrieve
-from pypacs.query.types import InvalidQuery, Query
-from pypacs.remote.registry import Peer
+from pypacs.query.types import Query
+from pypacs.remote.registry import Peer, RemoteError
 
 log = logging.getLogger("pypacs.net")
 
 # PS3.7 9.3.4.2 / 9.3.3.2: the sub-operation counts are US.
-_MAX_SUB_OPERATIONS = 0xFFFF
-# PS3.8 9.3.2.2: at most 128 presentation contexts (odd IDs 1-255) in one association.
-_MAX_CONTEXTS = 128
-_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-_WARNING_CLASS = 0xB  # PS3.4 B.2.3: statuses 0xBxxx are warnings
+_MAX_SUB_OPERATIONS = dimse.MAX_COUNT
 
 
 @dataclass(frozen=True)
@@ -67,188 +60,6 @@ class Session(Protocol):
     def failure(self, service: str, exc: Exception, uid: object) -> Failure: ...
 
     def other(self, message: Message) -> None: ...
-
-
-@dataclass
-class Counts:
-    """Sub-operation counts (PS3.4 C.4.2.1.6 and C.4.3.1.5)."""
-
-    remaining: int
-    completed: int = 0
-    failed: int = 0
-    warning: int = 0
-    failed_uids: list[str] = field(default_factory=list)
-
-    def add(self, outcome: Status | None, uid: str) -> None:
-        self.remaining -= 1
-        if outcome is None:
-            self.failed += 1
-            self.failed_uids.append(uid)
-        elif outcome is Status.SUCCESS:
-            self.completed += 1
-        else:
-            self.warning += 1
-
-    def final_status(self) -> Status:
-        # C.4.2.3.1: Success when all succeeded, Warning when one or more failed or had
-        # warnings, Failure when all failed.
-        if not self.failed and not self.warning:
-            return Status.SUCCESS
-        if not self.completed and not self.warning:
-            return Status.UNABLE_TO_PERFORM_SUB_OPERATIONS
-        return Status.SUB_OPERATIONS_WARNING
-
-
-class StoreChannel:
-    """An association over which pypacs is the C-STORE SCU for a retrieve's sub-operations.
-
-    ``other`` takes any message that is not the awaited C-STORE-RSP (a C-CANCEL coming over
-    a C-GET's own association); by default they are dropped.
-    """
-
-    def __init__(
-        self,
-        archive: Archive,
-        assoc: Association,
-        *,
-        priority: int,
-        originator: tuple[str, int] | None,
-        timeout: float,
-        other: Callable[[Message], None] | None = None,
-    ) -> None:
-        self.archive = archive
-        self.assoc = assoc
-        self.priority = priority
-        self.originator = originator
-        self.timeout = timeout
-        self.other = other
-        self._message_id = 0
-        # SOP Class UID → accepted transfer syntax → presentation context ID; only contexts
-        # where we may act as SCU (for C-GET, through SCP/SCU role selection, PS3.7 D.3.3.4).
-        self.contexts: dict[str, dict[str, int]] = {}
-        for cx in assoc.contexts.values():
-            if cx.scu:
-                by_syntax = self.contexts.setdefault(cx.abstract_syntax, {})
-                by_syntax.setdefault(cx.transfer_syntax, cx.id)
-
-    def send(self, stored: StoredInstance) -> tuple[Status | None, str]:
-        """One C-STORE sub-operation: (SUCCESS | a warning status | None for failure, why)."""
-        syntaxes = self.contexts.get(stored.sop_class_uid)
-        if not syntaxes:
-            return None, f"the peer accepted no presentation context for {stored.sop_class_uid}"
-        try:
-            out = self.archive.outgoing(stored, list(syntaxes))
-        except PypacsError as exc:
-            return None, str(exc)
-        return self._store(stored, syntaxes[out.transfer_syntax_uid], out.data)
-
-    def _store(
-        self, stored: StoredInstance, context_id: int, payload: bytes | memoryview
-    ) -> tuple[Status | None, str]:
-        self._message_id = self._message_id % 0xFFFF + 1
-        message_id = self._message_id
-        originator_ae, originator_id = self.originator or (None, None)
-        # PS3.7 9.3.1.1: a C-STORE for a C-MOVE names the move's originator.
-        command = dimse.store_rq(
-            message_id,
-            stored.sop_class_uid,
-            stored.sop_instance_uid,
-            priority=self.priority,
-            move_originator_ae=originator_ae,
-            move_originator_message_id=originator_id,
-        )
-        try:
-            self.assoc.send_message(context_id, command, payload)
-            deadline = time.monotonic() + self.timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.assoc.abort()
-                    return None, f"no C-STORE response within {self.timeout:.0f} s"
-                answer = self.assoc.receive(wait=left)
-                if answer is None:
-                    if not self.assoc.is_established:
-                        return None, "the association ended"
-                    continue
-                rsp = answer.command
-                if (
-                    rsp.command_field == dimse.C_STORE_RSP
-                    and rsp.message_id_being_responded_to == message_id
-                ):
-                    return _outcome(rsp.status)
-                if self.other is not None:
-                    self.other(answer)
-        except AssociationError as exc:
-            return None, f"the association ended: {exc}"
-
-
-def _outcome(status: int | None) -> tuple[Status | None, str]:
-    if status is None:
-        return None, "the peer answered without a status"
-    if status == Status.SUCCESS:
-        return Status.SUCCESS, ""
-    if status >> 12 == _WARNING_CLASS:
-        return Status.SUB_OPERATIONS_WARNING, f"warning 0x{status:04X}"
-    return None, f"the peer answered 0x{status:04X}"
-
-
-def move_contexts(syntaxes: list[tuple[str, str]]) -> tuple[pdu.PresentationContextRQ, ...]:
-    """What a C-MOVE proposes to its destination: each stored (SOP class, transfer syntax)
-    as a context of its own, so that the peer can take each as stored, and per SOP class
-    one uncompressed context to fall back to."""
-    classes = sorted({sop_class for sop_class, _ in syntaxes})
-    wanted: list[tuple[str, tuple[str, ...]]] = [(c, _UNCOMPRESSED) for c in classes]
-    wanted += [(c, (ts,)) for c, ts in sorted(set(syntaxes))]
-    # Past 128 contexts the exact ones are left out first: through the fallbacks every
-    # SOP class still reaches the peer, transcoded.
-    return tuple(
-        pdu.PresentationContextRQ(2 * i + 1, sop_class, tuple(ts))
-        for i, (sop_class, ts) in enumerate(wanted[:_MAX_CONTEXTS])
-    )
-
-
-def open_store_association(
-    options: NetOptions, peer: Peer, syntaxes: list[tuple[str, str]]
-) -> Association:
-    """An association to ``peer`` proposing ``move_contexts(syntaxes)``, on which the
-    calling thread sends C-STOREs through a ``StoreChannel``; end it with
-    ``end_store_association``.
-
-    Raises:
-        Refused: UNABLE_TO_PERFORM_SUB_OPERATIONS, the peer refused or did not answer.
-    """
-    rq = pdu.AssociateRQ(
-        called_ae=peer.ae_title,
-        calling_ae=options.ae_title,
-        contexts=move_contexts(syntaxes),
-        user=pdu.UserInformation(
-            max_length=options.max_pdu_size,
-            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
-            implementation_version_name=IMPLEMENTATION_VERSION_NAME,
-        ),
-    )
-    timeouts = Timeouts(
-        artim=options.acse_timeout,
-        pdu_read=options.pdu_read_timeout,
-        dimse_idle=options.dimse_timeout,
-    )
-    try:
-        out = connect(peer.host, peer.port, rq, timeouts)
-    except AssociationError as exc:
-        log.warning("association to %s failed: %s", peer, exc)
-        raise Refused(
-            Status.UNABLE_TO_PERFORM_SUB_OPERATIONS, f"{peer} refused or did not answer"
-        ) from exc
-    if not out.contexts:
-        out.abort()
-        raise Refused(Status.UNABLE_TO_PERFORM_SUB_OPERATIONS, f"{peer} accepted no context")
-    return out
-
-
-def end_store_association(out: Association) -> None:
-    """Release an association ``open_store_association`` made."""
-    with suppress(AssociationError):
-        out.release()
 
 
 class RetrieveService:
@@ -279,12 +90,10 @@ class RetrieveService:
             destination = self._destination(command.move_destination) if is_move else None
             with self._located(query) as retrieval:
                 counts = Counts(retrieval.count)
-                if retrieval.count:
-                    with self._channel(
-                        session, command, destination, retrieval.syntaxes
-                    ) as channel:
-                        if not self._send_all(session, channel, retrieval, counts, responder):
-                            return
+                if retrieval.count and not self._send_all(
+                    session, command, destination, retrieval, counts, responder
+                ):
+                    return
             session.count("sent", counts.completed + counts.warning)
             responder.send(counts.final_status(), counts, final=True)
         except AssociationError:
@@ -295,37 +104,34 @@ class RetrieveService:
     def _send_all(
         self,
         session: Session,
-        channel: StoreChannel,
+        command: dimse.Command,
+        destination: Peer | None,
         retrieval: Retrieval,
         counts: Counts,
         responder: _Responder,
     ) -> bool:
         """The sub-operations, one instance at a time; False when cancelled (answered)."""
-        for stored in retrieval.instances:
-            if session.cancelled(responder.message_id):
-                # C.4.2.3.1: Cancel with the counts so far; Remaining is what never started.
-                session.count("cancelled")
-                responder.send(Status.CANCEL, counts, final=False)
-                return False
-            outcome, why = channel.send(stored)
-            counts.add(outcome, stored.sop_instance_uid)
-            if outcome is None:
-                log.error(
-                    "%s sub-operation for %s failed: %s",
-                    responder.service,
-                    stored.sop_instance_uid,
-                    why,
-                )
-            if not channel.assoc.is_established:
-                break
-            # C.4.2.3.1, C.4.3.3.1: a pending response after each sub-operation, the last
-            # one too (Remaining 0), as dcmqrscp does: some SCUs (GDCM's gdcmscu) wait for
-            # one after every C-STORE they receive.
-            responder.send(Status.PENDING, counts, final=False)
-        # Whatever could not be sent (the association was lost) failed.
-        for stored in retrieval.instances:
-            counts.add(None, stored.sop_instance_uid)
-        return True
+        # PS3.7 9.3.1.1: a C-STORE for a C-MOVE names the move's originator.
+        originator = (session.assoc.calling_ae.strip(), responder.message_id)
+        with self._sender(session, command, destination, retrieval.syntaxes) as sender:
+            finished = send_all(
+                self.archive,
+                sender,
+                retrieval.instances,
+                counts,
+                what=f"{responder.service} sub-operation",
+                cancelled=lambda: session.cancelled(responder.message_id),
+                # C.4.2.3.1, C.4.3.3.1: a pending response after each sub-operation, the
+                # last one too (Remaining 0), as dcmqrscp does: some SCUs (GDCM's gdcmscu)
+                # wait for one after every C-STORE they receive.
+                on_progress=lambda: responder.send(Status.PENDING, counts, final=False),
+                originator=originator if destination is not None else None,
+            )
+        if not finished:
+            # C.4.2.3.1: Cancel with the counts so far; Remaining is what never started.
+            session.count("cancelled")
+            responder.send(Status.CANCEL, counts, final=False)
+        return finished
 
     def _check_caller(self, assoc: Association) -> None:
         allowed = self.options.retrieve_allowed_aes
@@ -355,24 +161,20 @@ class RetrieveService:
             raise Refused(Status.UNABLE_TO_CALCULATE_MATCHES, str(exc)) from exc
 
     @contextmanager
-    def _channel(
+    def _sender(
         self,
         session: Session,
         command: dimse.Command,
         destination: Peer | None,
         syntaxes: list[tuple[str, str]],
-    ) -> Iterator[StoreChannel]:
-        priority = command.priority or 0
+    ) -> Iterator[StoreSender]:
+        priority = command.priority or dimse.PRIORITY_MEDIUM
+        timeout = self.options.dimse_timeout
         if destination is None:
             # C-GET: the sub-operations go over the request's own association; a C-CANCEL
             # read while awaiting a C-STORE-RSP is kept for the next check.
-            yield StoreChannel(
-                self.archive,
-                session.assoc,
-                priority=priority,
-                originator=None,
-                timeout=self.options.dimse_timeout,
-                other=session.other,
+            yield StoreSender(
+                session.assoc, timeout=timeout, priority=priority, on_other=session.other
             )
             return
         if not self._outgoing.acquire(timeout=self.options.acse_timeout):
@@ -381,18 +183,20 @@ class RetrieveService:
                 f"all {self.options.max_move_associations} outgoing associations are busy",
             )
         try:
-            out = open_store_association(self.options, destination, syntaxes)
-            originator = (session.assoc.calling_ae.strip(), command.message_id or 0)
             try:
-                yield StoreChannel(
-                    self.archive,
-                    out,
-                    priority=priority,
-                    originator=originator,
-                    timeout=self.options.dimse_timeout,
-                )
+                requestor = open_sending(self.options, destination, syntaxes)
+            except RemoteError as exc:
+                log.warning("association to %s failed: %s", destination, exc)
+                raise Refused(Status.UNABLE_TO_PERFORM_SUB_OPERATIONS, str(exc)) from exc
+            try:
+                if not requestor.assoc.contexts:
+                    raise Refused(
+                        Status.UNABLE_TO_PERFORM_SUB_OPERATIONS,
+                        f"{destination} accepted no context",
+                    )
+                yield StoreSender(requestor.assoc, timeout=timeout, priority=priority)
             finally:
-                end_store_association(out)
+                requestor.end(completed=True)
         finally:
             self._outgoing.release()
 
@@ -411,12 +215,7 @@ class _Responder:
         self.service = "C-MOVE" if is_move else "C-GET"
 
     def identifier(self) -> Dataset:
-        sink = self.message.sink
-        data = sink.data if isinstance(sink, BufferSink) else b""
-        try:
-            return decode_identifier(data, self.syntax)
-        except Exception as exc:
-            raise InvalidQuery(f"identifier does not parse: {exc}", unsupported=True) from exc
+        return request_identifier(self.message, self.syntax)
 
     def send(self, status: Status, counts: Counts, *, final: bool) -> None:
         dataset: bytes | None = None

@@ -25,7 +25,8 @@ from pypacs.model.sop import (
 from pypacs.model.status import Status
 from pypacs.net import dimse, pdata, pdu
 from pypacs.net.association import Context, Message, Timeouts
-from pypacs.net.requestor import Proposal, Requestor, decode_identifier, status_of
+from pypacs.net.identifier import IdentifierError, decode_identifier
+from pypacs.net.requestor import Proposal, Requestor, status_of
 from pypacs.remote.export import Progress
 from pypacs.remote.registry import Peer, RemoteError
 
@@ -288,7 +289,10 @@ def _identifier(message: Message, context: Context) -> Dataset | None:
         data = bytes(message.sink.data)  # a sink of ours (C-GET's) rather than the default
     if data is None:
         return None
-    return decode_identifier(data, context.transfer_syntax)
+    try:
+        return decode_identifier(data, context.transfer_syntax)
+    except IdentifierError as exc:
+        raise RemoteError(f"a response identifier: {exc}") from exc
 
 
 def _progress(responses: Iterator[Message], context: Context) -> Iterator[Progress]:

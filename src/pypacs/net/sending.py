@@ -1,26 +1,31 @@
-"""Sending instances by C-STORE over an association pypacs holds (PS3.4 B.2, PS3.7 9.1.1):
-the contexts to propose for them, one C-STORE at a time with its response awaited, and the
-sub-operation counts of PS3.4 C.4.2.1.6 / C.4.3.1.5.
+"""Sending stored instances by C-STORE over an association pypacs holds (PS3.4 B.2,
+PS3.7 9.1.1): the contexts to propose for them, one C-STORE at a time with its response
+awaited, the stored bytes when the peer accepted their syntax (transcoded only when it did
+not), and the sub-operation counts of PS3.4 C.4.2.1.6 / C.4.3.1.5.
 
-Used by the exporter (an association pypacs opens to a peer) and by C-MOVE/C-GET
-sub-operations (the move destination's association, or the C-GET's own).
+The one sending path: the exporter (an association pypacs opens to a peer) and C-MOVE/C-GET
+sub-operations (the move destination's association, or the C-GET's own) both use it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pypacs.archive import Archive, Form, StoredInstance
+from pypacs.errors import PypacsError
 from pypacs.model.status import Category, Status, category
 from pypacs.net import dimse, pdu
-from pypacs.net.association import Aborted, Association, Message
-from pypacs.net.requestor import Proposal
+from pypacs.net.association import Aborted, Association, AssociationError, Message, Timeouts
+from pypacs.net.options import NetOptions
+from pypacs.net.requestor import Proposal, Requestor, status_of
 from pypacs.net.transport import Buffer
+from pypacs.remote.registry import Peer
 
 log = logging.getLogger("pypacs.net")
 
@@ -37,6 +42,26 @@ def store_contexts(syntaxes: Sequence[tuple[str, str]]) -> list[Proposal]:
     # PS3.8 9.3.2.2: 128 contexts at most. Past them the exact ones are left out first:
     # through the fallbacks every SOP class still reaches the peer, transcoded.
     return (fallbacks + exact)[: pdu.MAX_CONTEXTS]
+
+
+def open_sending(options: NetOptions, peer: Peer, syntaxes: Sequence[tuple[str, str]]) -> Requestor:
+    """An association to ``peer`` proposing ``store_contexts(syntaxes)``, for a
+    ``StoreSender``; end it with ``Requestor.end(completed=True)``.
+
+    Raises:
+        RemoteError: the peer rejected the association, refused it or did not answer.
+    """
+    return Requestor.open(
+        peer,
+        options.ae_title,
+        store_contexts(syntaxes),
+        timeouts=Timeouts(
+            artim=options.acse_timeout,
+            pdu_read=options.pdu_read_timeout,
+            dimse_idle=options.dimse_timeout,
+        ),
+        max_pdu=options.max_pdu_size,
+    )
 
 
 class StoreResult(NamedTuple):
@@ -128,8 +153,7 @@ class StoreSender:
                 command.command_field == dimse.C_STORE_RSP
                 and command.message_id_being_responded_to == message_id
             ):
-                status = Status.CANNOT_UNDERSTAND if command.status is None else command.status
-                return StoreResult(status, command.error_comment)
+                return StoreResult(status_of(command), command.error_comment)
             if self.on_other is not None:
                 self.on_other(message)
             else:
@@ -168,3 +192,61 @@ class Counts:
         if not self.completed and not self.warning:
             return Status.UNABLE_TO_PERFORM_SUB_OPERATIONS
         return Status.SUB_OPERATIONS_WARNING
+
+
+def send_stored(
+    archive: Archive,
+    sender: StoreSender,
+    stored: StoredInstance,
+    originator: tuple[str, int] | None = None,
+) -> tuple[int | None, str]:
+    """One C-STORE of a stored instance, as stored when the peer accepted its transfer
+    syntax, else transcoded: the peer's status (None: none came) and why it failed."""
+    accepted = sender.accepted(stored.sop_class_uid)
+    if not accepted:
+        return None, f"the peer accepted no presentation context for {stored.sop_class_uid}"
+    try:
+        out = archive.outgoing(stored, accepted, Form.DATASET)
+        result = sender.send(
+            stored.sop_class_uid,
+            stored.sop_instance_uid,
+            out.transfer_syntax_uid,
+            out.data,
+            originator,
+        )
+    except AssociationError as exc:
+        return None, f"the association ended: {exc}"
+    except PypacsError as exc:  # the blob cannot be read or transcoded
+        return None, str(exc)
+    comment = f" ({result.error_comment})" if result.error_comment else ""
+    return result.status, f"the peer answered 0x{result.status:04X}{comment}"
+
+
+def send_all(
+    archive: Archive,
+    sender: StoreSender,
+    instances: Iterator[StoredInstance],
+    counts: Counts,
+    *,
+    what: str,
+    cancelled: Callable[[], bool],
+    on_progress: Callable[[], None],
+    originator: tuple[str, int] | None = None,
+) -> bool:
+    """Each instance by ``send_stored``, counted, ``on_progress`` after each; False as soon
+    as ``cancelled()`` says so (the rest stay Remaining, PS3.4 C.4.2.3.1). Once the
+    association is lost, whatever was not sent counts as failed. A failure is logged as
+    "``what`` for <SOP Instance UID> failed"."""
+    for stored in instances:
+        if cancelled():
+            return False
+        status, why = send_stored(archive, sender, stored, originator)
+        counts.add(status, stored.sop_instance_uid)
+        if status is None or category(status) is Category.FAILURE:
+            log.error("%s for %s failed: %s", what, stored.sop_instance_uid, why)
+        if not sender.assoc.is_established:
+            break
+        on_progress()
+    for stored in instances:
+        counts.add(None, stored.sop_instance_uid)
+    return True

@@ -29,7 +29,7 @@ from pypacs.net.association import (
     Message,
     Timeouts,
 )
-from pypacs.net.identifier import MAX_IDENTIFIER_BYTES, decode_identifier
+from pypacs.net.identifier import MAX_IDENTIFIER_BYTES, request_identifier
 from pypacs.net.negotiation import Offers, storage_classes
 from pypacs.net.options import NetOptions
 from pypacs.net.pdata import BufferSink, Sink
@@ -324,14 +324,8 @@ class DicomService:
             model = QR_FIND.get(sop_class)
             if model is None or context.abstract_syntax != sop_class:
                 raise InvalidQuery(f"no C-FIND for {sop_class}", unsupported=True)
-            sink = message.sink
-            data = sink.data if isinstance(sink, BufferSink) else b""
-            try:
-                identifier = decode_identifier(data, context.transfer_syntax)
-            except Exception as exc:
-                raise InvalidQuery(f"identifier does not parse: {exc}", unsupported=True) from exc
             query = parse_identifier(
-                identifier,
+                request_identifier(message, context.transfer_syntax),
                 model,
                 QueryOptions(
                     pn_case_insensitive=self.options.pn_case_insensitive,
