@@ -79,8 +79,8 @@ def sending_syntax(proposed: Sequence[str]) -> str | None:
 
 def transcode(data: bytes | memoryview | BinaryIO, target: str) -> Dataset:
     """A stored Part 10 instance (with file meta) → a pydicom Dataset whose
-    file_meta.TransferSyntaxUID is `target`, pixel data converted, ready for pynetdicom's
-    send_c_store to encode in `target`.
+    file_meta.TransferSyntaxUID is `target`, pixel data converted, ready to be written in
+    `target` (archive/part10.py's encode_dataset, or a Part 10 file).
 
     Raises:
         TranscodeError: with a short human reason (pixel data cannot be decoded, no
@@ -175,10 +175,10 @@ def _compress(ds: Dataset, target: UID) -> None:
 def _adopt_encoding(ds: Dataset, target: UID) -> None:
     """Make `ds` say it is encoded as `target`, converting what was read in another encoding.
 
-    pynetdicom's send_c_store compares a dataset's original encoding with its Transfer
-    Syntax UID and refuses the dataset, or sends it in the original encoding, when they
-    differ; pydicom writes elements still unparsed (raw) byte for byte. So every raw element
-    is parsed here with the encoding it was read in.
+    pydicom writes elements still unparsed (raw) byte for byte, and a dataset whose original
+    encoding differs from the one it is written in could keep the old encoding in them. So
+    every raw element is parsed here with the encoding it was read in, and the dataset then
+    says it was read in `target`.
     """
     encoding = (target.is_implicit_VR, target.is_little_endian)
     if ds.original_encoding == encoding:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import struct
 import sys
@@ -124,7 +123,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 def _echo(settings: Settings, args: argparse.Namespace) -> int:
     """Exit status: 0 the remote answered success, 2 it did not."""
     remote = remote_from(settings, args.remote)
-    _quiet_pynetdicom(settings)
     try:
         echo(remote, settings.server.ae_title)
     except RemoteError as exc:
@@ -141,7 +139,6 @@ def _move(settings: Settings, args: argparse.Namespace) -> int:
     destination = _destination(args.dest or settings.server.ae_title)
     calling = settings.server.ae_title
     responses = move(remote, calling, model, identifier, destination)
-    _quiet_pynetdicom(settings)
     return _report("C-MOVE", "moved", responses, _show_progress(args))
 
 
@@ -152,7 +149,6 @@ def _get(settings: Settings, args: argparse.Namespace) -> int:
     calling = settings.server.ae_title
     if args.output is not None:
         folder = _Folder(Path(args.output))
-        _quiet_pynetdicom(settings)
         responses = get(remote, calling, model, identifier, folder.write)
         return _report("C-GET", "retrieved", responses, _show_progress(args))
 
@@ -165,7 +161,6 @@ def _get(settings: Settings, args: argparse.Namespace) -> int:
         announce=print,
         hint=", give --create to make a new one there, or --output DIR to write files",
     )
-    _quiet_pynetdicom(settings)  # after open_archive, which sets pynetdicom's level too
     present = 0
 
     def keep(data: bytes, sop_class: str, sop_instance: str) -> int:
@@ -224,13 +219,6 @@ def _destination(ae_title: str) -> str:
     if expected is not None:
         raise ConfigError(f"--dest {ae_title!r}: expected {expected}")
     return ae_title
-
-
-def _quiet_pynetdicom(settings: Settings) -> None:
-    # A failure reaches the user as one line of ours; pynetdicom's log of the same event
-    # ("TCP Initialisation Error", ...) would only repeat it, unless debugging.
-    if settings.logging.level != "DEBUG":
-        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
 
 def _request(args: argparse.Namespace) -> tuple[InformationModel, Dataset]:
