@@ -40,6 +40,7 @@ class State(enum.Enum):
     AWAITING_RQ = "Sta2"
     AWAITING_AC = "Sta5"
     ESTABLISHED = "Sta6"
+    RELEASE_ASKED = "Sta8"  # the peer's A-RELEASE-RQ came while a request was under way
     AWAITING_RELEASE_RP = "Sta7"
     CLOSED = "Sta1"
 
@@ -191,12 +192,19 @@ class Association:
 
         Waits at most ``wait`` seconds (default: the DIMSE idle timeout; 0: only what has
         arrived) and returns None if nothing came by then; an A-RELEASE-RQ is answered and
-        returns None with ``state`` CLOSED.
+        returns None with ``state`` CLOSED. When ``wait`` is given (a poll while a request
+        is under way, e.g. for a C-CANCEL) the A-RELEASE-RQ is only noted (Sta8): the
+        request's responses may still be sent (PS3.8 9.2, AR-7), and the reply goes at the
+        next call without ``wait`` (AR-4).
 
         Raises:
             Aborted: the peer aborted, broke the protocol, stalled or vanished; or we
                 aborted after the idle timeout.
         """
+        if self.state is State.RELEASE_ASKED:
+            if wait is None:
+                self._answer_release()
+            return None
         if self.state is not State.ESTABLISHED:
             raise Aborted("the association is not established")
         if wait is not None and not self.conn.wait_readable(wait):
@@ -216,7 +224,10 @@ class Association:
             except pdu.PduError as exc:
                 raise self._abort_provider(exc.abort_reason, str(exc)) from exc
         if pdu_type == pdu.RELEASE_RQ:
-            self._answer_release()
+            if wait is None:
+                self._answer_release()
+            else:
+                self.state = State.RELEASE_ASKED
             return None
         raise self._unexpected(pdu_type, body)
 
@@ -226,7 +237,7 @@ class Association:
         Raises:
             Aborted: the connection failed (it is closed).
         """
-        if self.state is not State.ESTABLISHED:
+        if self.state not in (State.ESTABLISHED, State.RELEASE_ASKED):
             raise Aborted("the association is not established")
         try:
             self.conn.send(buffers)
@@ -330,6 +341,9 @@ class Association:
         Raises:
             Aborted: the peer aborted or did not answer within ARTIM (we aborted).
         """
+        if self.state is State.RELEASE_ASKED:
+            self._answer_release()  # the peer asked first: answered now
+            return
         if self.state is not State.ESTABLISHED:
             return
         self._send_pdu(pdu.ReleaseRQ())
