@@ -145,6 +145,14 @@ def _dec_text(raw: bytes, elem: int) -> str:
     return raw.decode("latin-1").strip(" \0")
 
 
+def _dec_ui(raw: bytes, elem: int) -> str:
+    # PS3.5 6.2: a UID is digits and periods. Which ones make a valid UID the service judges;
+    # bytes outside ASCII make no UID at all, and could not be echoed in a response.
+    if not raw.isascii():
+        raise DimseError(f"(0000,{elem:04X}) is UI but holds bytes outside ASCII")
+    return raw.decode("ascii").strip(" \0")
+
+
 def _dec_at(raw: bytes, elem: int) -> tuple[int, ...]:
     if len(raw) % 4:
         raise DimseError(f"(0000,{elem:04X}) is AT but has {len(raw)} bytes")
@@ -155,7 +163,7 @@ def _dec_at(raw: bytes, elem: int) -> tuple[int, ...]:
 _Encoder = Callable[[Any], bytes]
 _Decoder = Callable[[bytes, int], Any]
 _US_CODEC: tuple[_Encoder, _Decoder] = (_enc_us, _dec_us)
-_UI_CODEC: tuple[_Encoder, _Decoder] = (_enc_ui, _dec_text)
+_UI_CODEC: tuple[_Encoder, _Decoder] = (_enc_ui, _dec_ui)
 _AE_CODEC: tuple[_Encoder, _Decoder] = (_enc_ae, _dec_text)
 _LO_CODEC: tuple[_Encoder, _Decoder] = (_enc_lo, _dec_text)
 _AT_CODEC: tuple[_Encoder, _Decoder] = (_enc_at, _dec_at)
