@@ -8,7 +8,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from pypacs.net import dimse, pdu
 from pypacs.net.association import Association, Timeouts, connect
@@ -117,6 +117,20 @@ def command_status(body: bytes) -> int | None:
 def descriptors(pid: int) -> int:
     """Open descriptors of a process."""
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def descriptor_targets(pid: int) -> list[str]:
+    """What each open descriptor of a process points at (for a failure's message)."""
+    out = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        with suppress(OSError):  # closed meanwhile
+            out.append(f"{fd} -> {os.readlink(f'/proc/{pid}/fd/{fd}')}")
+    return out
+
+
+def sockets(pid: int) -> int:
+    """Open sockets of a process (listening ones included)."""
+    return sum(1 for target in descriptor_targets(pid) if "socket:" in target)
 
 
 def rss(pid: int) -> int:
