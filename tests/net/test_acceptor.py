@@ -162,7 +162,9 @@ def test_silent_connections_keep_no_one_out_and_are_closed_after_artim() -> None
 
 
 def test_over_max_associations_the_rejection_is_transient_local_limit() -> None:
-    server = make_acceptor(Limits(max_associations=1))
+    # The holder must stay established while the second peer asks, however slow the machine.
+    patient = Timeouts(artim=10.0, pdu_read=10.0, dimse_idle=120.0)
+    server = make_acceptor(Limits(max_associations=1), patient)
     try:
         holder = raw(server.address[1])
         holder.sendall(rq_bytes())
