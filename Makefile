@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 TEST_TOOLS := $(VENV)/.installed-test
 
-.PHONY: serve test lint install
+.PHONY: serve test lint install soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,9 @@ lint: $(TEST_TOOLS)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The DICOM port's bounds at length (a few minutes): 10,000 sequential associations and
+# 2,000 fuzzing examples per campaign against a running server; `make test` runs 2,000 and 200.
+soak: $(TEST_TOOLS)
+	PYPACS_SOAK_ASSOCIATIONS=10000 PYPACS_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q \
+		tests/net/test_port_bounds.py tests/net/test_port_fuzz.py

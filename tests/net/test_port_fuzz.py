@@ -3,11 +3,15 @@
 lengths changed, each on a fresh connection. Every connection ends with an answer PS3.8
 allows (A-ASSOCIATE-RJ, A-ABORT, or the replies of what was valid) and a close within the
 timers; afterwards the server still answers C-ECHO and C-FIND correctly, with its
-descriptors back to idle and its memory within bounds (read from /proc)."""
+descriptors back to idle and its memory within bounds (read from /proc).
+
+``PYPACS_FUZZ_EXAMPLES`` sets the examples per campaign (default 200; ``make soak``: 2,000).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 from collections.abc import Iterator
@@ -46,7 +50,8 @@ PDU_READ = 1
 IDLE = 2
 # Generous: the server acts on timers of one or two seconds.
 CLOSED_WITHIN = 15.0
-EXAMPLES = 200
+# Per campaign; ``make soak`` sets PYPACS_FUZZ_EXAMPLES=2000.
+EXAMPLES = int(os.environ.get("PYPACS_FUZZ_EXAMPLES", "200"))
 # What a server may send us (PS3.8 9.3): never an A-ASSOCIATE-RQ or an A-RELEASE-RQ here.
 ANSWERS = {pdu.ASSOCIATE_AC, pdu.ASSOCIATE_RJ, pdu.P_DATA_TF, pdu.RELEASE_RP, pdu.ABORT}
 # Concurrent C-FINDs may leave the index's SQLite pool holding up to 5 connections of
