@@ -67,15 +67,16 @@ class FindResult:
 def _open(
     remote: Peer,
     calling_ae: str,
-    proposals: Sequence[Proposal],
     sop_class: str,
     what: str,
     timeout: float,
     *,
+    more: Sequence[Proposal] = (),
     roles: Sequence[pdu.RoleSelection] = (),
     extended: Sequence[pdu.ExtendedNegotiation] = (),
 ) -> tuple[Requestor, Context]:
-    """An association to ``remote`` and its context for ``sop_class``.
+    """An association to ``remote`` proposing ``sop_class`` (first, in the uncompressed
+    syntaxes) and ``more``; the context accepted for ``sop_class``.
 
     Raises:
         RemoteError: refused, rejected, unreachable, or ``sop_class`` not accepted.
@@ -83,7 +84,7 @@ def _open(
     requestor = Requestor.open(
         remote,
         calling_ae,
-        proposals,
+        [(sop_class, QR_TRANSFER_SYNTAXES), *more],
         timeouts=Timeouts(artim=timeout, pdu_read=timeout, dimse_idle=timeout),
         roles=roles,
         extended=extended,
@@ -97,10 +98,7 @@ def echo(remote: Peer, calling_ae: str, *, timeout: float = 30.0) -> None:
     Raises:
         RemoteError: no association, or the remote answered other than success.
     """
-    proposals = [(_VERIFICATION, QR_TRANSFER_SYNTAXES)]
-    requestor, context = _open(
-        remote, calling_ae, proposals, _VERIFICATION, "Verification", timeout
-    )
+    requestor, context = _open(remote, calling_ae, _VERIFICATION, "Verification", timeout)
     status: int = Status.CANNOT_UNDERSTAND
     for message in requestor.exchange(context, dimse.echo_rq):
         status = status_of(message.command)
@@ -125,13 +123,7 @@ def find(
     sop_class = _FIND_UID[model]
     extended = [pdu.ExtendedNegotiation(sop_class, _RELATIONAL)] if relational else []
     requestor, context = _open(
-        remote,
-        calling_ae,
-        [(sop_class, QR_TRANSFER_SYNTAXES)],
-        sop_class,
-        f"C-FIND ({model})",
-        timeout,
-        extended=extended,
+        remote, calling_ae, sop_class, f"C-FIND ({model})", timeout, extended=extended
     )
     for message in requestor.exchange(
         context, lambda message_id: dimse.find_rq(message_id, sop_class), identifier
@@ -156,14 +148,7 @@ def move(
         RemoteError: the association could not be established or was aborted.
     """
     sop_class = _MOVE_UID[model]
-    requestor, context = _open(
-        remote,
-        calling_ae,
-        [(sop_class, QR_TRANSFER_SYNTAXES)],
-        sop_class,
-        f"C-MOVE ({model})",
-        timeout,
-    )
+    requestor, context = _open(remote, calling_ae, sop_class, f"C-MOVE ({model})", timeout)
     responses = requestor.exchange(
         context, lambda message_id: dimse.move_rq(message_id, sop_class, destination), identifier
     )
@@ -189,15 +174,13 @@ def get(
     # PS3.4 C.4.3.1: the instances come as C-STORE sub-operations on this association, so
     # we offer storage classes in the SCP role only (PS3.7 D.3.3.4).
     storage = COMMON_STORAGE_SOP_CLASSES
-    proposals: list[Proposal] = [(sop_class, QR_TRANSFER_SYNTAXES)]
-    proposals += [(c, _GET_TRANSFER_SYNTAXES) for c in storage]
     requestor, context = _open(
         remote,
         calling_ae,
-        proposals,
         sop_class,
         f"C-GET ({model})",
         timeout,
+        more=[(c, _GET_TRANSFER_SYNTAXES) for c in storage],
         roles=[pdu.RoleSelection(c, scu=False, scp=True) for c in storage],
     )
     responses = requestor.exchange(
