@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from io import BytesIO
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -161,13 +161,7 @@ def scan_header(
     if scanned is not None:
         header = ScannedHeader(scanned)
         if header.acceptable():
-            ident = header.identity
-            try:
-                _check_study_and_syntax(ident, expect)
-                _check_sop(header, expect)
-            except InvalidInstance as exc:
-                raise _naming(exc, ident) from None
-            return header
+            return _checked(header, expect)
     return read_header(fallback if fallback is not None else bytes(data), expect)
 
 
@@ -197,6 +191,18 @@ def read_header(data: bytes | memoryview | BinaryIO, expect: Expectation | None 
         except InvalidInstance as refused:
             raise _naming(refused, ident) from exc
         raise _naming(exc, ident) from exc.__cause__
+    return _checked(header, expect)
+
+
+_H = TypeVar("_H", Header, ScannedHeader)
+
+
+def _checked(header: _H, expect: Expectation) -> _H:
+    """``header`` once the study, syntax, SOP Class and Instance expected are checked.
+
+    Raises:
+        InvalidInstance: it is not what ``expect`` says, naming the instance.
+    """
     ident = header.identity
     try:
         _check_study_and_syntax(ident, expect)

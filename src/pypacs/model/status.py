@@ -31,6 +31,7 @@ class Status(IntEnum):
     PROCESSING_FAILURE = 0x0110
     DUPLICATE_SOP_INSTANCE = 0x0111  # PS3.7 C.5.5 (a failure there; STOW's warning uses it)
     NOT_AUTHORIZED = 0x0124  # PS3.7 Annex C, a general status: Refused: Not Authorized
+    UNRECOGNIZED_OPERATION = 0x0211  # PS3.7 C.4.2: Refused, Unrecognized Operation
     TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122  # PS3.18 I.2.2 Table I.2-2
     # PS3.4 C.4.2.1.5 (C-MOVE) and C.4.3.1.4 (C-GET)
     SUB_OPERATIONS_WARNING = 0xB000  # complete, with one or more failures or warnings

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final, NamedTuple
 
 from pypacs.errors import PypacsError
@@ -497,7 +498,8 @@ def find_rsp(
     )
 
 
-def get_rsp(
+def retrieve_rsp(
+    field: int,
     message_id: int,
     sop_class: str,
     status: int,
@@ -511,9 +513,10 @@ def get_rsp(
     offending_elements: tuple[int, ...] = (),
     error_id: int | None = None,
 ) -> bytes:
-    """C-GET-RSP (PS3.7 9.3.3.2) with its sub-operation counts (clamped to 65535)."""
+    """C-GET-RSP (PS3.7 9.3.3.2) or C-MOVE-RSP (9.3.4.2), by ``field``, with its sub-operation
+    counts (clamped to 65535)."""
     return _response(
-        C_GET_RSP,
+        field,
         message_id,
         sop_class,
         status,
@@ -525,32 +528,8 @@ def get_rsp(
     )
 
 
-def move_rsp(
-    message_id: int,
-    sop_class: str,
-    status: int,
-    *,
-    remaining: int | None = None,
-    completed: int | None = None,
-    failed: int | None = None,
-    warning: int | None = None,
-    has_dataset: bool = False,
-    error_comment: str | None = None,
-    offending_elements: tuple[int, ...] = (),
-    error_id: int | None = None,
-) -> bytes:
-    """C-MOVE-RSP (PS3.7 9.3.4.2) with its sub-operation counts (clamped to 65535)."""
-    return _response(
-        C_MOVE_RSP,
-        message_id,
-        sop_class,
-        status,
-        has_dataset,
-        (remaining, completed, failed, warning),
-        error_comment=error_comment,
-        offending_elements=offending_elements,
-        error_id=error_id,
-    )
+get_rsp = partial(retrieve_rsp, C_GET_RSP)
+move_rsp = partial(retrieve_rsp, C_MOVE_RSP)
 
 
 def _response(

@@ -41,7 +41,6 @@ from pypacs.query.types import QueryOptions
 
 log = logging.getLogger("pypacs.net")
 
-UNRECOGNIZED_OPERATION = 0x0211  # PS3.7 C.4.2: Refused, Unrecognized Operation
 _LO_LENGTH = 64  # ErrorComment is LO (PS3.5 6.2)
 _IDENTIFIER_LIMIT = MAX_IDENTIFIER_BYTES  # our bound on a request's identifier (50,000 UIDs: 3 MB)
 # C-FIND responses packed per send: the first goes alone (the SCU sees it at once), then
@@ -273,7 +272,7 @@ class DicomService:
             dimse.DATA_SET_ABSENT,
             command.affected_sop_class_uid or command.requested_sop_class_uid,
             message_id_being_responded_to=command.message_id or 0,
-            status=UNRECOGNIZED_OPERATION,
+            status=Status.UNRECOGNIZED_OPERATION,
         )
         session.assoc.send_message(message.context_id, dimse.encode_command(answer))
 
