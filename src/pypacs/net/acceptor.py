@@ -91,12 +91,12 @@ def negotiate(rq: pdu.AssociateRQ, offers: Mapping[str, Offer]) -> Decision:
         if not (rq_scu or rq_scp) or (role is None and not offer.scp):
             answers.append(pdu.PresentationContextAC(cx.id, pdu.PC_USER_REJECTION, ""))
             continue
-        syntax: str | None
-        if rq_scp and offer.choose is not None:
-            syntax = offer.choose(cx.transfer_syntaxes)
-        elif offer.preference:
+        # A context we send over takes ``choose``'s pick; where it has none (say, only a
+        # lossy syntax proposed), the usual choice: instances stored in it go as stored.
+        syntax = offer.choose(cx.transfer_syntaxes) if rq_scp and offer.choose else None
+        if syntax is None and offer.preference:
             syntax = next((s for s in offer.preference if s in cx.transfer_syntaxes), None)
-        else:
+        elif syntax is None:
             syntax = next((s for s in cx.transfer_syntaxes if s in offer.transfer_syntaxes), None)
         if syntax is None:
             answers.append(
