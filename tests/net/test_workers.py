@@ -53,10 +53,22 @@ _SOP_INSTANCE_UID, _STUDY_UID, _SERIES_UID = "00080018", "0020000D", "0020000E"
 
 
 def workers_of(server: RunningServer) -> list[int]:
-    """The server's worker processes (its children), by pid."""
-    pid = server.proc.pid
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return sorted(int(p) for p in text.split())
+    """The server's worker processes, by pid: its children (forked by any of its threads)
+    that run its own command line, not a helper process some library may start."""
+    parent = server.proc.pid
+    command = Path(f"/proc/{parent}/cmdline").read_bytes()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            same = (entry / "cmdline").read_bytes() == command
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and same:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def alive(pid: int) -> bool:
@@ -202,11 +214,16 @@ def _store_at_once(port: int, path: Path, workers: list[int]) -> dict[int, int]:
         thread.start()
     opened.wait(timeout=30)
 
-    def all_held() -> dict[int, int] | None:
-        now = connections_held(workers, port)
-        return now if sum(now.values()) == PARALLEL else None
+    seen: list[dict[int, int]] = [{}]
 
-    held = wait_for(all_held, timeout=20, what="every association to be held by a worker")
+    def all_held() -> dict[int, int] | None:
+        seen[0] = connections_held(workers, port)
+        return seen[0] if sum(seen[0].values()) == PARALLEL else None
+
+    try:
+        held = wait_for(all_held, timeout=20, what="every association held by a worker")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {seen[0]} among workers {workers}") from None
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
