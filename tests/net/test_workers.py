@@ -79,6 +79,17 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def sockets_of(pid: int) -> int:
+    """How many sockets process ``pid`` has open."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:[")
+        except OSError:
+            continue
+    return count
+
+
 def connections_held(pids: list[int], port: int) -> dict[int, int]:
     """How many established TCP connections on local ``port`` each process holds."""
     inodes: set[str] = set()
@@ -193,6 +204,7 @@ def assert_all_retrievable(server: RunningServer, acked: set[str]) -> None:
 
 def _store_at_once(port: int, path: Path, workers: list[int]) -> dict[int, int]:
     """PARALLEL associations store ``path`` at once; where they landed (worker -> count)."""
+    before = {pid: sockets_of(pid) for pid in workers}
     opened = threading.Barrier(PARALLEL + 1)
     sent = threading.Barrier(PARALLEL)
     statuses: list[str] = []
@@ -217,7 +229,8 @@ def _store_at_once(port: int, path: Path, workers: list[int]) -> dict[int, int]:
     seen: list[dict[int, int]] = [{}]
 
     def all_held() -> dict[int, int] | None:
-        seen[0] = connections_held(workers, port)
+        # The sockets each worker holds beyond those it held before: its associations.
+        seen[0] = {pid: sockets_of(pid) - before[pid] for pid in workers}
         return seen[0] if sum(seen[0].values()) == PARALLEL else None
 
     try:
