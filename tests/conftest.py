@@ -7,6 +7,8 @@ requested as a test's argument, never imported.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from pypacs.archive import Archive, ArchiveOptions
 from pypacs.archive.ingest import configure_pydicom
 
 from findfixtures import serve_datasets
-from helpers import pg_database
+from helpers import pg_database, wait_for
+from qrscp import free_port
 from serving import RunningServer, start_pypacs
 
 
@@ -79,3 +82,31 @@ def find_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServe
     srv = serve_datasets(tmp_path_factory, "find-set")
     yield srv
     srv.kill()
+
+
+_NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """DCMTK's storescp as the remote, taking any transfer syntax (+xa); its port and
+    the folder it writes what it receives to."""
+    port, folder = free_port(), tmp_path / "received"
+    folder.mkdir()
+    proc = subprocess.Popen(
+        ["storescp", "+xa", "-aet", "STORESCP", "-od", str(folder), str(port)],
+        env=_NODELAY,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        echo = ["echoscu", "-aec", "STORESCP", "127.0.0.1", str(port)]
+        wait_for(
+            lambda: subprocess.run(echo, capture_output=True, env=_NODELAY).returncode == 0,
+            timeout=20,
+            what="storescp to answer C-ECHO",
+        )
+        yield port, folder
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

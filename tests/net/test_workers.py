@@ -15,12 +15,11 @@ import socket
 import subprocess
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from pydicom.filereader import read_file_meta_info
 
 from pypacs.net import dimse, pdu
@@ -42,7 +41,6 @@ from helpers import (
     store_files,
     wait_for,
 )
-from receiver import free_port
 from serving import RunningServer
 
 WORKERS = ("--workers", "2")
@@ -335,36 +333,12 @@ def test_a_killed_server_takes_its_workers_and_a_restart_finds_every_acknowledge
     assert_counts_consistent(again.database_url)
 
 
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[int]:
-    """DCMTK's storescp as a remote taking anything; its port."""
-    port, folder = free_port(), tmp_path / "received"
-    folder.mkdir()
-    proc = subprocess.Popen(
-        ["storescp", "+xa", "-aet", "STORESCP", "-od", str(folder), str(port)],
-        env=NODELAY,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        echo = ["echoscu", "-aec", "STORESCP", "127.0.0.1", str(port)]
-        wait_for(
-            lambda: subprocess.run(echo, capture_output=True, env=NODELAY).returncode == 0,
-            timeout=20,
-            what="storescp to answer C-ECHO",
-        )
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def test_an_admin_job_started_through_one_worker_is_read_through_the_other(
-    server_factory: Callable[..., RunningServer], tmp_path: Path, storescp: int
+    server_factory: Callable[..., RunningServer], tmp_path: Path, storescp: tuple[int, Path]
 ) -> None:
     config = tmp_path / "pypacs.toml"
     config.write_text(
-        f'[remotes.store]\nae_title = "STORESCP"\nhost = "127.0.0.1"\nport = {storescp}\n'
+        f'[remotes.store]\nae_title = "STORESCP"\nhost = "127.0.0.1"\nport = {storescp[0]}\n'
     )
     server = server_factory(*WORKERS, "--config", str(config))
     workers = workers_of(server)

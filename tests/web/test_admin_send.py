@@ -7,50 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from pydicom import uid
 from pydicom.filereader import read_file_meta_info
 
 from dicomgen import Spec, dataset_bytes, write_as
 from helpers import blob_path, index_rows, store_files, wait_for
-from receiver import free_port
 from serving import start_pypacs
 
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 STUDY = [
     (Spec("SEND1", "Send^One", 1, 1, i, rows=32), uid.ExplicitVRLittleEndian) for i in (1, 2)
 ] + [(Spec("SEND1", "Send^One", 1, 2, 1, rows=32), uid.JPEG2000Lossless)]
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """DCMTK's storescp as the remote, taking any transfer syntax (+xa); its port and
-    the folder it writes what it receives to."""
-    port, folder = free_port(), tmp_path / "received"
-    folder.mkdir()
-    proc = subprocess.Popen(
-        ["storescp", "+xa", "-aet", "STORESCP", "-od", str(folder), str(port)],
-        env=NODELAY,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        echo = ["echoscu", "-aec", "STORESCP", "127.0.0.1", str(port)]
-        wait_for(
-            lambda: subprocess.run(echo, capture_output=True, env=NODELAY).returncode == 0,
-            timeout=20,
-            what="storescp to answer C-ECHO",
-        )
-        yield port, folder
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def md5(data: bytes) -> str:
