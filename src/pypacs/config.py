@@ -16,6 +16,7 @@ from typing import Any, TypeVar, get_type_hints
 
 from pypacs.archive.options import ArchiveOptions
 from pypacs.errors import ConfigError
+from pypacs.model.access import ALL_SERVICES, Service
 from pypacs.net.options import NetOptions
 from pypacs.remote.registry import Peer, Peers
 from pypacs.web.options import WebOptions, parse_base_url, parse_networks
@@ -93,6 +94,48 @@ def _networks(value: Any) -> str | None:
     return None
 
 
+def _services(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(v in set(Service) for v in value)
+    return None if ok else "a list of services among " + ", ".join(ALL_SERVICES)
+
+
+def _url_of(*schemes: str) -> Check:
+    """A ``scheme://host:port`` address with one of ``schemes`` (or "" for none)."""
+
+    def check(value: Any) -> str | None:
+        expected = " or ".join(f'"{s}://HOST:PORT"' for s in schemes) + ' or ""'
+        if value == "":
+            return None
+        scheme, sep, rest = value.partition("://") if isinstance(value, str) else ("", "", "")
+        host, colon, port = rest.rpartition(":")
+        ok = sep and scheme in schemes and colon and host and port.isdigit()
+        return None if ok and 0 < int(port) < 65536 else expected
+
+    return check
+
+
+def _origins(value: Any) -> str | None:
+    # An origin is scheme://host[:port] (RFC 6454), no path and no trailing slash.
+    ok = isinstance(value, list) and all(
+        isinstance(v, str)
+        and v.split("://", 1)[0] in ("http", "https")
+        and "://" in v
+        and "/" not in v.split("://", 1)[1]
+        and v.split("://", 1)[1] != ""
+        for v in value
+    )
+    return None if ok else 'a list of origins such as "https://viewer.example"'
+
+
+def _storage_url(value: Any) -> str | None:
+    ok = value == "" or (
+        isinstance(value, str)
+        and value.startswith("s3://")
+        and value[len("s3://") :].split("/", 1)[0] != ""
+    )
+    return None if ok else '"" (files under [storage] path) or "s3://BUCKET/PREFIX"'
+
+
 def _setting(default: _T, help: str, check: Check | None = None, *, flag: str | None = None) -> _T:
     """A section field: its default, its help, its check and (where the key's name would be
     ambiguous on the command line) its flag."""
@@ -146,6 +189,13 @@ class ServerSettings:
         "connections still negotiating at once from one address; more are closed at once",
         _positive_int,
     )
+    dicom_tls_port: int = _setting(
+        0,
+        "DICOM port over TLS with the [tls] certificate, beside the plain one (0: off; "
+        "2762 is the registered port)",
+        _port(True),
+    )
+    http_tls: bool = _setting(False, "serve the HTTP port over HTTPS with the [tls] certificate")
 
 
 @dataclass(frozen=True)
@@ -173,6 +223,26 @@ class StorageSettings:
     check_on_start: bool = _setting(
         True, "re-index orphan files and report missing ones at start-up"
     )
+    url: str = _setting(
+        "",
+        "where the instances' bytes live: empty for files under [storage] path, or "
+        '"s3://BUCKET/PREFIX" for an S3-compatible object store ([storage.s3])',
+        _storage_url,
+        flag="--storage-url",
+    )
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """``[storage.s3]``: the S3-compatible object store of ``[storage] url``; credentials come
+    the usual way (environment variables or the shared credentials file), never from here."""
+
+    endpoint_url: str = _setting(
+        "", "address of the S3 API (empty: AWS's own for the region)", flag="--s3-endpoint-url"
+    )
+    region: str = _setting(
+        "", "the bucket's region (empty: the client's default)", flag="--s3-region"
+    )
 
 
 @dataclass(frozen=True)
@@ -183,6 +253,12 @@ class DatabaseSettings:
         "",
         "SQLAlchemy URL of the index (default: SQLite in the storage folder)",
         flag="--database-url",
+    )
+    pool_size: int = _setting(
+        5,
+        "connections each process keeps open to a PostgreSQL index (SQLite: unused)",
+        _positive_int,
+        flag="--database-pool-size",
     )
 
 
@@ -211,6 +287,105 @@ class RetrieveSettings:
         8,
         "associations to C-MOVE destinations open at once; more moves wait",
         _positive_int,
+    )
+    job_lease_seconds: int = _setting(
+        30,
+        "seconds a node holds a job it runs before renewing its claim; a job whose lease "
+        "ran out (its node died) is taken over by another node",
+        _positive_int,
+    )
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """``[access]``: what calling AE titles that are not among the remotes may do."""
+
+    unknown_callers: tuple[str, ...] = _setting(
+        tuple(s.value for s in ALL_SERVICES),
+        "services a calling AE title not among the [remotes] may use ([]: none, the "
+        "archive is closed to strangers)",
+        _services,
+    )
+    check_called_ae: bool = _setting(
+        True, "reject an association addressed to another called AE title than ours"
+    )
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """``[tls]``: the certificate files of the TLS ports and of pypacs' TLS client
+    (PS3.15 Annex B, BCP 195: TLS 1.2 and 1.3 only)."""
+
+    certificate: str = _setting(
+        "", "PEM file of pypacs' certificate (chain)", flag="--tls-certificate"
+    )
+    private_key: str = _setting("", "PEM file of its private key", flag="--tls-private-key")
+    ca: str = _setting(
+        "", "PEM file of the certificates peers' certificates are checked against", flag="--tls-ca"
+    )
+    require_client_certificate: bool = _setting(
+        True, "a TLS client without a certificate the [tls] ca trusts is refused"
+    )
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """``[auth]``: who may use the HTTP port."""
+
+    mode: str = _setting(
+        "none",
+        "none: anyone; local: users and API tokens kept in the index; oidc: bearer JWTs "
+        "from [auth.oidc]",
+        _one_of("none", "local", "oidc"),
+        flag="--auth-mode",
+    )
+    allow_anonymous: bool = _setting(
+        False,
+        "serve without authentication on a host other than loopback (warned at every start)",
+    )
+    session_hours: int = _setting(8, "hours a web page log-in stays valid", _positive_int)
+    max_failed_logins: int = _setting(
+        10,
+        "failed log-ins from one address, or for one user, within 15 minutes; more get 429",
+        _positive_int,
+    )
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """``[auth.oidc]``: the OpenID Connect issuer whose access tokens (JWTs) are accepted."""
+
+    issuer: str = _setting("", "the tokens' iss", flag="--oidc-issuer")
+    audience: str = _setting("", "the tokens' aud", flag="--oidc-audience")
+    jwks_url: str = _setting("", "the issuer's key set (JWKS) address", flag="--oidc-jwks-url")
+    jwks_file: str = _setting(
+        "", "the issuer's key set as a file, for use offline", flag="--oidc-jwks-file"
+    )
+    roles_claim: str = _setting(
+        "roles", "the claim that holds the user's roles", _non_empty, flag="--oidc-roles-claim"
+    )
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """``[audit]``: where the DICOM audit messages (PS3.15 A.5) go."""
+
+    path: str = _setting(
+        "", "file the messages are appended to, one a line (empty: none)", flag="--audit-path"
+    )
+    syslog: str = _setting(
+        "",
+        'syslog receiver: "udp://HOST:PORT" (RFC 5426) or "tls://HOST:PORT" (RFC 5425); '
+        "empty: none",
+        _url_of("udp", "tls"),
+        flag="--audit-syslog",
+    )
+    queue_size: int = _setting(
+        10_000,
+        "messages waiting for a slow or absent syslog receiver; past it they are dropped "
+        "and counted",
+        _positive_int,
+        flag="--audit-queue-size",
     )
 
 
@@ -283,6 +458,12 @@ class WebSettings:
     max_header_bytes: int = _setting(
         65_536, "largest header section answered; larger ones get 431", _positive_int
     )
+    cors_origins: tuple[str, ...] = _setting(
+        (),
+        "origins (scheme://host[:port]) allowed to call DICOMweb and the admin API from a "
+        "browser, with credentials (empty: none)",
+        _origins,
+    )
 
 
 @dataclass(frozen=True)
@@ -294,8 +475,13 @@ class LoggingSettings:
     )
 
 
-# Marks the fields of Settings that hold a section.
+# Marks the fields of Settings that hold a section; a nested one (``[auth.oidc]``) names its
+# table.
 _SECTION = {"section": True}
+
+
+def _subsection(name: str) -> dict[str, Any]:
+    return {"section": True, "name": name}
 
 
 @dataclass(frozen=True)
@@ -326,10 +512,16 @@ class Settings:
 
     server: ServerSettings = field(default_factory=ServerSettings, metadata=_SECTION)
     storage: StorageSettings = field(default_factory=StorageSettings, metadata=_SECTION)
+    storage_s3: S3Settings = field(default_factory=S3Settings, metadata=_subsection("storage.s3"))
     database: DatabaseSettings = field(default_factory=DatabaseSettings, metadata=_SECTION)
     query: QuerySettings = field(default_factory=QuerySettings, metadata=_SECTION)
     retrieve: RetrieveSettings = field(default_factory=RetrieveSettings, metadata=_SECTION)
+    access: AccessSettings = field(default_factory=AccessSettings, metadata=_SECTION)
+    tls: TlsSettings = field(default_factory=TlsSettings, metadata=_SECTION)
     web: WebSettings = field(default_factory=WebSettings, metadata=_SECTION)
+    auth: AuthSettings = field(default_factory=AuthSettings, metadata=_SECTION)
+    auth_oidc: OidcSettings = field(default_factory=OidcSettings, metadata=_subsection("auth.oidc"))
+    audit: AuditSettings = field(default_factory=AuditSettings, metadata=_SECTION)
     logging: LoggingSettings = field(default_factory=LoggingSettings, metadata=_SECTION)
     remotes: Peers = field(default_factory=Peers)
     source: str = "defaults"
@@ -401,15 +593,20 @@ class Settings:
 _TOML_TYPES: dict[Any, type] = {str: str, int: int, bool: bool, tuple[str, ...]: list}
 
 
-def _sections() -> dict[str, type]:
-    """Each section's name → its dataclass, in the order Settings declares them."""
+def _sections() -> dict[str, tuple[str, type]]:
+    """Each section's name (``auth.oidc`` for a nested one) → the Settings field holding it
+    and its dataclass, in the order Settings declares them."""
     hints = get_type_hints(Settings)
-    return {f.name: hints[f.name] for f in fields(Settings) if f.metadata.get("section")}
+    return {
+        f.metadata.get("name", f.name): (f.name, hints[f.name])
+        for f in fields(Settings)
+        if f.metadata.get("section")
+    }
 
 
 def _declared() -> tuple[Setting, ...]:
     table = []
-    for section, cls in _sections().items():
+    for section, (_, cls) in _sections().items():
         hints = get_type_hints(cls)
         for f in fields(cls):
             kind = _TOML_TYPES[hints[f.name]]
@@ -436,6 +633,13 @@ _REMOTE_KEYS: dict[str, tuple[type, Check]] = {
     "ae_title": (str, _ae_title),
     "host": (str, _non_empty),
     "port": (int, _port(False)),
+}
+# Optional keys of a remote: what it may ask of pypacs, whether it must call from its host,
+# whether pypacs reaches it over TLS (each defaulting to the Peer's own default).
+_REMOTE_OPTIONAL: dict[str, tuple[type, Check | None]] = {
+    "allow": (list, _services),
+    "check_host": (bool, None),
+    "tls": (bool, None),
 }
 
 
@@ -496,22 +700,40 @@ def _remotes(where: str, table: Any) -> Peers:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}[remotes.{name}] must be a table with ae_title, host, port")
         for key in entry:
-            if key not in _REMOTE_KEYS:
+            if key not in _REMOTE_KEYS and key not in _REMOTE_OPTIONAL:
                 raise ConfigError(
                     f"{where}[remotes.{name}] {key}: unknown key; expected one of "
-                    + ", ".join(_REMOTE_KEYS)
+                    + ", ".join([*_REMOTE_KEYS, *_REMOTE_OPTIONAL])
                 )
-        values = {}
+        values: dict[str, Any] = {}
         for key, (kind, check) in _REMOTE_KEYS.items():
             if key not in entry:
                 raise ConfigError(f"{where}[remotes.{name}] lacks {key}")
             values[key] = _validate(where, f"remotes.{name}", key, entry[key], kind, check)
+        for key, (kind, optional_check) in _REMOTE_OPTIONAL.items():
+            if key in entry:
+                value = _validate(where, f"remotes.{name}", key, entry[key], kind, optional_check)
+                values[key] = tuple(Service(v) for v in value) if key == "allow" else value
         remotes.append(Peer(name=name, **values))
     return Peers.of(remotes)
 
 
+def _flattened(data: dict[str, Any]) -> dict[str, Any]:
+    """The file's tables with each nested section (``[auth.oidc]``) lifted to the top under
+    its dotted name."""
+    flat = dict(data)
+    for name in _SECTIONS:
+        parent, dot, child = name.partition(".")
+        table = flat.get(parent)
+        if dot and isinstance(table, dict) and child in table:
+            table = dict(table)
+            flat[name] = table.pop(child)
+            flat[parent] = table
+    return flat
+
+
 def _from_file(path: Path) -> tuple[dict[tuple[str, str], Any], Peers]:
-    data = _read_toml(path)
+    data = _flattened(_read_toml(path))
     where = f"{path}: "
     values: dict[tuple[str, str], Any] = {}
     remotes = Peers()
@@ -580,14 +802,14 @@ def load(path: Path | None, overrides: Mapping[tuple[str, str], Any] | None = No
         values.update(from_file)
     values.update(overrides or {})
     sections = {
-        name: cls(
+        attribute: cls(
             **{
                 key: tuple(value) if isinstance(value, list) else value
                 for (section, key), value in values.items()
                 if section == name
             }
         )
-        for name, cls in _SECTIONS.items()
+        for name, (attribute, cls) in _SECTIONS.items()
     }
     explicit = frozenset(from_file) | frozenset(overrides or {})
     return Settings(

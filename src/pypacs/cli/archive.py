@@ -12,7 +12,7 @@ from pypacs.cli.counts import counted
 from pypacs.cli.flags import CREATE_HELP, Subparsers, add_setting_flags
 from pypacs.config import Settings
 
-_SECTIONS = ("storage", "database", "logging")
+_SECTIONS = ("storage", "storage.s3", "database", "logging")
 
 
 def register(subparsers: Subparsers) -> None:

@@ -7,7 +7,21 @@ import argparse
 from pypacs.cli.flags import Subparsers, add_setting_flags
 from pypacs.config import Settings
 
-_SECTIONS = ("server", "storage", "database", "query", "retrieve", "web", "logging")
+_SECTIONS = (
+    "server",
+    "storage",
+    "storage.s3",
+    "database",
+    "query",
+    "retrieve",
+    "access",
+    "tls",
+    "web",
+    "auth",
+    "auth.oidc",
+    "audit",
+    "logging",
+)
 
 
 def register(subparsers: Subparsers) -> None:

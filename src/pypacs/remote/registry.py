@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pypacs.errors import PypacsError
+from pypacs.model.access import ALL_SERVICES, Service
 
 
 class RemoteError(PypacsError):
@@ -21,6 +22,11 @@ class Peer:
     ae_title: str
     host: str
     port: int
+    # What this AE title may ask of pypacs (``allow``), whether an association from it is
+    # accepted only from ``host`` (``check_host``), and whether pypacs reaches it over TLS.
+    allow: tuple[Service, ...] = ALL_SERVICES
+    check_host: bool = False
+    tls: bool = False
 
     def __str__(self) -> str:
         return f"{self.ae_title} at {self.host}:{self.port}"
