@@ -5,6 +5,7 @@ Pure vocabulary; the rules that use it live in the front doors (net/, web/).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -38,3 +39,12 @@ class Role(StrEnum):
 
 
 _RANKS = {Role.READER: 0, Role.WRITER: 1, Role.ADMIN: 2}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who an HTTP request acts for, once authenticated."""
+
+    name: str  # the user's name (local users and their tokens), or the OIDC token's subject
+    role: Role
+    method: str  # how it was proven: "basic", "token", "session", "oidc" or "anonymous"
