@@ -93,3 +93,11 @@ class InvalidQuery(PypacsError):
         self.parameter = parameter
         # True when the request is valid but asks for something pypacs cannot do.
         self.unsupported = unsupported
+
+
+class NotAuthenticated(PypacsError):
+    """Credentials are missing, wrong, expired or revoked; ``reason`` says which, for logs."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
