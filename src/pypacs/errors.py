@@ -101,3 +101,12 @@ class NotAuthenticated(PypacsError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotAuthorized(PypacsError):
+    """The credentials are good but grant no right to what was asked (HTTP 403); ``reason``
+    says why, for logs (an OIDC token naming none of pypacs' roles, a role too low)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
