@@ -19,7 +19,7 @@ from pypacs.errors import ConfigError
 from pypacs.model.access import ALL_SERVICES, Service
 from pypacs.net.options import NetOptions
 from pypacs.remote.registry import Peer, Peers
-from pypacs.web.options import WebOptions, parse_base_url, parse_networks
+from pypacs.web.options import OidcOptions, WebOptions, parse_base_url, parse_networks
 
 Check = Callable[[Any], str | None]  # returns what was expected, or None when the value is fine
 _T = TypeVar("_T")
@@ -586,6 +586,40 @@ class Settings:
             max_connections=web.max_connections,
             max_url_bytes=web.max_url_bytes,
             max_header_bytes=web.max_header_bytes,
+            cors_origins=web.cors_origins,
+            oidc=self.oidc_options(),
+        )
+
+    def oidc_options(self) -> OidcOptions | None:
+        """``[auth.oidc]`` when ``[auth] mode = "oidc"``, else None.
+
+        Raises:
+            ConfigError: the issuer, the audience or the key set is missing, or both a key
+                URL and a key file are given.
+        """
+        if self.auth.mode != "oidc":
+            return None
+        file = "" if self.source == "defaults" else f"{self.source}: "
+        oidc, where = self.auth_oidc, f'{file}[auth] mode = "oidc"'
+        for key in ("issuer", "audience"):
+            if not getattr(oidc, key).strip():
+                raise ConfigError(f"{where} needs [auth.oidc] {key} (the tokens' {key[:3]})")
+        if bool(oidc.jwks_url) == bool(oidc.jwks_file):
+            raise ConfigError(
+                f"{where} needs exactly one of [auth.oidc] jwks_url and jwks_file (the "
+                "issuer's keys)"
+            )
+        if oidc.jwks_url and oidc.jwks_url.split("://", 1)[0] not in ("http", "https"):
+            raise ConfigError(
+                f'{file}[auth.oidc] jwks_url = "{oidc.jwks_url}": expected an '
+                "https:// (or http://) URL"
+            )
+        return OidcOptions(
+            issuer=oidc.issuer,
+            audience=oidc.audience,
+            jwks_url=oidc.jwks_url,
+            jwks_file=oidc.jwks_file,
+            roles_claim=oidc.roles_claim,
         )
 
 

@@ -38,6 +38,23 @@ class WebOptions:
     max_connections: int  # HTTP connections open at once; more are refused (503)
     max_url_bytes: int  # longest request target (path and query): 414
     max_header_bytes: int  # largest header section: 431
+    # Origins whose pages may call /dicom-web and /api with credentials (web/http/cors.py).
+    cors_origins: tuple[str, ...]
+    # The OIDC issuer whose bearer tokens are accepted (web/http/oidc.py); None unless
+    # [auth] mode = "oidc".
+    oidc: OidcOptions | None
+
+
+@dataclass(frozen=True)
+class OidcOptions:
+    """``[auth.oidc]``, checked by config: issuer and audience set, and exactly one of
+    ``jwks_url`` (http or https) and ``jwks_file``."""
+
+    issuer: str
+    audience: str
+    jwks_url: str
+    jwks_file: str
+    roles_claim: str  # a claim's name, or a dotted path into the claims
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
