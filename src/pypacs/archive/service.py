@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+from pypacs.archive.accounts import Accounts
 from pypacs.archive.ingest import AnyHeader, Expectation, build_record, read_header
 from pypacs.archive.jobs import JobLedger
 from pypacs.archive.metadata import InstanceAttributes, instance_attributes
@@ -91,16 +92,24 @@ class Archive:
         self.store = store
         self.options = options
         self._writer = tx.GroupWriter(engine)
-        self.jobs = JobLedger(engine)  # studies sent to peers (remote/jobs.py)
+        # Studies sent to peers (remote/jobs.py), held by a node through a lease.
+        self.jobs = JobLedger(engine, options.job_lease_seconds)
+        self.accounts = Accounts(engine)  # the HTTP port's users (web/http/auth.py)
         self.reserve = SpaceReserve(Path(options.reserve_path), options.reserve_bytes)
         self.reserve.ensure()
 
     @classmethod
     def open(cls, options: ArchiveOptions) -> Archive:
         """Open the index (migrating it to the latest schema) and the blob store."""
-        engine = make_engine(options.database_url)
+        engine = make_engine(options.database_url, pool_size=options.database_pool_size)
         migrate(engine)
-        return cls(engine, open_store(options.blob_root, fsync=options.fsync), options)
+        store = open_store(
+            options.blob_url or options.blob_root,
+            fsync=options.fsync,
+            endpoint_url=options.s3_endpoint_url,
+            region=options.s3_region,
+        )
+        return cls(engine, store, options)
 
     def close(self) -> None:
         self._writer.close()

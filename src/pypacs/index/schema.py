@@ -158,6 +158,37 @@ job = Table(
     Column("lease_until", String, nullable=True),
 )
 
+# HTTP users, their API tokens and their web page sessions (archive/accounts.py). Tokens
+# and session ids are kept as SHA-256 hashes only; a password as its scrypt hash string.
+users = Table(
+    "users",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("name", String, nullable=False, unique=True),
+    Column("role", String, nullable=False),
+    Column("password_hash", String, nullable=False),
+    Column("created_at", String, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String, primary_key=True),  # shown to people; the token itself never is
+    Column("user_name", String, nullable=False, index=True),
+    Column("token_hash", String, nullable=False, unique=True),
+    Column("created_at", String, nullable=False),
+    Column("expires_at", String, nullable=True),  # None: never
+    Column("revoked_at", String, nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_hash", String, primary_key=True),
+    Column("user_name", String, nullable=False, index=True),
+    Column("expires_at", String, nullable=False),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,

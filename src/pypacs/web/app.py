@@ -19,6 +19,7 @@ from pypacs.remote.registry import Peers
 from pypacs.web import openapi, page
 from pypacs.web.admin import api as admin
 from pypacs.web.dicomweb import delete, qido, stow, wado, wadouri
+from pypacs.web.http.cors import CrossOrigin, normalized_origins
 from pypacs.web.http.errors import EXCEPTION_HANDLERS
 from pypacs.web.http.origin import SameOriginOnly
 from pypacs.web.http.urls import PublicAddress
@@ -68,12 +69,18 @@ def create_app(
         *wado.routes(archive, options, DICOMWEB_BASE),
         *wadouri.routes(archive, options, ""),  # PS3.18 9: at the server's root
     ]
+    cors = [Middleware(CrossOrigin, origins=options.cors_origins)] if options.cors_origins else []
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         # A state-changing request from another site's page is refused (web/origin.py).
-        middleware=[Middleware(SameOriginOnly)],
+        middleware=[
+            # Pages of [web] cors_origins may call /dicom-web and /api (web/http/cors.py);
+            # outermost, so that preflights and refusals carry the CORS headers too.
+            *cors,
+            Middleware(SameOriginOnly, allowed=normalized_origins(options.cors_origins)),
+        ],
     )
     # Every absolute URL the routes write starts at this address (web/urls.py).
     app.state.public_address = PublicAddress.of(options)

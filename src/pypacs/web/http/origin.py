@@ -6,13 +6,14 @@ aside: a POST of ``text/plain``, ``application/x-www-form-urlencoded`` or
 even though the page cannot read the answer. Two rules stop that:
 
 - a state-changing request (POST, PUT, PATCH, DELETE) whose ``Origin`` header names another
-  origin than the server's own public one (web/urls.py) is refused with 403 before any
-  route sees it. Browsers send ``Origin`` with every such request; clients that are not
-  browsers (curl, DICOMweb libraries, modalities) send none and are not affected;
+  origin than the server's own public one (web/urls.py) or one of ``[web] cors_origins``
+  (web/http/cors.py) is refused with 403 before any route sees it. Browsers send
+  ``Origin`` with every such request; clients that are not browsers (curl, DICOMweb
+  libraries, modalities) send none and are not affected;
 - the admin API's POSTs take ``application/json`` only (415 otherwise), a type no page may
-  send to another origin without a CORS preflight, which pypacs never grants; STOW-RS takes
-  ``multipart/related`` only, likewise not CORS-safelisted (Fetch standard, "CORS-safelisted
-  request-header").
+  send to another origin without a CORS preflight, which pypacs grants only to
+  ``[web] cors_origins``; STOW-RS takes ``multipart/related`` only, likewise not
+  CORS-safelisted (Fetch standard, "CORS-safelisted request-header").
 
 pypacs sets no cookie, so there is no ambient credential to ride on; a cookie it sets in
 future must be ``SameSite=Strict``.
@@ -54,17 +55,19 @@ def origin_of(url: str) -> str | None:
 
 
 class SameOriginOnly:
-    """ASGI middleware: a state-changing request from a foreign Origin gets 403."""
+    """ASGI middleware: a state-changing request from a foreign Origin gets 403; the
+    ``allowed`` origins (``[web] cors_origins``) are not foreign."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, allowed: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.allowed = allowed  # serialized origins (RFC 6454 6.1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS:
             origin = Headers(scope=scope).get("origin")
             if origin is not None:
                 own = origin_of(public_root(Request(scope)))
-                if origin_of(origin) != own:
+                if origin_of(origin) != own and origin_of(origin) not in self.allowed:
                     message = (
                         f"a {scope['method']} from the origin {origin!r} is refused: only "
                         f"pages of {own} may send one (cross-site request)"
