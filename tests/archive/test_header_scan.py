@@ -5,6 +5,7 @@ for broken ones, and on any bytes a header or InvalidInstance, never anything el
 from __future__ import annotations
 
 import contextlib
+import json
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,73 @@ def test_any_bytes_give_a_header_or_invalid_instance(sample: bytes, data: st.Dat
     except InvalidInstance:  # pragma: no cover - outcome catches it
         raise
     assert new == outcome(read_header, mutated)
+
+
+# IS and DS texts the scan decodes itself, and odd ones it must leave to pydicom: each gives
+# the record the pydicom path gives.
+NUMBER_TEXTS = [
+    ("IS", b"1 "),
+    ("IS", b" -42"),
+    ("IS", b"+7\\8\\9 "),
+    ("IS", b"2147483648"),  # past the 32-bit range
+    ("IS", b"1.0 "),
+    ("IS", b"1\\\\2 "),  # an empty item
+    ("IS", b"abc "),
+    ("DS", b"1.0 "),
+    ("DS", b"120 "),
+    ("DS", b"-250.0\\-250.0\\1.0 "),
+    ("DS", b".5\\1e3\\-2.5E-02 "),
+    ("DS", b"1.\\+3 "),
+    ("DS", b"1.23456789012345678 "),  # longer than 16 characters
+    ("DS", b"nan "),
+    ("DS", b"1,5 "),
+    ("DS", b"  "),
+]
+
+
+@pytest.mark.parametrize(("vr", "text"), NUMBER_TEXTS)
+def test_number_texts_give_the_pydicom_record(tmp_path: Path, vr: str, text: bytes) -> None:
+    configure_pydicom()
+    spec = Spec("P1", "Doe^John", 1, 1, 1)
+    body = dataset_bytes(write(spec, tmp_path))
+    ds = make_dataset(spec)
+    # Explicit VR little endian: (0020,0013) Instance Number as IS, or (0018,0050) Slice
+    # Thickness as DS, inserted in tag order among the top-level elements.
+    tag = (0x0020, 0x0013) if vr == "IS" else (0x0018, 0x0050)
+    element = (
+        tag[0].to_bytes(2, "little")
+        + tag[1].to_bytes(2, "little")
+        + vr.encode()
+        + len(text).to_bytes(2, "little")
+        + text
+    )
+    meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID, ExplicitVRLittleEndian)
+    data = meta + _with_element(body, tag, element)
+    # As text, so that 1 and 1.0 (an IS as a float, say) differ.
+    scanned, parsed = outcome(scan_header, data), outcome(read_header, data)
+    assert json.dumps(scanned, default=repr) == json.dumps(parsed, default=repr)
+
+
+def _with_element(body: bytes, tag: tuple[int, int], element: bytes) -> bytes:
+    """``body`` with ``element`` in place of the one with ``tag`` (or inserted before the first
+    larger tag): explicit VR little endian, defined lengths, top level only."""
+    long_vrs = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+    wanted = tag[0] << 16 | tag[1]
+    pos = 0
+    while pos < len(body):
+        group, elem = (
+            int.from_bytes(body[pos : pos + 2], "little"),
+            int.from_bytes(body[pos + 2 : pos + 4], "little"),
+        )
+        vr = body[pos + 4 : pos + 6]
+        if vr in long_vrs:
+            end = pos + 12 + int.from_bytes(body[pos + 8 : pos + 12], "little")
+        else:
+            end = pos + 8 + int.from_bytes(body[pos + 6 : pos + 8], "little")
+        here = group << 16 | elem
+        if here == wanted:
+            return body[:pos] + element + body[end:]
+        if here > wanted:
+            return body[:pos] + element + body[pos:]
+        pos = end
+    return body + element

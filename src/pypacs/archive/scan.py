@@ -9,6 +9,7 @@ takes that path instead.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from io import BytesIO
@@ -21,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import DS, IS
 
 from pypacs.archive.dicomjson import element_json
 from pypacs.errors import InvalidInstance, InvalidKind
@@ -44,6 +46,11 @@ _MULTI = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})  # pydicom's multi_stri
 _TEXT = frozenset({"LO", "SH", "UC"})
 _SINGLE = frozenset({"LT", "ST", "UT"})
 _NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
+# PS3.5 6.2: IS and DS values pydicom takes without complaint; odder ones go to pydicom.
+_NUMBER_TEXT = {
+    "IS": (re.compile(r" *[+-]?[0-9]{1,9} *"), IS, int),  # well inside the 32-bit range
+    "DS": (re.compile(r" *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *"), DS, float),
+}
 _SYNTAXES: dict[str, bool] = {ImplicitVRLittleEndian: True, ExplicitVRLittleEndian: False}
 
 
@@ -268,15 +275,12 @@ def _decode(vr: str, raw: bytes) -> tuple[Any, dict[str, Any]] | None:
     """An element's value and DICOM JSON, as pydicom's conversion and dicomjson.py's
     element_json give them, for ASCII text and binary numbers; None for anything else."""
     if vr in _NUMBERS:
-        code = _NUMBERS[vr]
-        size = struct.calcsize(code)
-        if not raw or len(raw) % size:
-            return None
-        numbers = list(struct.unpack(f"<{len(raw) // size}{code}", raw))
-        return (numbers[0] if len(numbers) == 1 else numbers), {"vr": vr, "Value": numbers}
+        return _binary_numbers(vr, raw)
     if not raw.isascii() or b"\x1b" in raw:  # ISO 2022 escapes: pydicom decodes those
         return None
     text = raw.decode("ascii")
+    if vr in _NUMBER_TEXT:
+        return _number_text(vr, text)
     if vr in _MULTI:
         items = text.rstrip(" \x00").split("\\")
     elif vr in _TEXT:
@@ -298,6 +302,32 @@ def _decode(vr: str, raw: bytes) -> tuple[Any, dict[str, Any]] | None:
     if vr == "PN":
         return value, {"vr": vr, "Value": [_pn(v) if v else None for v in items]}
     return value, {"vr": vr, "Value": items}
+
+
+def _binary_numbers(vr: str, raw: bytes) -> tuple[Any, dict[str, Any]] | None:
+    code = _NUMBERS[vr]
+    size = struct.calcsize(code)
+    if not raw or len(raw) % size:
+        return None
+    numbers = list(struct.unpack(f"<{len(raw) // size}{code}", raw))
+    return (numbers[0] if len(numbers) == 1 else numbers), {"vr": vr, "Value": numbers}
+
+
+def _number_text(vr: str, text: str) -> tuple[Any, dict[str, Any]] | None:
+    # As pydicom's MultiString: padding off the end, one IS/DS per item; as its JSON: each
+    # item as a Python number.
+    pattern, make, number = _NUMBER_TEXT[vr]
+    text = text.rstrip(" \x00")
+    if not text:
+        return "", {"vr": vr}
+    items = text.split("\\")
+    if not all(len(v) <= 16 and pattern.fullmatch(v) for v in items):
+        return None
+    values = [make(v) for v in items]
+    return (values[0] if len(values) == 1 else values), {
+        "vr": vr,
+        "Value": [number(v) for v in values],
+    }
 
 
 def _pn(value: str) -> dict[str, str]:
