@@ -30,6 +30,7 @@ from pypacs.net.acceptor import Acceptor
 from pypacs.net.export import DimseExporter
 from pypacs.net.options import NetOptions
 from pypacs.net.services import DicomService
+from pypacs.remote.jobs import Jobs
 from pypacs.supervisor import Supervisor, share, worker_count
 from pypacs.web.app import create_app
 from pypacs.web.http.connection import limited_protocol
@@ -299,14 +300,19 @@ def run(settings: Settings) -> None:
 def _http_config(
     archive: Archive, net: NetOptions, web: WebOptions, ready: Callable[[], None]
 ) -> uvicorn.Config:
-    """uvicorn's settings for the archive's ASGI app."""
+    """uvicorn's settings for the archive's ASGI app; this node's jobs (started through the
+    admin API, or taken over from a node that died) run from now on."""
+    exporter = DimseExporter(archive, net)
+    jobs = Jobs(archive, exporter, peers=net.remotes)
+    jobs.start_claimer()
     return uvicorn.Config(
         create_app(
             archive,
             web,
             on_ready=ready,
             peers=net.remotes,
-            exporter=DimseExporter(archive, net),
+            exporter=exporter,
+            jobs=jobs,
         ),
         log_config=None,
         access_log=False,

@@ -3,6 +3,12 @@ state; ``JobLedger`` creates, reads and saves them through ``index.tx``.
 
 ``remote.jobs`` runs them; the record lives here because the archive reads and writes it
 and ``remote`` may not import ``index``. Every node over the same index sees every job.
+
+A node holds a job it runs by a lease (``lease_until``) that it renews; a job whose lease
+ran out is claimed by another node (``claim``), which resumes it after the instances the
+destination already confirmed (``record_item``, ``items``). Lease times are the nodes'
+clocks in UTC: nodes over one index must keep their clocks within a fraction of
+``lease_seconds`` (NTP does).
 """
 
 from __future__ import annotations
@@ -11,13 +17,22 @@ import json
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from sqlalchemy import Connection, Engine, RowMapping
 
 from pypacs.index import tx
-from pypacs.index.jobs import forget_jobs, insert_job, job_row, update_job
+from pypacs.index.jobs import (
+    claim_job,
+    forget_jobs,
+    insert_job,
+    job_items,
+    job_row,
+    record_item,
+    renew_jobs,
+    update_job,
+)
 
 
 class JobState(Enum):
@@ -57,6 +72,7 @@ class Job:
     error: str | None = None
     claimed_by: str | None = None  # the node running it
     lease_until: str | None = None
+    attempts: int = 0  # how many times a node took it up (1: never taken over)
 
     @property
     def finished(self) -> str | None:
@@ -64,16 +80,19 @@ class Job:
         return self.updated if self.state.finished else None
 
 
-def now() -> str:
-    """The time as jobs record it: ISO 8601 in UTC, to the millisecond."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+def now(later: float = 0.0) -> str:
+    """The time as jobs record it (``later`` seconds from now): ISO 8601 in UTC, to the
+    millisecond, so that two times compare as text."""
+    return (datetime.now(UTC) + timedelta(seconds=later)).isoformat(timespec="milliseconds")
 
 
 class JobLedger:
-    """The jobs in the index; thread-safe (each call is one transaction)."""
+    """The jobs in the index; thread-safe (each call is one transaction). A node's claim
+    on a job lasts ``lease_seconds`` unless renewed."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lease_seconds: float = 30.0) -> None:
         self.engine = engine
+        self.lease_seconds = lease_seconds
 
     def create(
         self, peer: str, study_uid: str, *, state: JobState, claimed_by: str | None = None
@@ -86,6 +105,8 @@ class JobLedger:
         # Unguessable, and in order of creation when read by a person.
         token = secrets.token_hex(6)
         stamp = now()
+        lease = now(self.lease_seconds) if claimed_by is not None else None
+        attempts = 1 if claimed_by is not None else 0
         values = {
             "token": token,
             "peer": peer,
@@ -94,9 +115,21 @@ class JobLedger:
             "created_at": stamp,
             "updated_at": stamp,
             "claimed_by": claimed_by,
+            "lease_until": lease,
+            "attempts": attempts,
         }
         pk = tx.write(self.engine, lambda conn: insert_job(conn, values))
-        return Job(f"{pk}-{token}", peer, study_uid, state, stamp, stamp, claimed_by=claimed_by)
+        return Job(
+            f"{pk}-{token}",
+            peer,
+            study_uid,
+            state,
+            stamp,
+            stamp,
+            claimed_by=claimed_by,
+            lease_until=lease,
+            attempts=attempts,
+        )
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, if the index has it.
@@ -112,9 +145,12 @@ class JobLedger:
             return None
         return _job(row)
 
-    def save(self, job: Job, *, if_in: Collection[JobState] = UNFINISHED) -> Job | None:
+    def save(
+        self, job: Job, *, if_in: Collection[JobState] = UNFINISHED, owner: str | None = None
+    ) -> Job | None:
         """Save the job's state and counts, if its saved state is one of ``if_in`` (a job
-        finished meanwhile, e.g. cancelled, is left as it is); the job as saved, or None.
+        finished meanwhile, e.g. cancelled, is left as it is) and, with ``owner``, that node
+        still holds it (not taken over); the job as saved, or None.
 
         Raises:
             IndexUnavailable: the index cannot be written.
@@ -133,17 +169,86 @@ class JobLedger:
             "failed_uids": json.dumps(list(job.failed_uids)),
             "error": job.error,
             "updated_at": stamp,
-            "claimed_by": job.claimed_by,
-            "lease_until": job.lease_until,
         }
         states = [s.value for s in if_in]
 
         def write(conn: Connection) -> bool:
-            return update_job(conn, pk, values, in_states=states)
+            return update_job(conn, pk, values, in_states=states, owner=owner)
 
         if not tx.write(self.engine, write):
             return None
         return replace(job, updated=stamp)
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Mark an unfinished job cancelled, whichever node runs it (that node stops at its
+        next save or lease renewal); the job as it is then, or None when there is none.
+
+        Raises:
+            IndexUnavailable: the index cannot be read or written.
+        """
+        pk, _ = _parse_id(job_id)
+        if pk is None or self.get(job_id) is None:
+            return None
+        values = {"state": JobState.CANCELLED.value, "updated_at": now()}
+        states = [s.value for s in UNFINISHED]
+        tx.write(self.engine, lambda conn: update_job(conn, pk, values, in_states=states))
+        return self.get(job_id)
+
+    def claim(self, node: str, running: Collection[str] = ()) -> Job | None:
+        """Claim for ``node`` one unfinished job whose node stopped renewing its lease (or
+        that no node took up), but those ``running`` (that ``node`` runs); the job as
+        claimed, or None when there is none.
+
+        Raises:
+            IndexUnavailable: the index cannot be written.
+        """
+        states = [s.value for s in UNFINISHED]
+        exclude = [pk for job_id in running if (pk := _parse_id(job_id)[0]) is not None]
+
+        def write(conn: Connection) -> RowMapping | None:
+            until = now(self.lease_seconds)
+            return claim_job(conn, node, now=now(), until=until, states=states, exclude=exclude)
+
+        row = tx.write(self.engine, write)
+        return None if row is None else _job(row)
+
+    def renew(self, node: str, job_ids: Collection[str]) -> dict[str, str]:
+        """Renew ``node``'s lease on the running jobs ``job_ids``; for each job it no longer
+        runs, why: its state (``cancelled``, …), ``lost`` (another node took it over) or
+        ``gone`` (forgotten).
+
+        Raises:
+            IndexUnavailable: the index cannot be written.
+        """
+        by_pk = {pk: job_id for job_id in job_ids if (pk := _parse_id(job_id)[0]) is not None}
+        until = now(self.lease_seconds)
+        running = JobState.RUNNING.value
+
+        def write(conn: Connection) -> dict[int, str]:
+            return renew_jobs(conn, node, list(by_pk), until=until, state=running)
+
+        return {by_pk[pk]: why for pk, why in tx.write(self.engine, write).items()}
+
+    def record_item(self, job_id: str, sop_instance_uid: str, status: int) -> None:
+        """Record that the job's destination answered ``status`` for this instance.
+
+        Raises:
+            IndexUnavailable: the index cannot be written.
+        """
+        pk, _ = _parse_id(job_id)
+        if pk is not None:
+            tx.write(self.engine, lambda conn: record_item(conn, pk, sop_instance_uid, status))
+
+    def items(self, job_id: str) -> list[tuple[str, int]]:
+        """The instances the job's destination confirmed and their statuses, by UID.
+
+        Raises:
+            IndexUnavailable: the index cannot be read.
+        """
+        pk, _ = _parse_id(job_id)
+        if pk is None:
+            return []
+        return tx.read(self.engine, lambda conn: job_items(conn, pk))
 
     def forget(self, keep: int) -> int:
         """Forget finished jobs but the ``keep`` most recent; how many were forgotten.
@@ -179,4 +284,5 @@ def _job(row: RowMapping) -> Job:
         error=row["error"],
         claimed_by=row["claimed_by"],
         lease_until=row["lease_until"],
+        attempts=row["attempts"],
     )

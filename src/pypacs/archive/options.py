@@ -22,3 +22,8 @@ class ArchiveOptions:
     # fsync blobs and folders before acknowledging; not a setting: only tests of other
     # things turn it off.
     fsync: bool = True
+    # Connections each process keeps to a PostgreSQL index ([database] pool_size).
+    database_pool_size: int = 5
+    # How long a node's claim on a job it runs lasts unless renewed ([retrieve]
+    # job_lease_seconds); then another node takes the job over.
+    job_lease_seconds: float = 30.0

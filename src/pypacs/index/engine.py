@@ -18,8 +18,9 @@ WRITE_OPTION = "pypacs_write"
 QUERY_CACHE_SIZE = 100
 
 
-def make_engine(url: str) -> Engine:
-    """Create the process's engine for ``url`` (``sqlite:///…`` or ``postgresql+psycopg://…``).
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Create the process's engine for ``url`` (``sqlite:///…`` or ``postgresql+psycopg://…``);
+    a PostgreSQL engine keeps ``pool_size`` connections, and a few more at peaks.
 
     Raises:
         ConfigError: the URL names a backend pypacs does not support.
@@ -37,9 +38,15 @@ def make_engine(url: str) -> Engine:
         try:
             return create_engine(
                 parsed,
-                pool_size=8,
-                max_overflow=8,
+                pool_size=pool_size,
+                max_overflow=max(2, pool_size // 2),
+                # A connection the server closed (a restart, a failover) is found before use
+                # and replaced: service resumes without restarting pypacs. The statement that
+                # was under way when it went fails once, as IndexUnavailable.
                 pool_pre_ping=True,
+                # Not forever on an unreachable server: a request fails (0xA700, 503) instead.
+                pool_timeout=10,
+                connect_args={"connect_timeout": 5},
                 query_cache_size=QUERY_CACHE_SIZE,
             )
         except ModuleNotFoundError as exc:

@@ -136,7 +136,7 @@ blob_deletion = Table(
 
 # Studies sent to peers (remote/jobs.py): their state is kept here so that any node can
 # report them. ``claimed_by`` and ``lease_until`` name the node running a job and until when
-# its claim holds, for nodes that take over the jobs of one that stopped.
+# its claim holds: a job whose lease ran out is taken over by another node (remote/jobs.py).
 job = Table(
     "job",
     metadata,
@@ -156,6 +156,18 @@ job = Table(
     Column("updated_at", String, nullable=False),
     Column("claimed_by", String, nullable=True),
     Column("lease_until", String, nullable=True),
+    # How many times a node took the job up: 1 when it starts, one more per takeover.
+    Column("attempts", Integer, nullable=False, server_default="0"),
+)
+
+# The instances a job's destination confirmed (a C-STORE response came), recorded as each
+# response arrives, so that a node taking the job over sends none of them again.
+job_item = Table(
+    "job_item",
+    metadata,
+    Column("job_pk", Integer, ForeignKey("job.pk", ondelete="CASCADE"), primary_key=True),
+    Column("sop_instance_uid", String, primary_key=True),
+    Column("status", Integer, nullable=False),  # the C-STORE response's status
 )
 
 # HTTP users, their API tokens and their web page sessions (archive/accounts.py). Tokens

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 
 from pypacs.archive import Archive, Retrieval
 from pypacs.model.status import Status
@@ -41,14 +42,27 @@ class DimseExporter:
         return EchoResult(ok=True, status=Status.SUCCESS, milliseconds=round(elapsed, 3))
 
     def send_study(
-        self, peer: Peer, study_uid: str, on_progress: OnProgress, cancelled: IsCancelled
+        self,
+        peer: Peer,
+        study_uid: str,
+        on_progress: OnProgress,
+        cancelled: IsCancelled,
+        skip: Collection[str] = (),
     ) -> Progress:
-        """Send the stored instances of a study to ``peer``, as ``send`` does.
+        """Send the stored instances of a study to ``peer``, as ``send`` does, but those
+        whose SOP Instance UIDs are in ``skip``.
 
         Raises:
             IndexUnavailable: the index cannot be read.
         """
         with self.archive.retrieve(EntityRef(study_uid).query()) as retrieval:
+            if skip:
+                left = set(skip)
+                retrieval = Retrieval(
+                    max(0, retrieval.count - len(left)),
+                    retrieval.syntaxes,
+                    (s for s in retrieval.instances if s.sop_instance_uid not in left),
+                )
             return self.send(peer, retrieval, on_progress, cancelled)
 
     def send(
@@ -57,7 +71,7 @@ class DimseExporter:
         """Send these instances over one association to ``peer``: the counts after each
         go to ``on_progress``; the final counts, with the status a C-MOVE would end with
         (PS3.4 C.4.2.3.1), are returned."""
-        counts = Counts(instances.count)
+        counts = _Noted(instances.count)
         if not instances.count:
             return _final(Status.SUCCESS, counts)
         try:
@@ -79,7 +93,7 @@ class DimseExporter:
                 counts,
                 what=f"C-STORE to {peer}",
                 cancelled=cancelled,
-                on_progress=lambda: on_progress(_progress(Status.PENDING, counts)),
+                on_progress=lambda: on_progress(_progress(Status.PENDING, counts, counts.sent)),
             )
         finally:
             requestor.end(completed=True)
@@ -89,7 +103,17 @@ class DimseExporter:
         return _final(counts.final_status(), counts)
 
 
-def _progress(status: Status, counts: Counts) -> Progress:
+class _Noted(Counts):
+    """Counts that also note the last instance a C-STORE response came for."""
+
+    sent: tuple[str, int] | None = None
+
+    def add(self, status: int | None, uid: str) -> None:
+        super().add(status, uid)
+        self.sent = None if status is None else (uid, status)
+
+
+def _progress(status: Status, counts: Counts, sent: tuple[str, int] | None = None) -> Progress:
     return Progress(
         status,
         counts.remaining,
@@ -97,6 +121,7 @@ def _progress(status: Status, counts: Counts) -> Progress:
         counts.failed,
         counts.warning,
         tuple(counts.failed_uids) if status is not Status.PENDING else (),
+        sent=sent,
     )
 
 

@@ -8,7 +8,7 @@ the statuses of PS3.4 C.4.2.1.5, so that a job reads the same whichever way it w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +47,8 @@ class Progress:
     warning: int
     failed_uids: tuple[str, ...] = ()
     error_comment: str | None = None
+    # An export's step: the instance whose C-STORE response just came, and its status.
+    sent: tuple[str, int] | None = None
 
     @property
     def category(self) -> Category:
@@ -97,9 +99,15 @@ class Exporter(Protocol):
         ...
 
     def send_study(
-        self, peer: Peer, study_uid: str, on_progress: OnProgress, cancelled: IsCancelled
+        self,
+        peer: Peer,
+        study_uid: str,
+        on_progress: OnProgress,
+        cancelled: IsCancelled,
+        skip: Collection[str] = (),
     ) -> Progress:
-        """Send the stored instances of a study to ``peer``, as ``send`` does."""
+        """Send the stored instances of a study to ``peer``, as ``send`` does, but those
+        whose SOP Instance UIDs are in ``skip`` (sent before: a job taken over)."""
         ...
 
 
@@ -115,7 +123,12 @@ class NoExporter:
         raise RemoteError(_NO_DIMSE)
 
     def send_study(
-        self, peer: Peer, study_uid: str, on_progress: OnProgress, cancelled: IsCancelled
+        self,
+        peer: Peer,
+        study_uid: str,
+        on_progress: OnProgress,
+        cancelled: IsCancelled,
+        skip: Collection[str] = (),
     ) -> Progress:
         raise RemoteError(_NO_DIMSE)
 

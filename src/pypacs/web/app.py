@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 import pypacs
 from pypacs.archive import Archive
 from pypacs.remote.export import Exporter, NoExporter
+from pypacs.remote.jobs import Jobs
 from pypacs.remote.registry import Peers
 from pypacs.web import openapi, page
 from pypacs.web.admin import api as admin
@@ -36,6 +37,7 @@ def create_app(
     on_ready: Callable[[], None] | None = None,
     peers: Peers | None = None,
     exporter: Exporter | None = None,
+    jobs: Jobs | None = None,
 ) -> Starlette:
     """The HTTP side of pypacs: DICOMweb under /dicom-web, the admin API under /api."""
 
@@ -61,7 +63,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route("/api/health", health),
-        *admin.routes(archive, peers or Peers(), exporter or NoExporter(), "/api"),
+        *admin.routes(archive, peers or Peers(), exporter or NoExporter(), "/api", jobs),
         *openapi.routes(DICOMWEB_BASE, "/api"),
         *qido.routes(archive, options, DICOMWEB_BASE),
         *stow.routes(archive, options, DICOMWEB_BASE),

@@ -33,10 +33,11 @@ _CHUNK = 1_048_576  # how much of an instance goes into the ZIP stream at a time
 
 
 def routes(
-    archive: Archive, peers: Peers, exporter: Exporter, base: str = "/api"
+    archive: Archive, peers: Peers, exporter: Exporter, base: str = "/api", jobs: Jobs | None = None
 ) -> list[BaseRoute]:
-    """The admin API's routes under ``base``."""
-    api = _AdminApi(archive, peers, exporter, base)
+    """The admin API's routes under ``base``; the jobs it starts are run by ``jobs`` (by
+    default: jobs of its own, which never take over another node's)."""
+    api = _AdminApi(archive, peers, exporter, base, jobs)
     return [
         Route(f"{base}/statistics", api.statistics, methods=["GET"]),
         Route(f"{base}/remotes", api.remotes, methods=["GET"]),
@@ -48,12 +49,14 @@ def routes(
 
 
 class _AdminApi:
-    def __init__(self, archive: Archive, peers: Peers, exporter: Exporter, base: str) -> None:
+    def __init__(
+        self, archive: Archive, peers: Peers, exporter: Exporter, base: str, jobs: Jobs | None
+    ) -> None:
         self.archive = archive
         self.peers = peers
         self.exporter = exporter
         self.base = base
-        self.jobs = Jobs(archive, exporter)
+        self.jobs = jobs or Jobs(archive, exporter, peers=peers)
 
     def _remote_named(self, name: str) -> Peer:
         peer = self.peers.named(name)
