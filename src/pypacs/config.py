@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 from pypacs.archive.options import ArchiveOptions
+from pypacs.audit.options import AuditOptions
 from pypacs.errors import ConfigError
 from pypacs.model.access import ALL_SERVICES, Service
 from pypacs.net.options import NetOptions
@@ -544,6 +545,17 @@ class Settings:
             max_instance_bytes=self.storage.max_instance_bytes,
             database_pool_size=self.database.pool_size,
             job_lease_seconds=self.retrieve.job_lease_seconds,
+        )
+
+    def audit_options(self) -> AuditOptions:
+        return AuditOptions(
+            path=self.audit.path,
+            syslog=self.audit.syslog,
+            queue_size=self.audit.queue_size,
+            ae_title=self.server.ae_title,
+            tls_ca=self.tls.ca,
+            tls_certificate=self.tls.certificate,
+            tls_private_key=self.tls.private_key,
         )
 
     def net_options(self) -> NetOptions:
