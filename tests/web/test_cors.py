@@ -106,7 +106,7 @@ def test_a_configured_origin_passes_the_cross_site_refusal(cors: httpx.Client) -
     assert cors_headers(allowed)["access-control-allow-origin"] == VIEWER
     refused = cors.delete(UNKNOWN_STUDY, headers={"Origin": OTHER})
     assert refused.status_code == 403
-    assert refused.json()["error"] == "cross-origin"
+    assert refused.json()["error"]["code"] == "cross-origin"
     assert cors_headers(refused) == {}
 
 
