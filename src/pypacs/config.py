@@ -244,6 +244,13 @@ class S3Settings:
     region: str = _setting(
         "", "the bucket's region (empty: the client's default)", flag="--s3-region"
     )
+    orphan_grace_seconds: int = _setting(
+        600,
+        "an object younger than this with no index row is left alone by the consistency "
+        "check (another node may be about to index it)",
+        _non_negative_int,
+        flag="--s3-orphan-grace-seconds",
+    )
 
 
 @dataclass(frozen=True)
@@ -545,6 +552,10 @@ class Settings:
             max_instance_bytes=self.storage.max_instance_bytes,
             database_pool_size=self.database.pool_size,
             job_lease_seconds=self.retrieve.job_lease_seconds,
+            blob_url=self.storage.url,
+            s3_endpoint_url=self.storage_s3.endpoint_url,
+            s3_region=self.storage_s3.region,
+            orphan_grace_seconds=self.storage_s3.orphan_grace_seconds if self.storage.url else 0,
         )
 
     def audit_options(self) -> AuditOptions:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from pypacs.archive.service import Archive
-from pypacs.errors import PypacsError
+from pypacs.errors import PypacsError, StoreError
 from pypacs.index import reads, tx
 from pypacs.index.writes import Outcome
 from pypacs.store import BlobKey
@@ -22,6 +22,8 @@ class CheckReport:
     duplicates_removed: list[str] = field(default_factory=list)  # blob keys
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (blob key, reason)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance UID, blob key)
+    # Blobs without index row younger than the grace period: left for a later check.
+    recent: list[str] = field(default_factory=list)  # blob keys
 
     @property
     def clean(self) -> bool:
@@ -48,12 +50,17 @@ def check(archive: Archive, *, repair: bool = True) -> CheckReport:
                 continue
             if archive.is_deleted_blob(key):  # its rows were deleted: never re-index it
                 continue
+            if _recent(archive, key):
+                report.recent.append(key)
+                continue
             if repair:
                 _reindex(archive, key, report)
             else:
                 report.unreadable.append((key, "not indexed"))
-        # What is left was indexed but is not on disk.
-        report.missing.extend((uid, key) for key, uid in sorted(indexed.items()))
+        # What is left was indexed but was not listed: unless it was written since.
+        report.missing.extend(
+            (uid, key) for key, uid in sorted(indexed.items()) if not _exists(archive, key)
+        )
     # Rows whose folder does not exist at all.
     after = ""
     while batch := tx.read(archive.engine, partial(reads.blob_key_batch, after=after)):
@@ -64,6 +71,26 @@ def check(archive: Archive, *, repair: bool = True) -> CheckReport:
     for uid, missing_key in report.missing:
         log.error("instance %s is indexed but its blob %s is missing", uid, missing_key)
     return report
+
+
+def _recent(archive: Archive, key: BlobKey) -> bool:
+    """Whether an unindexed blob is within the grace period: with several nodes on one
+    object store, a blob is visible from its upload's end and indexed right after by the
+    node that wrote it; re-indexing it here as well would race that node."""
+    grace = archive.options.orphan_grace_seconds
+    if not grace:
+        return False
+    try:
+        return archive.store.age(key) < grace
+    except StoreError:  # gone meanwhile (deleted, revoked): nothing to re-index
+        return True
+
+
+def _exists(archive: Archive, key: str) -> bool:
+    try:
+        return archive.store.exists(BlobKey(key))
+    except StoreError:
+        return False
 
 
 def _reindex(archive: Archive, key: BlobKey, report: CheckReport) -> None:

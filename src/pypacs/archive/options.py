@@ -19,6 +19,14 @@ class ArchiveOptions:
     reserve_bytes: int
     # The largest instance a receive takes (bytes of its data set); 0: no bound.
     max_instance_bytes: int
+    # Where the blobs are when not files under blob_root: "s3://BUCKET/PREFIX" ([storage]
+    # url), at s3_endpoint_url in s3_region ([storage.s3]).
+    blob_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    # A blob without index row younger than this is not re-indexed by the check: another
+    # node may have written it and be about to index it ([storage.s3] orphan_grace_seconds).
+    orphan_grace_seconds: float = 0
     # fsync blobs and folders before acknowledging; not a setting: only tests of other
     # things turn it off.
     fsync: bool = True

@@ -99,6 +99,8 @@ def _check(settings: Settings, *, repair: bool) -> int:
         print(f"not indexed {key}: {reason}")
     for uid, key in report.missing:
         print(f"missing blob {key} of instance {uid}")
+    for key in report.recent:
+        print(f"not indexed yet {key}: within [storage.s3] orphan_grace_seconds, left alone")
     print(
         f"{counted(report.blobs, 'blob')} checked: {len(report.reindexed)} re-indexed, "
         f"{len(report.missing)} missing, {len(report.unreadable)} not indexable"

@@ -90,6 +90,14 @@ class BlobStore(Protocol):
         """The blob's size in bytes."""
         ...
 
+    def age(self, key: BlobKey) -> float:
+        """Seconds since the blob was written (by the store's clock where it has one).
+
+        Raises:
+            StoreError: the blob is missing or cannot be looked up.
+        """
+        ...
+
     def scan(self) -> Iterator[tuple[str, list[BlobKey]]]:
         """Every blob, grouped by a prefix (one group per fan-out folder), for consistency
         checks; also removes temporary leftovers of interrupted writes."""

@@ -7,6 +7,7 @@ import errno
 import mmap
 import os
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +16,7 @@ from pypacs.errors import OutOfResources, StoreError
 from pypacs.store.base import BlobKey
 
 _TMP_SUFFIX = ".tmp"
+_STALE_TMP_SECONDS = 3600.0
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -128,6 +130,12 @@ class FilesystemStore:
         except OSError as exc:
             raise StoreError(f"cannot stat blob {key}: {exc}") from exc
 
+    def age(self, key: BlobKey) -> float:
+        try:
+            return time.time() - self._path(key).stat().st_mtime
+        except OSError as exc:
+            raise StoreError(f"cannot stat blob {key}: {exc}") from exc
+
     def scan(self) -> Iterator[tuple[str, list[BlobKey]]]:
         for folder in sorted(_subdirs(self.root)):
             prefix = f"{folder}/"
@@ -135,8 +143,11 @@ class FilesystemStore:
             with os.scandir(self.root / folder) as entries:
                 for entry in entries:
                     if entry.name.endswith(_TMP_SUFFIX):
-                        # An interrupted write: never acknowledged, safe to drop.
-                        _unlink_quietly(Path(entry.path))
+                        # An interrupted write: never acknowledged, safe to drop once it is
+                        # stale; a newer one may be a write under way (this process's
+                        # receiving, or another node's on a shared folder).
+                        if _older_than(entry, _STALE_TMP_SECONDS):
+                            _unlink_quietly(Path(entry.path))
                     elif entry.is_file():
                         keys.append(BlobKey(prefix + entry.name))
             yield prefix, sorted(keys)
@@ -222,6 +233,13 @@ def _write_error(key: BlobKey, exc: OSError) -> StoreError:
 def _subdirs(folder: Path) -> list[str]:
     with os.scandir(folder) as entries:
         return [e.name for e in entries if e.is_dir() and len(e.name) == 2]
+
+
+def _older_than(entry: os.DirEntry[str], seconds: float) -> bool:
+    try:
+        return time.time() - entry.stat().st_mtime > seconds
+    except OSError:  # gone meanwhile
+        return False
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -8,11 +8,20 @@ from pypacs.errors import StoreError
 from pypacs.store.base import BlobStore
 
 
-def open_store(location: str | Path, *, fsync: bool = True) -> BlobStore:
-    """Open the store at ``location``: a folder path or a ``file://`` URL.
+def open_store(
+    location: str | Path,
+    *,
+    fsync: bool = True,
+    endpoint_url: str = "",
+    region: str = "",
+) -> BlobStore:
+    """Open the store at ``location``: a folder path, a ``file://`` URL, or
+    ``s3://BUCKET/PREFIX`` (an S3-compatible object store at ``endpoint_url``, in
+    ``region``; the ``s3`` extra).
 
     Raises:
-        StoreError: unknown scheme or the folder cannot be created.
+        StoreError: unknown scheme, the folder cannot be created, the ``s3`` extra is not
+            installed, or the bucket cannot be used.
     """
     text = str(location)
     if "://" not in text:
@@ -24,6 +33,17 @@ def open_store(location: str | Path, *, fsync: bool = True) -> BlobStore:
         from pypacs.store.filesystem import FilesystemStore
 
         return FilesystemStore(rest, fsync=fsync)
+    if scheme == "s3":
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise StoreError(f"{text!r}: expected s3://BUCKET/PREFIX")
+        try:
+            from pypacs.store.s3 import S3Store
+        except ImportError as exc:
+            raise StoreError(
+                f"{text!r} needs the s3 extra (pip install 'pypacs[s3]'): {exc}"
+            ) from exc
+        return S3Store(bucket, prefix, endpoint_url=endpoint_url, region=region)
     raise StoreError(
-        f"unknown blob store scheme {scheme!r} in {text!r}: expected a folder or file://"
+        f"unknown blob store scheme {scheme!r} in {text!r}: expected a folder, file:// or s3://"
     )
