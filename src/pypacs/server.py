@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import re
 import resource
@@ -30,11 +31,11 @@ from pypacs.net.acceptor import Acceptor
 from pypacs.net.export import DimseExporter
 from pypacs.net.options import NetOptions
 from pypacs.net.services import DicomService
-from pypacs.net.tls import https_context, server_context
 from pypacs.remote.jobs import Jobs
 from pypacs.supervisor import Supervisor, share, worker_count
 from pypacs.web.app import create_app
 from pypacs.web.http.connection import limited_protocol
+from pypacs.web.http.oidc import read_jwks_file
 from pypacs.web.options import WebOptions
 
 log = logging.getLogger("pypacs.server")
@@ -186,31 +187,51 @@ def _listen_failure(what: str, host: str, port: int, setting: str, exc: OSError)
     return f"cannot listen for {what} on {_address(host, port)}: {reason} ({setting})"
 
 
-def _start_dimse(
-    net: NetOptions, archive: Archive, reserved: socket.socket, tls: socket.socket | None = None
-) -> list[Acceptor]:
-    """Accept DICOM associations on the reserved port (net/acceptor.py, net/services.py),
-    and over TLS on the ``tls`` one if any (PS3.15 B.9)."""
-    service = DicomService(archive, net)
-    acceptors = [service.acceptor(reserved)]
-    if tls is not None and net.tls is not None:
-        acceptors.append(service.acceptor(tls, ssl_context=server_context(net.tls)))
-    for acceptor in acceptors:
-        acceptor.start()
-    return acceptors
+def _start_dimse(net: NetOptions, archive: Archive, reserved: socket.socket) -> Acceptor:
+    """Accept DICOM associations on the reserved port (net/acceptor.py, net/services.py)."""
+    acceptor = DicomService(archive, net).acceptor(reserved)
+    acceptor.start()
+    return acceptor
 
 
-def _check_tls(net: NetOptions, web: WebOptions) -> None:
-    """Make the SSL contexts once before anything starts: a key that does not match its
-    certificate stops start-up with its message (config checked that the files are PEM).
+def is_loopback(host: str) -> bool:
+    """``host`` reaches this machine only: localhost, 127.0.0.0/8 or ::1."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to, others may reach it
+
+
+def check_access(settings: Settings) -> None:
+    """Secure by default: the HTTP port open beyond this machine without authentication
+    only when ``[auth] allow_anonymous`` says so, with a warning at every start; a bad
+    ``[auth.oidc] jwks_file`` stops start-up too.
 
     Raises:
-        TlsError: the [tls] files cannot be used.
+        ConfigError: says how to set up users, or what is wrong with the key file.
     """
-    if net.tls is not None and net.tls_port:
-        server_context(net.tls)
-    if net.tls is not None and web.https:
-        https_context(net.tls)
+    oidc = settings.oidc_options()
+    if oidc is not None and oidc.jwks_file:
+        read_jwks_file(oidc.jwks_file)
+    host = settings.server.host
+    if settings.auth.mode != "none" or is_loopback(host):
+        return
+    if not settings.auth.allow_anonymous:
+        raise ConfigError(
+            f'[server] host = "{host}" opens the HTTP port beyond this machine, and '
+            '[auth] mode = "none" would let anyone who reaches it read, store and delete. '
+            'Set up users: [auth] mode = "local" (--auth-mode local), then '
+            "`pypacs user add NAME --role admin`; or use an OpenID Connect issuer "
+            '([auth] mode = "oidc"); or, to serve without authentication anyway, set '
+            "[auth] allow_anonymous = true"
+        )
+    log.warning(
+        '[server] host = "%s" with [auth] mode = "none" and allow_anonymous = true: '
+        "anyone who reaches the HTTP port may read, store and delete",
+        host,
+    )
 
 
 # The soft descriptor limit is raised to this when the hard limit is "unlimited".
@@ -260,7 +281,7 @@ def run(settings: Settings) -> None:
     net, web = settings.net_options(), descriptor_budget(settings.web_options())
     workers = worker_count(settings.server.workers)
     location = archive_location(settings)
-    _check_tls(net, web)
+    check_access(settings)
     with contextlib.ExitStack() as stack:
         # The DICOM port is held by this socket until the start-up check is done, then
         # handed to the association server (which binds it again, at once) or shared by
@@ -271,16 +292,6 @@ def run(settings: Settings) -> None:
         http_socket = stack.enter_context(
             _listen(web.host, web.port, "HTTP", "[server] http_port, --http-port")
         )
-        tls_socket = None
-        if net.tls_port:
-            tls_socket = stack.enter_context(
-                _listen(
-                    net.host,
-                    net.tls_port,
-                    "DICOM over TLS",
-                    "[server] dicom_tls_port, --dicom-tls-port",
-                )
-            )
         archive = open_archive(settings, announce=log.info)
         opened = stack.enter_context(contextlib.ExitStack())
         opened.callback(archive.close)
@@ -295,24 +306,19 @@ def run(settings: Settings) -> None:
             )
         dicom_port = dicom_socket.getsockname()[1]
         http_port = http_socket.getsockname()[1]
-        tls_shown = "" if tls_socket is None else _address(net.host, net.tls_port)
 
         def ready() -> None:
             log.info(
-                "pypacs (%s) serving AE %s: DICOM on %s%s, HTTP%s on %s, archive %s%s",
+                "pypacs (%s) serving AE %s: DICOM on %s, HTTP on %s, archive %s%s",
                 settings.source,
                 net.ae_title,
                 _address(net.host, dicom_port),
-                f" and over TLS on {tls_shown}" if tls_shown else "",
-                "S" if web.https else "",
                 _address(web.host, http_port),
                 location,
                 f", {workers} workers" if workers > 1 else "",
             )
             print(
-                f"listening dicom={net.host}:{dicom_port} http={web.host}:{http_port}"
-                + (f" dicom_tls={net.host}:{net.tls_port}" if tls_shown else ""),
-                flush=True,
+                f"listening dicom={net.host}:{dicom_port} http={web.host}:{http_port}", flush=True
             )
 
         if workers > 1:
@@ -323,15 +329,13 @@ def run(settings: Settings) -> None:
                 dataclasses.replace(web, max_connections=share(web.max_connections, workers)),
                 dicom_socket,
                 http_socket,
-                tls_socket,
             )
             Supervisor(workers, lambda up: _worker(settings, shares, up), ready).run()
             log.info("pypacs stopped")
             return
-        acceptors = _start_dimse(net, archive, dicom_socket, tls_socket)
+        acceptor = _start_dimse(net, archive, dicom_socket)
         stack.callback(log.info, "pypacs stopped")
-        for acceptor in acceptors:
-            stack.callback(acceptor.stop)
+        stack.callback(acceptor.stop)
         asyncio.run(uvicorn.Server(_http_config(archive, net, web, ready)).serve([http_socket]))
     sys.stdout.flush()
 
@@ -344,7 +348,7 @@ def _http_config(
     exporter = DimseExporter(archive, net)
     jobs = Jobs(archive, exporter, peers=net.remotes)
     jobs.start_claimer()
-    config = uvicorn.Config(
+    return uvicorn.Config(
         create_app(
             archive,
             web,
@@ -366,12 +370,6 @@ def _http_config(
         timeout_keep_alive=web.keep_alive_timeout,
         h11_max_incomplete_event_size=web.max_url_bytes + web.max_header_bytes + 1024,
     )
-    if web.https and net.tls is not None:
-        # HTTPS with the BCP 195 context of net/tls.py (uvicorn's own knows no minimum
-        # version): set once loaded, which serving then keeps.
-        config.load()
-        config.ssl = https_context(net.tls)
-    return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,7 +380,6 @@ class _Shares:
     web: WebOptions
     dicom_socket: socket.socket
     http_socket: socket.socket
-    dicom_tls_socket: socket.socket | None
 
 
 def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> int:
@@ -395,7 +392,7 @@ def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> i
     archive = Archive.open(settings.archive_options())
     try:
         net = shares.net
-        acceptors = _start_dimse(net, archive, shares.dicom_socket, shares.dicom_tls_socket)
+        acceptor = _start_dimse(net, archive, shares.dicom_socket)
         try:
             if not stopping:
                 config = _http_config(archive, net, shares.web, ready)
@@ -403,8 +400,7 @@ def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> i
         finally:
             # The shared socket stays open for the other workers (Acceptor.stop leaves a
             # socket it was given alone).
-            for acceptor in acceptors:
-                acceptor.stop()
+            acceptor.stop()
     finally:
         archive.close()
     return 0
