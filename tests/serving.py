@@ -21,6 +21,7 @@ class RunningServer:
     log_path: Path
     ae_title: str = "PYPACS"
     extra: list[str] = field(default_factory=list)
+    dicom_tls_port: int = 0  # [server] dicom_tls_port, when on
 
     @property
     def database_url(self) -> str:
@@ -106,4 +107,5 @@ def start_pypacs(
         int(fields["http"].rsplit(":", 1)[1]),
         log_path,
         extra=list(args),
+        dicom_tls_port=int(fields["dicom_tls"].rsplit(":", 1)[1]) if "dicom_tls" in fields else 0,
     )

@@ -18,7 +18,7 @@ from pypacs.archive.options import ArchiveOptions
 from pypacs.audit.options import AuditOptions
 from pypacs.errors import ConfigError
 from pypacs.model.access import ALL_SERVICES, Service
-from pypacs.net.options import NetOptions
+from pypacs.net.options import NetOptions, TlsOptions
 from pypacs.remote.registry import Peer, Peers
 from pypacs.web.options import OidcOptions, WebOptions, parse_base_url, parse_networks
 
@@ -558,6 +558,24 @@ class Settings:
             orphan_grace_seconds=self.storage_s3.orphan_grace_seconds if self.storage.url else 0,
         )
 
+    def tls_options(self) -> TlsOptions | None:
+        """The [tls] files, checked (readable, PEM); None when none is named.
+
+        Raises:
+            ConfigError: a file cannot be read or is not PEM of the right kind.
+        """
+        tls = self.tls
+        if not (tls.certificate or tls.private_key or tls.ca):
+            return None
+        options = TlsOptions(
+            certificate=tls.certificate,
+            private_key=tls.private_key,
+            ca=tls.ca,
+            require_client_certificate=tls.require_client_certificate,
+        )
+        options.check()
+        return options
+
     def audit_options(self) -> AuditOptions:
         return AuditOptions(
             path=self.audit.path,
@@ -581,6 +599,8 @@ class Settings:
             dimse_idle_timeout=self.server.dimse_idle_timeout,
             max_negotiating=self.server.max_negotiating,
             max_negotiating_per_address=self.server.max_negotiating_per_address,
+            tls=self.tls_options(),
+            tls_port=self.server.dicom_tls_port,
             remotes=self.remotes,
             pn_case_insensitive=self.query.pn_case_insensitive,
             max_results=self.query.max_results,
@@ -594,6 +614,7 @@ class Settings:
         return WebOptions(
             host=self.server.host,
             port=self.server.http_port,
+            https=self.server.http_tls,
             ae_title=self.server.ae_title,
             pn_case_insensitive=self.query.pn_case_insensitive,
             max_results=self.query.max_results,
@@ -858,6 +879,9 @@ def load(path: Path | None, overrides: Mapping[tuple[str, str], Any] | None = No
         from_file, remotes = _from_file(path)
         if ("storage", "path") in from_file:
             from_file[("storage", "path")] = str(path.parent / from_file[("storage", "path")])
+        for key in _TLS_FILES:  # like [storage] path: taken from the file's folder
+            if from_file.get(("tls", key)):
+                from_file[("tls", key)] = str(path.parent / from_file[("tls", key)])
         values.update(from_file)
     values.update(overrides or {})
     sections = {
@@ -871,9 +895,46 @@ def load(path: Path | None, overrides: Mapping[tuple[str, str], Any] | None = No
         for name, (attribute, cls) in _SECTIONS.items()
     }
     explicit = frozenset(from_file) | frozenset(overrides or {})
-    return Settings(
+    settings = Settings(
         **sections, remotes=remotes, source=str(path) if path else "defaults", explicit=explicit
     )
+    _check_tls(settings, f"{path}: " if path else "")
+    return settings
+
+
+_TLS_FILES = ("certificate", "private_key", "ca")
+
+
+def _check_tls(settings: Settings, where: str) -> None:
+    """What TLS needs of [tls]: a certificate and its key wherever TLS is used, a CA where
+    client certificates are required (PS3.15 B.9: both ends present one).
+
+    Raises:
+        ConfigError: names what asks for TLS and what it lacks.
+    """
+    server, tls = settings.server, settings.tls
+    users = [
+        *(["[server] dicom_tls_port"] if server.dicom_tls_port else []),
+        *(["[server] http_tls"] if server.http_tls else []),
+        *(f"[remotes.{peer.name}] tls" for peer in settings.remotes if peer.tls),
+    ]
+    if bool(tls.certificate) != bool(tls.private_key) or (users and not tls.certificate):
+        lacking = "private_key" if tls.certificate else "certificate"
+        raise ConfigError(
+            f"{where}[tls] {lacking} is empty: "
+            + (f"{', '.join(users)} needs" if users else "[tls] takes")
+            + " a certificate and its private key (PEM files)"
+        )
+    if server.dicom_tls_port and tls.require_client_certificate and not tls.ca:
+        raise ConfigError(
+            f"{where}[tls] ca is empty: require_client_certificate = true needs the CA "
+            "certificates clients' certificates are checked against (or set it to false)"
+        )
+    if server.dicom_tls_port and server.dicom_tls_port == server.dicom_port:
+        raise ConfigError(
+            f"{where}[server] dicom_tls_port = {server.dicom_tls_port}: expected another port "
+            "than dicom_port"
+        )
 
 
 def defaults() -> Settings:

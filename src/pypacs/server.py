@@ -31,6 +31,7 @@ from pypacs.net.acceptor import Acceptor
 from pypacs.net.export import DimseExporter
 from pypacs.net.options import NetOptions
 from pypacs.net.services import DicomService
+from pypacs.net.tls import https_context, server_context
 from pypacs.remote.jobs import Jobs
 from pypacs.supervisor import Supervisor, share, worker_count
 from pypacs.web.app import create_app
@@ -187,11 +188,31 @@ def _listen_failure(what: str, host: str, port: int, setting: str, exc: OSError)
     return f"cannot listen for {what} on {_address(host, port)}: {reason} ({setting})"
 
 
-def _start_dimse(net: NetOptions, archive: Archive, reserved: socket.socket) -> Acceptor:
-    """Accept DICOM associations on the reserved port (net/acceptor.py, net/services.py)."""
-    acceptor = DicomService(archive, net).acceptor(reserved)
-    acceptor.start()
-    return acceptor
+def _start_dimse(
+    net: NetOptions, archive: Archive, reserved: socket.socket, tls: socket.socket | None = None
+) -> list[Acceptor]:
+    """Accept DICOM associations on the reserved port (net/acceptor.py, net/services.py),
+    and over TLS on the ``tls`` one if any (PS3.15 B.9)."""
+    service = DicomService(archive, net)
+    acceptors = [service.acceptor(reserved)]
+    if tls is not None and net.tls is not None:
+        acceptors.append(service.acceptor(tls, ssl_context=server_context(net.tls)))
+    for acceptor in acceptors:
+        acceptor.start()
+    return acceptors
+
+
+def _check_tls(net: NetOptions, web: WebOptions) -> None:
+    """Make the SSL contexts once before anything starts: a key that does not match its
+    certificate stops start-up with its message (config checked that the files are PEM).
+
+    Raises:
+        TlsError: the [tls] files cannot be used.
+    """
+    if net.tls is not None and net.tls_port:
+        server_context(net.tls)
+    if net.tls is not None and web.https:
+        https_context(net.tls)
 
 
 def is_loopback(host: str) -> bool:
@@ -282,6 +303,7 @@ def run(settings: Settings) -> None:
     workers = worker_count(settings.server.workers)
     location = archive_location(settings)
     check_access(settings)
+    _check_tls(net, web)
     with contextlib.ExitStack() as stack:
         # The DICOM port is held by this socket until the start-up check is done, then
         # handed to the association server (which binds it again, at once) or shared by
@@ -292,6 +314,16 @@ def run(settings: Settings) -> None:
         http_socket = stack.enter_context(
             _listen(web.host, web.port, "HTTP", "[server] http_port, --http-port")
         )
+        tls_socket = None
+        if net.tls_port:
+            tls_socket = stack.enter_context(
+                _listen(
+                    net.host,
+                    net.tls_port,
+                    "DICOM over TLS",
+                    "[server] dicom_tls_port, --dicom-tls-port",
+                )
+            )
         archive = open_archive(settings, announce=log.info)
         opened = stack.enter_context(contextlib.ExitStack())
         opened.callback(archive.close)
@@ -306,19 +338,24 @@ def run(settings: Settings) -> None:
             )
         dicom_port = dicom_socket.getsockname()[1]
         http_port = http_socket.getsockname()[1]
+        tls_shown = "" if tls_socket is None else _address(net.host, net.tls_port)
 
         def ready() -> None:
             log.info(
-                "pypacs (%s) serving AE %s: DICOM on %s, HTTP on %s, archive %s%s",
+                "pypacs (%s) serving AE %s: DICOM on %s%s, HTTP%s on %s, archive %s%s",
                 settings.source,
                 net.ae_title,
                 _address(net.host, dicom_port),
+                f" and over TLS on {tls_shown}" if tls_shown else "",
+                "S" if web.https else "",
                 _address(web.host, http_port),
                 location,
                 f", {workers} workers" if workers > 1 else "",
             )
             print(
-                f"listening dicom={net.host}:{dicom_port} http={web.host}:{http_port}", flush=True
+                f"listening dicom={net.host}:{dicom_port} http={web.host}:{http_port}"
+                + (f" dicom_tls={net.host}:{net.tls_port}" if tls_shown else ""),
+                flush=True,
             )
 
         if workers > 1:
@@ -329,13 +366,15 @@ def run(settings: Settings) -> None:
                 dataclasses.replace(web, max_connections=share(web.max_connections, workers)),
                 dicom_socket,
                 http_socket,
+                tls_socket,
             )
             Supervisor(workers, lambda up: _worker(settings, shares, up), ready).run()
             log.info("pypacs stopped")
             return
-        acceptor = _start_dimse(net, archive, dicom_socket)
+        acceptors = _start_dimse(net, archive, dicom_socket, tls_socket)
         stack.callback(log.info, "pypacs stopped")
-        stack.callback(acceptor.stop)
+        for acceptor in acceptors:
+            stack.callback(acceptor.stop)
         asyncio.run(uvicorn.Server(_http_config(archive, net, web, ready)).serve([http_socket]))
     sys.stdout.flush()
 
@@ -348,7 +387,7 @@ def _http_config(
     exporter = DimseExporter(archive, net)
     jobs = Jobs(archive, exporter, peers=net.remotes)
     jobs.start_claimer()
-    return uvicorn.Config(
+    config = uvicorn.Config(
         create_app(
             archive,
             web,
@@ -370,6 +409,12 @@ def _http_config(
         timeout_keep_alive=web.keep_alive_timeout,
         h11_max_incomplete_event_size=web.max_url_bytes + web.max_header_bytes + 1024,
     )
+    if web.https and net.tls is not None:
+        # HTTPS with the BCP 195 context of net/tls.py (uvicorn's own knows no minimum
+        # version): set once loaded, which serving then keeps.
+        config.load()
+        config.ssl = https_context(net.tls)
+    return config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,6 +425,7 @@ class _Shares:
     web: WebOptions
     dicom_socket: socket.socket
     http_socket: socket.socket
+    dicom_tls_socket: socket.socket | None
 
 
 def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> int:
@@ -392,7 +438,7 @@ def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> i
     archive = Archive.open(settings.archive_options())
     try:
         net = shares.net
-        acceptor = _start_dimse(net, archive, shares.dicom_socket)
+        acceptors = _start_dimse(net, archive, shares.dicom_socket, shares.dicom_tls_socket)
         try:
             if not stopping:
                 config = _http_config(archive, net, shares.web, ready)
@@ -400,7 +446,8 @@ def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> i
         finally:
             # The shared socket stays open for the other workers (Acceptor.stop leaves a
             # socket it was given alone).
-            acceptor.stop()
+            for acceptor in acceptors:
+                acceptor.stop()
     finally:
         archive.close()
     return 0

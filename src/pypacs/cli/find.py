@@ -74,11 +74,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         t for t in dict.fromkeys(parse_key(k)[0] for k in args.key) if t != QUERY_RETRIEVE_LEVEL
     ]
     calling = settings.server.ae_title
+    tls = settings.tls_options()
     rows: list[Dataset] = []
     final = None
     count = 0
     try:
-        for result in find(remote, calling, model, identifier, relational=args.relational):
+        for result in find(remote, calling, model, identifier, relational=args.relational, tls=tls):
             if result.identifier is not None and category(result.status) is Category.PENDING:
                 count += 1
                 if args.json:

@@ -124,7 +124,7 @@ def _echo(settings: Settings, args: argparse.Namespace) -> int:
     """Exit status: 0 the remote answered success, 2 it did not."""
     remote = remote_from(settings, args.remote)
     try:
-        echo(remote, settings.server.ae_title)
+        echo(remote, settings.server.ae_title, tls=settings.tls_options())
     except RemoteError as exc:
         print(f"pypacs: {exc}", file=sys.stderr)
         return 2
@@ -138,7 +138,7 @@ def _move(settings: Settings, args: argparse.Namespace) -> int:
     model, identifier = _request(args)
     destination = _destination(args.dest or settings.server.ae_title)
     calling = settings.server.ae_title
-    responses = move(remote, calling, model, identifier, destination)
+    responses = move(remote, calling, model, identifier, destination, tls=settings.tls_options())
     return _report("C-MOVE", "moved", responses, _show_progress(args))
 
 
@@ -149,7 +149,9 @@ def _get(settings: Settings, args: argparse.Namespace) -> int:
     calling = settings.server.ae_title
     if args.output is not None:
         folder = _Folder(Path(args.output))
-        responses = get(remote, calling, model, identifier, folder.write)
+        responses = get(
+            remote, calling, model, identifier, folder.write, tls=settings.tls_options()
+        )
         return _report("C-GET", "retrieved", responses, _show_progress(args))
 
     from pypacs.archive import Outcome
@@ -173,7 +175,7 @@ def _get(settings: Settings, args: argparse.Namespace) -> int:
         return _KEPT
 
     try:
-        responses = get(remote, calling, model, identifier, keep)
+        responses = get(remote, calling, model, identifier, keep, tls=settings.tls_options())
         status = _report("C-GET", "retrieved", responses, _show_progress(args))
     finally:
         archive.close()

@@ -225,6 +225,17 @@ def handshake(
     )
 
 
+def _tls_reason(exc: Exception) -> str:
+    """What OpenSSL said, without its library codes (a peer's closing counts too)."""
+    if isinstance(exc, ssl.SSLError):
+        return (
+            exc.verify_message
+            if isinstance(exc, ssl.SSLCertVerificationError)
+            else (exc.reason or str(exc))
+        )
+    return str(exc) or type(exc).__name__
+
+
 def _codes(rj: pdu.AssociateRJ) -> tuple[int, int, int]:
     return rj.result, rj.source, rj.reason
 
@@ -348,7 +359,35 @@ class Acceptor:
         address, sock = self._negotiating.pop(key)
         log.info("connection from %s closed: too many negotiating", address)
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown even for a TLS one: its thread, blocked in the
+            # handshake or in a read, sees the end at once.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _tls_handshake(self, sock: socket.socket, key: int) -> socket.socket:
+        """The TLS handshake, in the connection's own thread, while it counts as
+        negotiating (so the caps can evict it) and within ARTIM (a socket timeout bounds
+        a whole handshake); a failure is logged with the peer's address and the reason.
+
+        Raises:
+            OSError: the handshake failed, timed out or the connection was evicted.
+        """
+        assert self.ssl_context is not None
+        address = sock.getpeername()[0] if sock.fileno() >= 0 else "?"
+        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        with self._lock:
+            if key not in self._negotiating:  # evicted meanwhile
+                tls.close()
+                raise OSError("evicted before its TLS handshake")
+            self._negotiating[key] = (self._negotiating[key][0], tls)
+        tls.settimeout(self.timeouts.artim)
+        try:
+            tls.do_handshake()
+        except (OSError, ValueError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else _tls_reason(exc)
+            log.warning("TLS handshake with %s failed: %s", address, reason)
+            tls.close()
+            raise
+        return tls
 
     def _admit(self) -> bool:
         with self._lock:
@@ -361,8 +400,7 @@ class Acceptor:
         assoc: Association | None = None
         try:
             if self.ssl_context is not None:
-                sock.settimeout(self.timeouts.artim)
-                sock = self.ssl_context.wrap_socket(sock, server_side=True)
+                sock = self._tls_handshake(sock, key)
             conn = Connection(sock, write_timeout=self.timeouts.pdu_read)
             assoc = handshake(conn, self.decide, self.identity, self.timeouts, self._admit)
         except (OSError, ValueError) as exc:

@@ -35,7 +35,9 @@ class DimseExporter:
         """C-ECHO the peer (PS3.7 9.1.5); a peer that cannot be reached is ``ok=False``."""
         start = time.perf_counter()
         try:
-            scu.echo(peer, self.options.ae_title, timeout=self.options.acse_timeout)
+            scu.echo(
+                peer, self.options.ae_title, timeout=self.options.acse_timeout, tls=self.options.tls
+            )
         except RemoteError as exc:
             return EchoResult(ok=False, status=None, milliseconds=None, error=str(exc))
         elapsed = (time.perf_counter() - start) * 1000

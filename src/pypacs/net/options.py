@@ -3,8 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from pypacs.errors import ConfigError
 from pypacs.remote.registry import Peers
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """``[tls]``: the PEM files of pypacs' certificate, its key and the trusted CAs
+    (PS3.15 B.9, the BCP 195 profiles); net/tls.py makes the SSL contexts from them."""
+
+    certificate: str
+    private_key: str
+    ca: str  # "" : none (a client then checks servers against the system's store)
+    require_client_certificate: bool
+
+    def check(self) -> None:
+        """Each file named is readable and holds PEM of the right kind.
+
+        Raises:
+            ConfigError: names the key, the file and what is wrong with it.
+        """
+        wanted = [
+            ("certificate", self.certificate, "CERTIFICATE"),
+            ("private_key", self.private_key, "PRIVATE KEY"),
+            ("ca", self.ca, "CERTIFICATE"),
+        ]
+        for key, path, label in wanted:
+            if not path:
+                continue
+            try:
+                text = Path(path).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"[tls] {key} = {path!r}: cannot read: {exc.strerror}") from exc
+            # RFC 7468 2: a PEM block starts "-----BEGIN <label>-----"; a key's label may be
+            # "RSA PRIVATE KEY", "EC PRIVATE KEY" or "PRIVATE KEY".
+            if b"-----BEGIN " not in text or f"{label}-----".encode() not in text:
+                raise ConfigError(f"[tls] {key} = {path!r}: expected a PEM file holding {label}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +72,10 @@ class NetOptions:
     dimse_idle_timeout: float
     max_negotiating: int
     max_negotiating_per_address: int
+    # DICOM over TLS: the certificate files (None: no [tls] files, no TLS at all) and the
+    # TLS port beside the plain one (0: none).
+    tls: TlsOptions | None
+    tls_port: int
     # Not settings: how long we wait for a peer (seconds).
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0

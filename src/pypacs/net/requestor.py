@@ -9,6 +9,7 @@ pydicom data sets, encoded by net/identifier.py.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
@@ -29,6 +30,8 @@ from pypacs.net.association import (
     connect,
 )
 from pypacs.net.identifier import IdentifierError, encode_identifier
+from pypacs.net.options import TlsOptions
+from pypacs.net.tls import client_context
 from pypacs.net.transport import Buffer
 from pypacs.remote.registry import Peer, RemoteError
 
@@ -92,24 +95,33 @@ class Requestor:
         roles: Sequence[pdu.RoleSelection] = (),
         extended: Sequence[pdu.ExtendedNegotiation] = (),
         max_pdu: int = DEFAULT_MAX_PDU,
+        tls: TlsOptions | None = None,
     ) -> Requestor:
-        """An established association to ``remote`` proposing ``proposals``.
+        """An established association to ``remote`` proposing ``proposals``; over TLS with
+        ``tls``'s files when the remote says ``tls = true``.
 
         Raises:
-            RemoteError: the peer rejected the association, refused the connection or did
-                not answer.
+            RemoteError: the peer rejected the association, refused the connection, failed
+                the TLS handshake or did not answer; or it wants TLS and ``tls`` is None.
         """
         rq = associate_rq(
             remote, calling_ae, proposals, roles=roles, extended=extended, max_pdu=max_pdu
         )
+        context = None
+        if remote.tls:
+            if tls is None:
+                raise RemoteError(f"{remote} is reached over TLS: [tls] names no certificate")
+            context = client_context(tls)
         try:
-            assoc = connect(remote.host, remote.port, rq, timeouts)
+            assoc = connect(remote.host, remote.port, rq, timeouts, context)
         except Rejected as exc:
             raise RemoteError(
                 f"{remote} rejected the association (check its AE title and that it accepts ours)"
             ) from exc
         except AssociationError as exc:
             log.debug("association with %s: %s", remote, exc)
+            if isinstance(exc.__cause__, ssl.SSLError):
+                raise RemoteError(f"{remote}: TLS handshake failed: {exc.__cause__}") from exc
             raise RemoteError(f"{remote} refused or did not answer") from exc
         return cls(assoc, remote)
 

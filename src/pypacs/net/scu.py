@@ -26,6 +26,7 @@ from pypacs.model.status import Status
 from pypacs.net import dimse, pdata, pdu
 from pypacs.net.association import Context, Message, Timeouts
 from pypacs.net.identifier import IdentifierError, decode_identifier
+from pypacs.net.options import TlsOptions
 from pypacs.net.requestor import Proposal, Requestor, status_of
 from pypacs.remote.export import Progress
 from pypacs.remote.registry import Peer, RemoteError
@@ -74,6 +75,7 @@ def _open(
     more: Sequence[Proposal] = (),
     roles: Sequence[pdu.RoleSelection] = (),
     extended: Sequence[pdu.ExtendedNegotiation] = (),
+    tls: TlsOptions | None = None,
 ) -> tuple[Requestor, Context]:
     """An association to ``remote`` proposing ``sop_class`` (first, in the uncompressed
     syntaxes) and ``more``; the context accepted for ``sop_class``.
@@ -88,17 +90,20 @@ def _open(
         timeouts=Timeouts(artim=timeout, pdu_read=timeout, dimse_idle=timeout),
         roles=roles,
         extended=extended,
+        tls=tls,
     )
     return requestor, requestor.context(sop_class, what)
 
 
-def echo(remote: Peer, calling_ae: str, *, timeout: float = 30.0) -> None:
+def echo(
+    remote: Peer, calling_ae: str, *, timeout: float = 30.0, tls: TlsOptions | None = None
+) -> None:
     """C-ECHO (PS3.7 9.1.5) against ``remote``.
 
     Raises:
         RemoteError: no association, or the remote answered other than success.
     """
-    requestor, context = _open(remote, calling_ae, _VERIFICATION, "Verification", timeout)
+    requestor, context = _open(remote, calling_ae, _VERIFICATION, "Verification", timeout, tls=tls)
     status: int = Status.CANNOT_UNDERSTAND
     for message in requestor.exchange(context, dimse.echo_rq):
         status = status_of(message.command)
@@ -114,6 +119,7 @@ def find(
     *,
     relational: bool = False,
     timeout: float = 30.0,
+    tls: TlsOptions | None = None,
 ) -> Iterator[FindResult]:
     """C-FIND against ``remote``: every response, pending ones first, the final one last.
 
@@ -123,7 +129,7 @@ def find(
     sop_class = _FIND_UID[model]
     extended = [pdu.ExtendedNegotiation(sop_class, _RELATIONAL)] if relational else []
     requestor, context = _open(
-        remote, calling_ae, sop_class, f"C-FIND ({model})", timeout, extended=extended
+        remote, calling_ae, sop_class, f"C-FIND ({model})", timeout, extended=extended, tls=tls
     )
     for message in requestor.exchange(
         context, lambda message_id: dimse.find_rq(message_id, sop_class), identifier
@@ -140,6 +146,7 @@ def move(
     destination: str,
     *,
     timeout: float = 60.0,
+    tls: TlsOptions | None = None,
 ) -> Iterator[Progress]:
     """C-MOVE (PS3.4 C.4.2) of what ``identifier`` selects from ``remote`` to the AE
     ``destination``: the progress of each response, the final one last.
@@ -148,7 +155,7 @@ def move(
         RemoteError: the association could not be established or was aborted.
     """
     sop_class = _MOVE_UID[model]
-    requestor, context = _open(remote, calling_ae, sop_class, f"C-MOVE ({model})", timeout)
+    requestor, context = _open(remote, calling_ae, sop_class, f"C-MOVE ({model})", timeout, tls=tls)
     responses = requestor.exchange(
         context, lambda message_id: dimse.move_rq(message_id, sop_class, destination), identifier
     )
@@ -163,6 +170,7 @@ def get(
     on_instance: InstanceHandler,
     *,
     timeout: float = 60.0,
+    tls: TlsOptions | None = None,
 ) -> Iterator[Progress]:
     """C-GET (PS3.4 C.4.3) of what ``identifier`` selects from ``remote``: each instance
     goes to ``on_instance`` as it arrives; the progress of each response, the final last.
@@ -182,6 +190,7 @@ def get(
         timeout,
         more=[(c, _GET_TRANSFER_SYNTAXES) for c in storage],
         roles=[pdu.RoleSelection(c, scu=False, scp=True) for c in storage],
+        tls=tls,
     )
     responses = requestor.exchange(
         context,

@@ -61,6 +61,7 @@ def open_sending(options: NetOptions, peer: Peer, syntaxes: Sequence[tuple[str, 
             dimse_idle=options.dimse_timeout,
         ),
         max_pdu=options.max_pdu_size,
+        tls=options.tls,
     )
 
 

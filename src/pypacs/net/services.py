@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -179,8 +180,11 @@ class DicomService:
         self.retrieve = RetrieveService(archive, options)
         self._context = ResponseContext(ae_title=options.ae_title)
 
-    def acceptor(self, sock: socket.socket | None = None) -> Acceptor:
-        """An Acceptor (not yet started) on ``sock`` or the configured host and port."""
+    def acceptor(
+        self, sock: socket.socket | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> Acceptor:
+        """An Acceptor (not yet started) on ``sock`` or the configured host and port; over
+        TLS with ``ssl_context`` (each connection's handshake in its own thread)."""
         options = self.options
         return Acceptor(
             options.host,
@@ -203,6 +207,7 @@ class DicomService:
                 max_negotiating_per_address=options.max_negotiating_per_address,
             ),
             sock=sock,
+            ssl_context=ssl_context,
         )
 
     def decide(self, rq: pdu.AssociateRQ, peer: tuple[str, int]) -> Decision:

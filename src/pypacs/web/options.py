@@ -16,6 +16,7 @@ class WebOptions:
 
     host: str
     port: int
+    https: bool  # the port is served over TLS ([server] http_tls)
     ae_title: str  # RetrieveAETitle in QIDO-RS answers
     pn_case_insensitive: bool
     max_results: int  # past it a search fails (413); 0: no maximum
