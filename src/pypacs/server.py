@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from pypacs.archive import Archive
 from pypacs.archive.check import check
 from pypacs.archive.ingest import configure_pydicom
+from pypacs.audit import Auditor, open_auditor
 from pypacs.config import Settings
 from pypacs.errors import ConfigError, PypacsError
 from pypacs.index import tx
@@ -189,11 +190,15 @@ def _listen_failure(what: str, host: str, port: int, setting: str, exc: OSError)
 
 
 def _start_dimse(
-    net: NetOptions, archive: Archive, reserved: socket.socket, tls: socket.socket | None = None
+    net: NetOptions,
+    archive: Archive,
+    auditor: Auditor,
+    reserved: socket.socket,
+    tls: socket.socket | None = None,
 ) -> list[Acceptor]:
     """Accept DICOM associations on the reserved port (net/acceptor.py, net/services.py),
     and over TLS on the ``tls`` one if any (PS3.15 B.9)."""
-    service = DicomService(archive, net)
+    service = DicomService(archive, net, auditor)
     acceptors = [service.acceptor(reserved)]
     if tls is not None and net.tls is not None:
         acceptors.append(service.acceptor(tls, ssl_context=server_context(net.tls)))
@@ -327,6 +332,9 @@ def run(settings: Settings) -> None:
         archive = open_archive(settings, announce=log.info)
         opened = stack.enter_context(contextlib.ExitStack())
         opened.callback(archive.close)
+        # PS3.15 A.5.3.1: the start (and, below, the stop) of the application.
+        auditor = opened.enter_context(open_auditor(settings.audit_options()))
+        auditor.application_started()
         if settings.storage.check_on_start:
             report = check(archive)
             log.info(
@@ -369,18 +377,25 @@ def run(settings: Settings) -> None:
                 tls_socket,
             )
             Supervisor(workers, lambda up: _worker(settings, shares, up), ready).run()
+            with open_auditor(settings.audit_options()) as stopped:
+                stopped.application_stopped()
             log.info("pypacs stopped")
             return
-        acceptors = _start_dimse(net, archive, dicom_socket, tls_socket)
+        acceptors = _start_dimse(net, archive, auditor, dicom_socket, tls_socket)
         stack.callback(log.info, "pypacs stopped")
         for acceptor in acceptors:
             stack.callback(acceptor.stop)
-        asyncio.run(uvicorn.Server(_http_config(archive, net, web, ready)).serve([http_socket]))
+        server = _Server(_http_config(archive, net, web, ready, auditor), auditor)
+        asyncio.run(server.serve([http_socket]))
     sys.stdout.flush()
 
 
 def _http_config(
-    archive: Archive, net: NetOptions, web: WebOptions, ready: Callable[[], None]
+    archive: Archive,
+    net: NetOptions,
+    web: WebOptions,
+    ready: Callable[[], None],
+    auditor: Auditor,
 ) -> uvicorn.Config:
     """uvicorn's settings for the archive's ASGI app; this node's jobs (started through the
     admin API, or taken over from a node that died) run from now on."""
@@ -393,6 +408,7 @@ def _http_config(
             web,
             on_ready=ready,
             peers=net.remotes,
+            auditor=auditor,
             exporter=exporter,
             jobs=jobs,
         ),
@@ -417,6 +433,20 @@ def _http_config(
     return config
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, auditing the application's stop once it has shut down (uvicorn
+    then raises the stopping signal again, so nothing after ``serve`` runs)."""
+
+    def __init__(self, config: uvicorn.Config, auditor: Auditor) -> None:
+        super().__init__(config)
+        self.auditor = auditor
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        self.auditor.application_stopped()
+        self.auditor.close()
+
+
 @dataclasses.dataclass(frozen=True)
 class _Shares:
     """What one worker serves with: its share of the caps and the shared sockets."""
@@ -436,12 +466,15 @@ def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> i
     signal.signal(signal.SIGINT, lambda sig, _frame: stopping.append(sig))
     configure_libraries()
     archive = Archive.open(settings.archive_options())
+    auditor = open_auditor(settings.audit_options())
     try:
         net = shares.net
-        acceptors = _start_dimse(net, archive, shares.dicom_socket, shares.dicom_tls_socket)
+        acceptors = _start_dimse(
+            net, archive, auditor, shares.dicom_socket, shares.dicom_tls_socket
+        )
         try:
             if not stopping:
-                config = _http_config(archive, net, shares.web, ready)
+                config = _http_config(archive, net, shares.web, ready, auditor)
                 asyncio.run(uvicorn.Server(config).serve([shares.http_socket]))
         finally:
             # The shared socket stays open for the other workers (Acceptor.stop leaves a
@@ -449,5 +482,6 @@ def _worker(settings: Settings, shares: _Shares, ready: Callable[[], None]) -> i
             for acceptor in acceptors:
                 acceptor.stop()
     finally:
+        auditor.close()
         archive.close()
     return 0

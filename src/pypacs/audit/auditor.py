@@ -226,7 +226,7 @@ class Auditor:
         self,
         requestor: Who,
         sop_class: str,
-        query: bytes,
+        query: bytes | bytearray | memoryview,
         transfer_syntax: str,
         outcome: Outcome,
     ) -> None:

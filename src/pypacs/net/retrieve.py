@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
+from pypacs import audit
 from pypacs.archive import Archive, Retrieval
+from pypacs.archive.retrieve import StoredInstance
 from pypacs.errors import IndexUnavailable
 from pypacs.model.outcomes import Refused
 from pypacs.model.sop import QR_GET, QR_MOVE
@@ -50,6 +54,7 @@ class Session(Protocol):
     """What the retrieve service asks of the association it serves (net/services.py)."""
 
     assoc: Association
+    trail: audit.AssociationAudit
 
     def count(self, what: str, n: int = 1) -> None: ...
 
@@ -65,9 +70,12 @@ class Session(Protocol):
 class RetrieveService:
     """Serves C-MOVE and C-GET requests; one per server."""
 
-    def __init__(self, archive: Archive, options: NetOptions) -> None:
+    def __init__(
+        self, archive: Archive, options: NetOptions, auditor: audit.Auditor | None = None
+    ) -> None:
         self.archive = archive
         self.options = options
+        self.auditor = auditor or audit.NullAuditor()
         self._outgoing = threading.BoundedSemaphore(options.max_move_associations)
 
     def serve(self, session: Session, message: Message) -> None:
@@ -78,6 +86,8 @@ class RetrieveService:
         responder = _Responder(session.assoc, message, is_move)
         session.count("move" if is_move else "get")
         sop_class = command.affected_sop_class_uid or ""
+        classes: Counter[str] = Counter()  # instances offered per SOP class, when audited
+        destination: Peer | None = None
         try:
             self._check_caller(session.assoc)
             models = QR_MOVE if is_move else QR_GET
@@ -90,16 +100,21 @@ class RetrieveService:
             destination = self._destination(command.move_destination) if is_move else None
             with self._located(query) as retrieval:
                 counts = Counts(retrieval.count)
+                if self.auditor.enabled:
+                    retrieval.instances = _counted(retrieval.instances, classes)
                 if retrieval.count and not self._send_all(
                     session, command, destination, retrieval, counts, responder
                 ):
                     return
             session.count("sent", counts.completed + counts.warning)
+            failed = audit.Outcome.MINOR_FAILURE if counts.failed else audit.Outcome.SUCCESS
+            self._audit(session, responder, destination, classes, failed)
             responder.send(counts.final_status(), counts, final=True)
         except AssociationError:
             raise
         except Exception as exc:  # the one boundary where every failure becomes a status
             responder.fail(session.failure(service, exc, sop_class))
+            self._audit(session, responder, destination, classes, audit.Outcome.SERIOUS_FAILURE)
 
     def _send_all(
         self,
@@ -138,6 +153,30 @@ class RetrieveService:
         calling = assoc.calling_ae.strip()
         if allowed and calling not in allowed:
             raise Refused(Status.NOT_AUTHORIZED, f"{calling!r} may not retrieve")
+
+    def _audit(
+        self,
+        session: Session,
+        responder: _Responder,
+        destination: Peer | None,
+        classes: Counter[str],
+        outcome: audit.Outcome,
+    ) -> None:
+        """PS3.15 A.5.3.4: the studies the request named, sent to the move destination
+        (the caller requesting) or to the caller (C-GET)."""
+        if not self.auditor.enabled:
+            return
+        try:
+            value = responder.identifier().get("StudyInstanceUID")
+        except Exception:  # an identifier that did not parse: answered already
+            value = None
+        studies = [str(v) for v in value] if isinstance(value, MultiValue) else [str(value or "")]
+        caller = session.trail.calling
+        if destination is None:
+            self.auditor.instances_transferred(caller, studies, classes, outcome)
+        else:
+            to = audit.Who(destination.ae_title, destination.host, ae=True)
+            self.auditor.instances_transferred(to, studies, classes, outcome, requestor=caller)
 
     def _destination(self, move_destination: str | None) -> Peer:
         title = (move_destination or "").strip()
@@ -199,6 +238,14 @@ class RetrieveService:
                 requestor.end(completed=True)
         finally:
             self._outgoing.release()
+
+
+def _counted(
+    instances: Iterator[StoredInstance], classes: Counter[str]
+) -> Iterator[StoredInstance]:
+    for stored in instances:
+        classes[stored.sop_class_uid] += 1
+        yield stored
 
 
 class _Responder:

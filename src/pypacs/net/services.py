@@ -13,6 +13,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
+from pypacs import audit
 from pypacs.archive import Archive, Outcome
 from pypacs.archive.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pypacs.archive.receive import Receiving
@@ -88,6 +89,8 @@ class _Session:
         self.counts: Counter[str] = Counter()
         self.cancelled_ids: set[int] = set()
         self.backlog: deque[Message] = deque()
+        # What the audit trail records at the association's end (audit/auditor.py).
+        self.trail = service.auditor.association_started(assoc.calling_ae, assoc.peer[0])
         self.store: _StoreSink | None = None
         # SOP Class Extended Negotiation we accepted (PS3.4 C.5.1.1): class -> reply bytes.
         self.extended = {item.sop_class: item.info for item in assoc.ac.user.extended}
@@ -173,11 +176,14 @@ def _address(assoc: Association) -> str:
 class DicomService:
     """pypacs' DICOM port on its own engine: negotiation and the services; one per process."""
 
-    def __init__(self, archive: Archive, options: NetOptions) -> None:
+    def __init__(
+        self, archive: Archive, options: NetOptions, auditor: audit.Auditor | None = None
+    ) -> None:
         self.archive = archive
         self.options = options
+        self.auditor = auditor or audit.NullAuditor()
         self.offers = Offers(storage_classes(), accept_unknown=options.accept_unknown_sop_classes)
-        self.retrieve = RetrieveService(archive, options)
+        self.retrieve = RetrieveService(archive, options, self.auditor)
         self._context = ResponseContext(ae_title=options.ae_title)
 
     def acceptor(
@@ -229,6 +235,7 @@ class DicomService:
         finally:
             if session.store is not None:
                 session.store.discard()
+            session.trail.ended()
             did = ", ".join(f"{n} {what}" for what, n in sorted(session.counts.items()))
             log.info(
                 "association from %s at %s to %s: %s; %s after %.3f s",
@@ -265,6 +272,18 @@ class DicomService:
         else:
             self._unrecognized(session, message)
 
+    def _audit_find(self, session: _Session, message: Message, outcome: audit.Outcome) -> None:
+        """PS3.15 A.5.3.10: the C-FIND identifier as sent, with its transfer syntax."""
+        if self.auditor.enabled:
+            sink = message.sink
+            self.auditor.query(
+                session.trail.calling,
+                message.command.affected_sop_class_uid or "",
+                sink.data if isinstance(sink, BufferSink) else b"",
+                session.assoc.contexts[message.context_id].transfer_syntax,
+                outcome,
+            )
+
     def _unrecognized(self, session: _Session, message: Message) -> None:
         """PS3.7 C.4.2: a request we do not serve is refused, Unrecognized Operation."""
         command = message.command
@@ -298,8 +317,14 @@ class DicomService:
                 expected_sop_class=sop_class, expected_sop_instance=sop_instance
             )
             session.count("already present" if result.outcome is Outcome.DUPLICATE else "stored")
+            session.trail.stored(
+                result.study_instance_uid,
+                result.sop_class_uid,
+                already_held=result.outcome is Outcome.DUPLICATE,
+            )
         except Exception as exc:  # the one boundary where every failure becomes a status
             failure = session.failure("C-STORE", exc, sop_instance)
+            session.trail.store_failed()
             status, comment, offending = failure.status, failure.comment, failure.offending
         finally:
             if sink is not None:
@@ -348,6 +373,7 @@ class DicomService:
                         if batch:
                             assoc.send_messages(message.context_id, batch)
                         session.count("cancelled")
+                        self._audit_find(session, message, audit.Outcome.SUCCESS)
                         assoc.send_message(
                             message.context_id, dimse.find_rsp(message_id, sop_class, Status.CANCEL)
                         )
@@ -359,12 +385,14 @@ class DicomService:
                         batch, size, limit = [], 0, min(limit * 2, _FIND_BATCH)
             finally:
                 results.close()
+            self._audit_find(session, message, audit.Outcome.SUCCESS)
             batch.append((dimse.find_rsp(message_id, sop_class, Status.SUCCESS), None))
             assoc.send_messages(message.context_id, batch)
         except Aborted:
             raise
         except Exception as exc:  # the one boundary where every failure becomes a status
             failure = session.failure("C-FIND", exc, sop_class)
+            self._audit_find(session, message, audit.Outcome.MINOR_FAILURE)
             if batch:  # the matches before the failure
                 assoc.send_messages(message.context_id, batch)
             assoc.send_message(

@@ -14,12 +14,14 @@ from starlette.routing import BaseRoute, Route
 
 import pypacs
 from pypacs.archive import Archive
+from pypacs.audit import Auditor
 from pypacs.remote.export import Exporter, NoExporter
 from pypacs.remote.jobs import Jobs
 from pypacs.remote.registry import Peers
 from pypacs.web import openapi, page
 from pypacs.web.admin import api as admin
 from pypacs.web.dicomweb import delete, qido, stow, wado, wadouri
+from pypacs.web.http.audit import AuditTrail
 from pypacs.web.http.cors import CrossOrigin, normalized_origins
 from pypacs.web.http.errors import EXCEPTION_HANDLERS
 from pypacs.web.http.origin import SameOriginOnly
@@ -38,6 +40,7 @@ def create_app(
     peers: Peers | None = None,
     exporter: Exporter | None = None,
     jobs: Jobs | None = None,
+    auditor: Auditor | None = None,
 ) -> Starlette:
     """The HTTP side of pypacs: DICOMweb under /dicom-web, the admin API under /api."""
 
@@ -86,6 +89,9 @@ def create_app(
     )
     # Every absolute URL the routes write starts at this address (web/urls.py).
     app.state.public_address = PublicAddress.of(options)
+    if auditor is not None and auditor.enabled:
+        # Outermost: it sees every answer, refusals too, and who the request acted for.
+        app.add_middleware(AuditTrail, auditor=auditor)
     # The web page's files answer what no route takes; as a route at "/" they would also
     # take a method a route does not allow, which then gets 404 instead of 405.
     app.router.default = page.files()

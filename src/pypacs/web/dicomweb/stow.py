@@ -35,6 +35,7 @@ from pypacs.model.outcomes import status_for
 from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
 from pypacs.model.status import Status
 from pypacs.web.dicomweb.resources import path_uid, service_url
+from pypacs.web.http.audit import RECEIVED
 from pypacs.web.http.errors import HttpProblem, bad_parameter
 from pypacs.web.http.multipart import (
     Event,
@@ -84,6 +85,8 @@ class _Outcomes:
     failed: list[dict[str, Any]] = field(default_factory=list)
     warnings: int = 0
     studies: set[str] = field(default_factory=set)
+    # For the audit trail (web/http/audit.py): instances stored per study and SOP class.
+    received: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def stored(self, result: StoreResult) -> None:
         study, series, sop_instance = (
@@ -95,6 +98,8 @@ class _Outcomes:
         if study and series:
             url = f"{self.root}/studies/{study}/series/{series}/instances/{sop_instance}"
             self.studies.add(study)
+        classes = self.received.setdefault(study, {})
+        classes[result.sop_class_uid] = classes.get(result.sop_class_uid, 0) + 1
         item = _reference(result.sop_class_uid, sop_instance)
         duplicate = result.outcome is Outcome.DUPLICATE
         item[_RETRIEVE_URL] = _value("UR", url)
@@ -342,6 +347,7 @@ class _Stow:
             len(outcomes.referenced),
             len(outcomes.failed),
         )
+        request.scope[RECEIVED] = outcomes.received
         return JSONResponse(outcomes.module(), outcomes.status, media_type=answer_type)
 
     async def _receive(
