@@ -95,7 +95,10 @@ class S3Store:
         where = f" at {endpoint_url}" if endpoint_url else ""
         try:
             self._client.head_bucket(Bucket=bucket)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            reason = "no such bucket" if _is_missing(exc) else self._reason(exc)
+            raise StoreError(f"cannot use the object store {self.url}{where}: {reason}") from None
+        except BotoCoreError as exc:
             raise StoreError(
                 f"cannot use the object store {self.url}{where}: {self._reason(exc)}"
             ) from None
@@ -117,9 +120,10 @@ class S3Store:
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
-            text = f"{error.get('Code', '?')} ({status}) {error.get('Message', '')}".strip()
-            if error.get("Code") in _NOT_FOUND or status == 404:
-                text = text.replace("(404)", "(404) not found")
+            code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+            # A HEAD answer has no body: its code is the HTTP status alone.
+            text = f"HTTP {status}" if code in ("", str(status)) else f"{code} (HTTP {status})"
+            text = f"{text}: {message}" if message else text
         else:
             text = f"{type(exc).__name__}: {exc}"
         for secret in self._secrets:
