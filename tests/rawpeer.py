@@ -155,11 +155,12 @@ def requestor(
     *contexts: pdu.PresentationContextRQ,
     max_length: int = 16384,
     timeout: float = 30.0,
+    calling_ae: str = "RAWPEER",
 ) -> Iterator[Association]:
     """An association of ours (net/association.connect), released on leaving."""
     rq = pdu.AssociateRQ(
         "PYPACS",
-        "RAWPEER",
+        calling_ae,
         contexts or (pdu.PresentationContextRQ(CONTEXT_ID, VERIFICATION, (IMPLICIT_VR_LE,)),),
         pdu.UserInformation(max_length=max_length, implementation_class_uid="1.2.3"),
     )

@@ -48,11 +48,6 @@ def _ae_title(value: Any) -> str | None:
     return None if ok else "an AE title of 1-16 printable ASCII characters without backslash"
 
 
-def _ae_titles(value: Any) -> str | None:
-    ok = isinstance(value, list) and all(_ae_title(v) is None for v in value)
-    return None if ok else "a list of AE titles (1-16 printable ASCII characters each)"
-
-
 def _positive_int(value: Any) -> str | None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
     return None if ok else "a positive integer"
@@ -286,11 +281,8 @@ class QuerySettings:
 
 @dataclass(frozen=True)
 class RetrieveSettings:
-    """``[retrieve]``: who may C-MOVE or C-GET, and how many moves run at once."""
+    """``[retrieve]``: how many moves run at once, and how long a node holds a job."""
 
-    allowed_aes: tuple[str, ...] = _setting(
-        (), "calling AE titles that may C-MOVE or C-GET (empty: any)", _ae_titles
-    )
     max_move_associations: int = _setting(
         8,
         "associations to C-MOVE destinations open at once; more moves wait",
@@ -604,7 +596,8 @@ class Settings:
             remotes=self.remotes,
             pn_case_insensitive=self.query.pn_case_insensitive,
             max_results=self.query.max_results,
-            retrieve_allowed_aes=self.retrieve.allowed_aes,
+            unknown_callers=tuple(Service(s) for s in self.access.unknown_callers),
+            check_called_ae=self.access.check_called_ae,
             max_move_associations=self.retrieve.max_move_associations,
             accept_unknown_sop_classes=self.storage.accept_unknown_sop_classes,
         )
@@ -798,6 +791,12 @@ def _remotes(where: str, table: Any) -> Peers:
     return Peers.of(remotes)
 
 
+# Keys that are no more, and what replaced each.
+_REPLACED = {
+    ("retrieve", "allowed_aes"): "[remotes.NAME] allow and [access] unknown_callers",
+}
+
+
 def _flattened(data: dict[str, Any]) -> dict[str, Any]:
     """The file's tables with each nested section (``[auth.oidc]``) lifted to the top under
     its dotted name."""
@@ -830,6 +829,11 @@ def _from_file(path: Path) -> tuple[dict[tuple[str, str], Any], Peers]:
             raise ConfigError(f"{where}{section} must be a table ([{section}])")
         for key, value in table.items():
             setting = _BY_NAME.get((section, key))
+            if (section, key) in _REPLACED:
+                raise ConfigError(
+                    f"{where}[{section}] {key} was replaced by {_REPLACED[(section, key)]}; "
+                    "see README"
+                )
             if setting is None:
                 keys = ", ".join(s.key for s in SETTINGS if s.section == section)
                 raise ConfigError(f"{where}[{section}] {key}: unknown key; expected one of {keys}")

@@ -10,6 +10,7 @@ import pytest
 
 from pypacs.config import SETTINGS, load, parse_flag
 from pypacs.errors import ConfigError
+from pypacs.model.access import ALL_SERVICES, Service
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -95,11 +96,29 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ),
         ('[remotes.WS]\naet = "WS"\n', "[remotes.WS] aet: unknown key"),
         ("[server\n", "not valid TOML"),
-        ('[retrieve]\nallowed_aes = "WS"\n', '[retrieve] allowed_aes = "WS": expected a list'),
         (
-            '[retrieve]\nallowed_aes = ["WS", ""]\n',
-            "[retrieve] allowed_aes = ['WS', '']: expected a list of AE titles",
+            '[retrieve]\nallowed_aes = ["WS"]\n',
+            "[retrieve] allowed_aes was replaced by [remotes.NAME] allow and [access] "
+            "unknown_callers; see README",
         ),
+        (
+            '[remotes.WS]\nae_title = "WS"\nhost = "h"\nport = 104\nallow = ["echo", "push"]\n',
+            "[remotes.WS] allow = ['echo', 'push']: expected a list of services among "
+            "echo, store, find, get, move",
+        ),
+        (
+            '[remotes.WS]\nae_title = "WS"\nhost = "h"\nport = 104\ncheck_host = "yes"\n',
+            '[remotes.WS] check_host = "yes": expected true or false',
+        ),
+        (
+            '[access]\nunknown_callers = "echo"\n',
+            '[access] unknown_callers = "echo": expected a list',
+        ),
+        (
+            '[access]\nunknown_callers = ["ECHO"]\n',
+            "[access] unknown_callers = ['ECHO']: expected a list of services among echo",
+        ),
+        ("[access]\ncheck_called_ae = 1\n", "[access] check_called_ae = 1: expected true or false"),
         (
             "[retrieve]\nmax_move_associations = 0\n",
             "[retrieve] max_move_associations = 0: expected a positive integer",
@@ -122,15 +141,28 @@ def test_wrong_values_name_file_key_value_and_expectation(
     assert message in str(info.value)
 
 
-def test_retrieve_settings_reach_the_network_options(tmp_path: Path) -> None:
-    path = write(tmp_path, '[retrieve]\nallowed_aes = ["WS1", "WS2"]\nmax_move_associations = 3\n')
+def test_retrieve_and_access_settings_reach_the_network_options(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[retrieve]\nmax_move_associations = 3\n"
+        '[access]\nunknown_callers = ["echo", "find"]\ncheck_called_ae = false\n'
+        '[remotes.WS]\nae_title = "WS1"\nhost = "h"\nport = 104\nallow = ["store"]\n'
+        "check_host = true\n",
+    )
     options = load(path).net_options()
-    assert options.retrieve_allowed_aes == ("WS1", "WS2")
     assert options.max_move_associations == 3
-    flag = next(s for s in SETTINGS if s.key == "allowed_aes")
-    assert parse_flag(flag, "A, B") == ["A", "B"]
-    with pytest.raises(ConfigError, match="--allowed-aes 'A,THIS-TITLE-IS-TOO-LONG'"):
-        parse_flag(flag, "A,THIS-TITLE-IS-TOO-LONG")
+    assert options.unknown_callers == (Service.ECHO, Service.FIND)
+    assert options.check_called_ae is False
+    peer = options.remotes.by_ae_title("WS1")
+    assert peer is not None
+    assert (peer.allow, peer.check_host) == ((Service.STORE,), True)
+    defaults = load(None).net_options()
+    assert (defaults.unknown_callers, defaults.check_called_ae) == (ALL_SERVICES, True)
+    flag = next(s for s in SETTINGS if s.key == "unknown_callers")
+    assert parse_flag(flag, "echo, find") == ["echo", "find"]
+    assert parse_flag(flag, "") == []
+    with pytest.raises(ConfigError, match="--unknown-callers 'echo,push': expected a list of"):
+        parse_flag(flag, "echo,push")
 
 
 def test_web_settings_reach_the_web_options(tmp_path: Path) -> None:

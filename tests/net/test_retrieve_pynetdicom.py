@@ -24,6 +24,7 @@ from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
@@ -35,6 +36,7 @@ from serving import RunningServer
 
 MOVE = StudyRootQueryRetrieveInformationModelMove
 GET = StudyRootQueryRetrieveInformationModelGet
+FIND = StudyRootQueryRetrieveInformationModelFind
 PENDING, SUCCESS, WARNING, CANCEL = 0xFF00, 0x0000, 0xB000, 0xFE00
 ALL_FAILED, UNKNOWN_DESTINATION, NOT_AUTHORIZED, BAD_IDENTIFIER = 0xA702, 0xA801, 0x0124, 0xA900
 
@@ -459,16 +461,20 @@ def test_relational_retrieve_when_negotiated(
 def test_only_allowed_callers_retrieve(
     server_factory: Factory, tmp_path: Path, corpus: Corpus
 ) -> None:
+    # Strangers may store and find, not move; the remote VIEWER may do everything.
+    access = (
+        '[access]\nunknown_callers = ["echo", "store", "find"]\n'
+        f'[remotes.viewer]\nae_title = "VIEWER"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+    )
     with receiver() as dest:
-        srv = serve(
-            server_factory, tmp_path, corpus, [dest], '[retrieve]\nallowed_aes = ["VIEWER"]'
-        )
+        srv = serve(server_factory, tmp_path, corpus, [dest], access)
         query = identifier("STUDY", StudyInstanceUID=corpus.study)
-        refused = move(srv.dicom_port, query)
+        with scu(srv.dicom_port, [MOVE, FIND]) as assoc:
+            # PS3.8 9.3.3.2: the C-MOVE context is answered user-rejection (1).
+            refused = [(cx.abstract_syntax, cx.result) for cx in assoc.rejected_contexts]
+            accepted = [cx.abstract_syntax for cx in assoc.accepted_contexts]
         allowed = move(srv.dicom_port, query, ae_title="VIEWER")
-    assert [(a.status, a.comment) for a in refused] == [
-        (NOT_AUTHORIZED, "'PYTEST' may not retrieve")
-    ]
+    assert (refused, accepted) == ([(MOVE, 1)], [FIND])
     assert allowed[-1].status == SUCCESS
     assert len(dest.received) == 7
 

@@ -1,7 +1,8 @@
-"""Sending a study from the admin API to DCMTK's storescp (a real process) while
-``[retrieve] allowed_aes`` names someone else: pypacs sends by C-STORE itself over one
-association to the remote (no C-MOVE to its own port, which that list would refuse), and
-what storescp received are the stored bytes."""
+"""Sending a study from the admin API to DCMTK's storescp (a real process) while the
+DICOM port lets no caller retrieve (``[access] unknown_callers`` without get and move, the
+remote allowed nothing but echo): pypacs sends by C-STORE itself over one association to
+the remote (no C-MOVE to its own port, which those rules would refuse), and what storescp
+received are the stored bytes."""
 
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def test_send_a_study_when_retrieve_is_allowed_to_someone_else(
+def test_send_a_study_when_no_caller_may_retrieve(
     tmp_path: Path, storescp: tuple[int, Path]
 ) -> None:
     port, folder = storescp
     config = tmp_path / "pypacs.toml"
     config.write_text(
-        '[retrieve]\nallowed_aes = ["SOMEONE_ELSE"]\n\n'
+        '[access]\nunknown_callers = ["store"]\n\n'
         f'[remotes.store]\nae_title = "STORESCP"\nhost = "127.0.0.1"\nport = {port}\n'
+        'allow = ["echo"]\n'
     )
     files = [write_as(spec, tmp_path, syntax) for spec, syntax in STUDY]
     srv = start_pypacs(tmp_path / "data", "--config", str(config))

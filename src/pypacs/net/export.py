@@ -2,8 +2,8 @@
 pypacs opens to it, one C-STORE per stored instance (PS3.4 B.2): the stored bytes when the
 peer accepted their transfer syntax, transcoded only when it did not.
 
-No C-MOVE through pypacs' own port: the sending is pypacs' own, so no ``[retrieve]
-allowed_aes`` applies to it and the C-STOREs name no Move Originator (PS3.7 9.3.1.1).
+No C-MOVE through pypacs' own port: the sending is pypacs' own, so no access rule of the
+DICOM port applies to it and the C-STOREs name no Move Originator (PS3.7 9.3.1.1).
 """
 
 from __future__ import annotations

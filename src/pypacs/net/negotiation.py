@@ -10,13 +10,16 @@
 - Storage SOP classes no list knows (private ones, or newer than pydicom's dictionary) are
   accepted as storage when ``accept_unknown`` is on, in both roles the requestor proposes.
 - The Query/Retrieve classes, with SOP Class Extended Negotiation answered (PS3.4 C.5.1.1).
+- ``Allowed`` narrows the table to the services a caller may use (net/access.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
+from dataclasses import replace
 
 from pypacs.archive.transcode import sending_syntax
+from pypacs.model.access import Service
 from pypacs.model.sop import (
     QR_FIND,
     QR_GET,
@@ -27,6 +30,7 @@ from pypacs.model.sop import (
     is_unknown_storage_class,
 )
 from pypacs.net.acceptor import Offer, query_retrieve_extended
+from pypacs.net.access import service_of
 
 VERIFICATION = "1.2.840.10008.1.1"  # PS3.4 A.4
 
@@ -74,6 +78,34 @@ class Offers(Mapping[str, Offer]):
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+class Allowed(Mapping[str, Offer]):
+    """``offers`` narrowed to the ``services`` a caller may use: a context of another
+    service is answered user-rejection, the result PS3.8 9.3.3.2 gives a refusal of the
+    acceptor's own (its abstract syntax *is* supported). A storage context serves C-STORE
+    in our SCP role and C-GET's sub-operations in our SCU role (PS3.4 C.4.3.1): each role
+    is kept only when its service is allowed."""
+
+    def __init__(self, offers: Mapping[str, Offer], services: frozenset[Service]) -> None:
+        self.offers = offers
+        self.services = services
+
+    def __getitem__(self, key: str) -> Offer:
+        offer = self.offers[key]
+        service = service_of(key)
+        if service is Service.STORE:
+            scp, scu = Service.STORE in self.services, Service.GET in self.services
+        else:
+            scp = scu = service in self.services
+        scp, scu = offer.scp and scp, offer.scu and scu
+        return offer if (scp, scu) == (offer.scp, offer.scu) else replace(offer, scp=scp, scu=scu)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.offers)
+
+    def __len__(self) -> int:
+        return len(self.offers)
 
 
 def storage_classes() -> frozenset[str]:

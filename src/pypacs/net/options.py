@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pypacs.errors import ConfigError
+from pypacs.model.access import ALL_SERVICES, Service
 from pypacs.remote.registry import Peers
 
 
@@ -56,9 +57,7 @@ class NetOptions:
     pn_case_insensitive: bool
     max_results: int  # per C-FIND; 0: no maximum
     remotes: Peers
-    # C-MOVE/C-GET: calling AE titles allowed to retrieve (empty: any), and how many
-    # associations to move destinations may be open at once.
-    retrieve_allowed_aes: tuple[str, ...]
+    # C-MOVE: how many associations to move destinations may be open at once.
     max_move_associations: int
     # Storage SOP classes no list knows (private, or newer than the lists): stored too.
     accept_unknown_sop_classes: bool
@@ -76,6 +75,10 @@ class NetOptions:
     # TLS port beside the plain one (0: none).
     tls: TlsOptions | None
     tls_port: int
+    # Access (net/access.py): what calling AE titles not among the remotes may use, and
+    # whether an association to another called AE title than ours is rejected.
+    unknown_callers: tuple[Service, ...] = ALL_SERVICES
+    check_called_ae: bool = True
     # Not settings: how long we wait for a peer (seconds).
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0

@@ -23,6 +23,7 @@ from pypacs import audit
 from pypacs.archive import Archive, Retrieval
 from pypacs.archive.retrieve import StoredInstance
 from pypacs.errors import IndexUnavailable
+from pypacs.model.access import Service
 from pypacs.model.outcomes import Refused
 from pypacs.model.sop import QR_GET, QR_MOVE
 from pypacs.model.status import Status
@@ -64,6 +65,8 @@ class Session(Protocol):
 
     def failure(self, service: str, exc: Exception, uid: object) -> Failure: ...
 
+    def check(self, service: Service) -> None: ...
+
     def other(self, message: Message) -> None: ...
 
 
@@ -89,7 +92,8 @@ class RetrieveService:
         classes: Counter[str] = Counter()  # instances offered per SOP class, when audited
         destination: Peer | None = None
         try:
-            self._check_caller(session.assoc)
+            # PS3.4 C.4.2.1.4, C.4.3.1.4: Refused, Not Authorized (0x0124).
+            session.check(Service.MOVE if is_move else Service.GET)
             models = QR_MOVE if is_move else QR_GET
             context = session.assoc.contexts[message.context_id]
             if sop_class not in models or context.abstract_syntax != sop_class:
@@ -147,12 +151,6 @@ class RetrieveService:
             session.count("cancelled")
             responder.send(Status.CANCEL, counts, final=False)
         return finished
-
-    def _check_caller(self, assoc: Association) -> None:
-        allowed = self.options.retrieve_allowed_aes
-        calling = assoc.calling_ae.strip()
-        if allowed and calling not in allowed:
-            raise Refused(Status.NOT_AUTHORIZED, f"{calling!r} may not retrieve")
 
     def _audit(
         self,

@@ -18,11 +18,13 @@ from pypacs.archive import Archive, Outcome
 from pypacs.archive.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pypacs.archive.receive import Receiving
 from pypacs.errors import InvalidQuery, PypacsError
-from pypacs.model.outcomes import status_for
+from pypacs.model.access import ALL_SERVICES, Service
+from pypacs.model.outcomes import Refused, status_for
 from pypacs.model.sop import QR_FIND
 from pypacs.model.status import Status
 from pypacs.net import dimse, pdu
 from pypacs.net.acceptor import Acceptor, Limits, negotiate
+from pypacs.net.access import AccessPolicy, Refusal, proposed_services
 from pypacs.net.association import (
     Aborted,
     Association,
@@ -30,9 +32,10 @@ from pypacs.net.association import (
     Identity,
     Message,
     Timeouts,
+    rejection,
 )
 from pypacs.net.identifier import MAX_IDENTIFIER_BYTES, request_identifier
-from pypacs.net.negotiation import Offers, storage_classes
+from pypacs.net.negotiation import Allowed, Offers, storage_classes
 from pypacs.net.options import NetOptions
 from pypacs.net.pdata import BufferSink, Sink
 from pypacs.net.retrieve import Failure, RetrieveService
@@ -49,6 +52,7 @@ _IDENTIFIER_LIMIT = MAX_IDENTIFIER_BYTES  # our bound on a request's identifier 
 # batches grow to this many, or to this many bytes of identifiers.
 _FIND_BATCH = 32
 _FIND_BATCH_BYTES = 256 * 1024
+_EVERY_SERVICE = frozenset(ALL_SERVICES)
 
 
 class _StoreSink:
@@ -94,19 +98,45 @@ class _Session:
         self.store: _StoreSink | None = None
         # SOP Class Extended Negotiation we accepted (PS3.4 C.5.1.1): class -> reply bytes.
         self.extended = {item.sop_class: item.info for item in assoc.ac.user.extended}
+        self.services = service.access.services(assoc.calling_ae)
+
+    def check(self, service: Service) -> None:
+        """A request over a context negotiated for another service (or one that serves
+        several) is refused too: a caller uses only the services it is allowed.
+
+        Raises:
+            Refused: Not Authorized (PS3.7 Annex C, a status every DIMSE service may answer).
+        """
+        if service in self.services:
+            return
+        access = self.service.access
+        reason = access.why_not(self.assoc.calling_ae)
+        access.refused(
+            Refusal(
+                self.assoc.calling_ae.strip(),
+                self.assoc.called_ae.strip(),
+                _address(self.assoc),
+                reason,
+                service,
+            )
+        )
+        raise Refused(Status.NOT_AUTHORIZED, f"{service.value} {reason}")
 
     def sink_for(self, command: dimse.Command, context_id: int) -> Sink:
         if command.command_field != dimse.C_STORE_RQ:
             return BufferSink(_IDENTIFIER_LIMIT)
         context = self.assoc.contexts[context_id]
         archive = self.service.archive
-        self.store = _StoreSink(
-            lambda: archive.receive(
+
+        def start() -> Receiving:
+            self.check(Service.STORE)  # before a byte of the data set is kept
+            return archive.receive(
                 command.affected_sop_class_uid or "",
                 command.affected_sop_instance_uid or "",
                 context.transfer_syntax,
             )
-        )
+
+        self.store = _StoreSink(start)
         return self.store
 
     def next_message(self) -> Message | None:
@@ -184,6 +214,7 @@ class DicomService:
         self.auditor = auditor or audit.NullAuditor()
         self.offers = Offers(storage_classes(), accept_unknown=options.accept_unknown_sop_classes)
         self.retrieve = RetrieveService(archive, options, self.auditor)
+        self.access = AccessPolicy(options)
         self._context = ResponseContext(ae_title=options.ae_title)
 
     def acceptor(
@@ -217,8 +248,29 @@ class DicomService:
         )
 
     def decide(self, rq: pdu.AssociateRQ, peer: tuple[str, int]) -> Decision:
-        """The answer to an A-ASSOCIATE-RQ: each context against what we offer."""
-        return negotiate(rq, self.offers)
+        """The answer to an A-ASSOCIATE-RQ: rejected when the access rules refuse the
+        caller; otherwise each context against what we offer it."""
+        access = self.access
+        refusal = access.decide_association(rq.calling_ae, rq.called_ae, peer)
+        if refusal is not None:
+            access.refused(refusal)
+            rj = refusal.rejection()
+            return rejection(rj.result, rj.source, rj.reason)
+        services = access.services(rq.calling_ae)
+        if services == _EVERY_SERVICE:
+            return negotiate(rq, self.offers)
+        for service in sorted(proposed_services(rq) - services):
+            # PS3.8 9.3.3.2: its contexts are answered user-rejection.
+            access.refused(
+                Refusal(
+                    rq.calling_ae.strip(),
+                    rq.called_ae.strip(),
+                    f"{peer[0]}:{peer[1]}",
+                    access.why_not(rq.calling_ae),
+                    service,
+                )
+            )
+        return negotiate(rq, Allowed(self.offers, services))
 
     def serve(self, assoc: Association) -> None:
         """Serve one association until it ends; then one log line says who, from where,
@@ -252,15 +304,7 @@ class DicomService:
         if field == dimse.C_STORE_RQ:
             self._store(session, message)
         elif field == dimse.C_ECHO_RQ:
-            session.count("echo")
-            session.assoc.send_message(
-                message.context_id,
-                dimse.echo_rsp(
-                    message.command.message_id or 0,
-                    sop_class=message.command.affected_sop_class_uid
-                    or dimse.VERIFICATION_SOP_CLASS,
-                ),
-            )
+            self._echo(session, message)
         elif field == dimse.C_FIND_RQ:
             self._find(session, message)
         elif field in (dimse.C_GET_RQ, dimse.C_MOVE_RQ):
@@ -283,6 +327,24 @@ class DicomService:
                 session.assoc.contexts[message.context_id].transfer_syntax,
                 outcome,
             )
+
+    def _echo(self, session: _Session, message: Message) -> None:
+        session.count("echo")
+        status, comment = int(Status.SUCCESS), None
+        try:
+            session.check(Service.ECHO)
+        except Refused as exc:
+            failure = session.failure("C-ECHO", exc, message.command.affected_sop_class_uid)
+            status, comment = failure.status, failure.comment
+        session.assoc.send_message(
+            message.context_id,
+            dimse.echo_rsp(
+                message.command.message_id or 0,
+                status,
+                sop_class=message.command.affected_sop_class_uid or dimse.VERIFICATION_SOP_CLASS,
+                error_comment=comment,
+            ),
+        )
 
     def _unrecognized(self, session: _Session, message: Message) -> None:
         """PS3.7 C.4.2: a request we do not serve is refused, Unrecognized Operation."""
@@ -350,6 +412,7 @@ class DicomService:
         session.count("find")
         batch: list[tuple[bytes, bytes | None]] = []
         try:
+            session.check(Service.FIND)
             model = QR_FIND.get(sop_class)
             if model is None or context.abstract_syntax != sop_class:
                 raise InvalidQuery(f"no C-FIND for {sop_class}", unsupported=True)
