@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, cast
@@ -47,7 +48,7 @@ _TEXT = frozenset({"LO", "SH", "UC"})
 _SINGLE = frozenset({"LT", "ST", "UT"})
 _NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
 # PS3.5 6.2: IS and DS values pydicom takes without complaint; odder ones go to pydicom.
-_NUMBER_TEXT = {
+_NUMBER_TEXT: dict[str, tuple[re.Pattern[str], Callable[[str], Any], Callable[[Any], Any]]] = {
     "IS": (re.compile(r" *[+-]?[0-9]{1,9} *"), IS, int),  # well inside the 32-bit range
     "DS": (re.compile(r" *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *"), DS, float),
 }
