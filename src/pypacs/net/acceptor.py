@@ -40,6 +40,8 @@ _SHARED_ACCEPT_POLL = 0.5  # seconds between two looks at ``stop`` on a shared s
 
 Peer = tuple[str, int]
 Decide = Callable[[pdu.AssociateRQ, Peer], Decision]
+# Told of each A-ASSOCIATE-RQ answered A-ASSOCIATE-RJ (the audit trail's security alert).
+OnReject = Callable[[pdu.AssociateRQ, Peer, pdu.AssociateRJ], None]
 OnAssociation = Callable[[Association], None]
 
 
@@ -153,6 +155,7 @@ def handshake(
     identity: Identity,
     timeouts: Timeouts,
     admit: Callable[[], bool] = lambda: True,
+    on_reject: OnReject = lambda _rq, _peer, _rj: None,
 ) -> Association | None:
     """Sta2 to Sta6: read the A-ASSOCIATE-RQ within ARTIM, answer AC or RJ.
 
@@ -196,6 +199,7 @@ def handshake(
     if decision.reject is not None:
         rj = decision.reject
         log.info("%s from %s rejected: %s/%s/%s", rq.calling_ae, conn.peer[0], *_codes(rj))
+        on_reject(rq, conn.peer, rj)
         with contextlib.suppress(TransportError):
             conn.send([pdu.encode(rj)])
             conn.drain_until_closed(time.monotonic() + timeouts.artim)  # Sta13
@@ -269,8 +273,10 @@ class Acceptor:
         limits: Limits,
         ssl_context: ssl.SSLContext | None = None,
         sock: socket.socket | None = None,
+        on_reject: OnReject = lambda _rq, _peer, _rj: None,
     ) -> None:
         self.decide = decide
+        self.on_reject = on_reject
         self.on_association = on_association
         self.identity = identity
         self.timeouts = timeouts
@@ -402,7 +408,9 @@ class Acceptor:
             if self.ssl_context is not None:
                 sock = self._tls_handshake(sock, key)
             conn = Connection(sock, write_timeout=self.timeouts.pdu_read)
-            assoc = handshake(conn, self.decide, self.identity, self.timeouts, self._admit)
+            assoc = handshake(
+                conn, self.decide, self.identity, self.timeouts, self._admit, self.on_reject
+            )
         except (OSError, ValueError) as exc:
             log.info("connection failed before association: %s", exc)
             sock.close()

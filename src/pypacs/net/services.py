@@ -52,6 +52,18 @@ _IDENTIFIER_LIMIT = MAX_IDENTIFIER_BYTES  # our bound on a request's identifier 
 # batches grow to this many, or to this many bytes of identifiers.
 _FIND_BATCH = 32
 _FIND_BATCH_BYTES = 256 * 1024
+# PS3.8 9.3.4 Table 9-21: A-ASSOCIATE-RJ (source, reason), as the audit trail tells them.
+_RJ_REASONS = {
+    (pdu.RJ_SOURCE_USER, pdu.RJ_USER_APPLICATION_CONTEXT_NOT_SUPPORTED): (
+        "application context name not supported"
+    ),
+    (pdu.RJ_SOURCE_USER, pdu.RJ_USER_CALLING_AE_NOT_RECOGNIZED): "calling AE title not recognized",
+    (pdu.RJ_SOURCE_USER, pdu.RJ_USER_CALLED_AE_NOT_RECOGNIZED): "called AE title not recognized",
+    (pdu.RJ_SOURCE_ACSE, pdu.RJ_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED): (
+        "protocol version not supported"
+    ),
+    (pdu.RJ_SOURCE_PRESENTATION, pdu.RJ_PRESENTATION_LOCAL_LIMIT_EXCEEDED): "local limit exceeded",
+}
 _EVERY_SERVICE = frozenset(ALL_SERVICES)
 
 
@@ -228,6 +240,7 @@ class DicomService:
             options.port,
             decide=self.decide,
             on_association=self.serve,
+            on_reject=self._rejected,
             identity=Identity(
                 max_pdu=options.max_pdu_size,
                 implementation_class_uid=IMPLEMENTATION_CLASS_UID,
@@ -271,6 +284,16 @@ class DicomService:
                 )
             )
         return negotiate(rq, Allowed(self.offers, services))
+
+    def _rejected(self, rq: pdu.AssociateRQ, peer: tuple[str, int], rj: pdu.AssociateRJ) -> None:
+        """PS3.15 A.5.3.11: a refused association is a security alert."""
+        why = _RJ_REASONS.get((rj.source, rj.reason), "no reason given")
+        self.auditor.association_refused(
+            rq.calling_ae,
+            rq.called_ae,
+            peer[0],
+            f"A-ASSOCIATE-RJ {rj.result}/{rj.source}/{rj.reason}, {why}",
+        )
 
     def serve(self, assoc: Association) -> None:
         """Serve one association until it ends; then one log line says who, from where,
