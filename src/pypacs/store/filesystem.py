@@ -7,6 +7,7 @@ import errno
 import mmap
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,7 +17,6 @@ from pypacs.errors import OutOfResources, StoreError
 from pypacs.store.base import BlobKey
 
 _TMP_SUFFIX = ".tmp"
-_STALE_TMP_SECONDS = 3600.0
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -31,6 +31,9 @@ class FilesystemStore:
     def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
         self.root = Path(root).resolve()
         self._fsync = fsync
+        # Temporary files this process is writing: not leftovers, whatever scan finds.
+        self._writing: set[str] = set()
+        self._writing_lock = threading.Lock()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             created = False
@@ -63,7 +66,16 @@ class FilesystemStore:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise _write_error(key, exc) from exc
+        self._started(tmp)
         return PendingFile(self, key, path, tmp, fd)
+
+    def _started(self, tmp: Path) -> None:
+        with self._writing_lock:
+            self._writing.add(tmp.name)
+
+    def _ended(self, tmp: Path) -> None:
+        with self._writing_lock:
+            self._writing.discard(tmp.name)
 
     def put(self, chunks: Iterable[bytes | memoryview]) -> tuple[BlobKey, int]:
         key = self._new_key()
@@ -71,6 +83,7 @@ class FilesystemStore:
         name = path.name
         folder = path.parent
         tmp = folder / (name + _TMP_SUFFIX)
+        self._started(tmp)
         try:
             size = 0
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -94,6 +107,8 @@ class FilesystemStore:
         except BaseException:
             _unlink_quietly(tmp)
             raise
+        finally:
+            self._ended(tmp)
         return key, size
 
     @staticmethod
@@ -143,10 +158,12 @@ class FilesystemStore:
             with os.scandir(self.root / folder) as entries:
                 for entry in entries:
                     if entry.name.endswith(_TMP_SUFFIX):
-                        # An interrupted write: never acknowledged, safe to drop once it is
-                        # stale; a newer one may be a write under way (this process's
-                        # receiving, or another node's on a shared folder).
-                        if _older_than(entry, _STALE_TMP_SECONDS):
+                        # An interrupted write: never acknowledged, safe to drop; unless
+                        # this process is writing it now (a C-STORE during the start-up
+                        # check).
+                        with self._writing_lock:
+                            under_way = entry.name in self._writing
+                        if not under_way:
                             _unlink_quietly(Path(entry.path))
                     elif entry.is_file():
                         keys.append(BlobKey(prefix + entry.name))
@@ -208,6 +225,7 @@ class PendingFile:
             os.close(self._fd)
             self._fd = -1
             os.rename(self._tmp, self._path)
+            store._ended(self._tmp)
             if store._fsync:
                 store._fsync_dir(self._path.parent)
         except OSError as exc:
@@ -222,6 +240,7 @@ class PendingFile:
                 os.close(self._fd)
             self._fd = -1
         _unlink_quietly(self._tmp)
+        self._store._ended(self._tmp)
 
 
 def _write_error(key: BlobKey, exc: OSError) -> StoreError:
@@ -233,13 +252,6 @@ def _write_error(key: BlobKey, exc: OSError) -> StoreError:
 def _subdirs(folder: Path) -> list[str]:
     with os.scandir(folder) as entries:
         return [e.name for e in entries if e.is_dir() and len(e.name) == 2]
-
-
-def _older_than(entry: os.DirEntry[str], seconds: float) -> bool:
-    try:
-        return time.time() - entry.stat().st_mtime > seconds
-    except OSError:  # gone meanwhile
-        return False
 
 
 def _unlink_quietly(path: Path) -> None:
