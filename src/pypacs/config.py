@@ -20,7 +20,13 @@ from pypacs.errors import ConfigError
 from pypacs.model.access import ALL_SERVICES, Service
 from pypacs.net.options import NetOptions, TlsOptions
 from pypacs.remote.registry import Peer, Peers
-from pypacs.web.options import OidcOptions, WebOptions, parse_base_url, parse_networks
+from pypacs.web.options import (
+    AuthOptions,
+    OidcOptions,
+    WebOptions,
+    parse_base_url,
+    parse_networks,
+)
 
 Check = Callable[[Any], str | None]  # returns what was expected, or None when the value is fine
 _T = TypeVar("_T")
@@ -610,6 +616,11 @@ class Settings:
             https=self.server.http_tls,
             ae_title=self.server.ae_title,
             pn_case_insensitive=self.query.pn_case_insensitive,
+            auth=AuthOptions(
+                mode=self.auth.mode,
+                session_hours=self.auth.session_hours,
+                max_failed_logins=self.auth.max_failed_logins,
+            ),
             max_results=self.query.max_results,
             qido_default_limit=web.qido_default_limit,
             stow_max_bytes=web.stow_max_bytes,

@@ -15,7 +15,6 @@ from pypacs.index import schema
 from pypacs.model.access import Role
 
 
-
 def test_a_hash_verifies_its_password_only() -> None:
     stored = hash_password("correct horse")
     assert verify_password("correct horse", stored)

@@ -20,11 +20,14 @@ from pypacs.remote.jobs import Jobs
 from pypacs.remote.registry import Peers
 from pypacs.web import openapi, page
 from pypacs.web.admin import api as admin
+from pypacs.web.admin import session
 from pypacs.web.dicomweb import delete, qido, stow, wado, wadouri
 from pypacs.web.http.audit import AuditTrail
+from pypacs.web.http.auth import Authenticate, BearerVerifier
 from pypacs.web.http.cors import CrossOrigin, normalized_origins
 from pypacs.web.http.errors import EXCEPTION_HANDLERS
 from pypacs.web.http.origin import SameOriginOnly
+from pypacs.web.http.ratelimit import FailedLogins
 from pypacs.web.http.urls import PublicAddress
 from pypacs.web.options import WebOptions
 
@@ -41,8 +44,12 @@ def create_app(
     exporter: Exporter | None = None,
     jobs: Jobs | None = None,
     auditor: Auditor | None = None,
+    verifier: BearerVerifier | None = None,
 ) -> Starlette:
-    """The HTTP side of pypacs: DICOMweb under /dicom-web, the admin API under /api."""
+    """The HTTP side of pypacs: DICOMweb under /dicom-web, the admin API under /api.
+
+    ``verifier`` checks bearer tokens when ``[auth] mode = "oidc"`` (web/http/oidc.py).
+    """
 
     async def health(_request: Request) -> JSONResponse:
         stats = await run_in_threadpool(archive.statistics)
@@ -64,8 +71,10 @@ def create_app(
             on_ready()
         yield
 
+    failures = FailedLogins(options.auth.max_failed_logins)  # shared by Basic, Bearer, form
     routes: list[BaseRoute] = [
         Route("/api/health", health),
+        *session.routes(archive.accounts, options, failures),
         *admin.routes(archive, peers or Peers(), exporter or NoExporter(), "/api", jobs),
         *openapi.routes(DICOMWEB_BASE, "/api"),
         *qido.routes(archive, options, DICOMWEB_BASE),
@@ -80,11 +89,20 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         # A state-changing request from another site's page is refused (web/origin.py).
+        # Then who the request acts for and whether its role allows it (web/roles.py).
         middleware=[
             # Pages of [web] cors_origins may call /dicom-web and /api (web/http/cors.py);
             # outermost, so that preflights and refusals carry the CORS headers too.
             *cors,
             Middleware(SameOriginOnly, allowed=normalized_origins(options.cors_origins)),
+            Middleware(
+                Authenticate,
+                options=options.auth,
+                accounts=archive.accounts,
+                verifier=verifier,
+                trusted_proxies=options.trusted_proxies,
+                failures=failures,
+            ),
         ],
     )
     # Every absolute URL the routes write starts at this address (web/urls.py).

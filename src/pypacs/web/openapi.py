@@ -327,6 +327,40 @@ def _admin(base: str) -> dict[str, Any]:
     }
 
 
+def _session(base: str) -> dict[str, Any]:
+    """The log-in of the web page and the liveness probe (web/admin/session.py)."""
+    obj = {"type": "object"}
+    login = {"type": "object", "properties": {"name": {"type": "string"}, "password": {}}}
+    form = "application/x-www-form-urlencoded"
+    return {
+        "/healthz": {
+            "get": _op("Is the server up (no counts; public)", "admin", {"200": _json("ok", obj)})
+        },
+        "/login": {
+            "get": _op(
+                "The log-in page",
+                "page",
+                {"200": {"description": "HTML", "content": {"text/html": {}}}},
+            )
+        },
+        f"{base}/session": {
+            "get": _op(
+                "Who the request acts for", "admin", {"200": _json("the user", obj), **_errors(401)}
+            ),
+            "post": _op(
+                "Log in ([auth] mode local): sets the session cookie",
+                "admin",
+                {"200": _json("the user", obj), **_errors(400, 401, 415, 429)},
+                requestBody={
+                    "required": True,
+                    "content": {_JSON: {"schema": login}, form: {"schema": login}},
+                },
+            ),
+            "delete": _op("Log out: ends the session", "admin", {"204": {"description": "done"}}),
+        },
+    }
+
+
 def _uid_param(name: str, what: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -524,6 +558,7 @@ def document(dicomweb_base: str, admin_base: str = "/api") -> dict[str, Any]:
                 )
             },
             **_admin(admin_base),
+            **_session(admin_base),
             **_dicomweb(dicomweb_base),
             **_wado_uri(),
         },

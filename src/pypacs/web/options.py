@@ -11,6 +11,15 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
+class AuthOptions:
+    """``[auth]`` as the HTTP port uses it (web/http/auth.py)."""
+
+    mode: str  # "none", "local" or "oidc"
+    session_hours: int  # a web page log-in's lifetime
+    max_failed_logins: int  # within 15 minutes, from one address or for one name: then 429
+
+
+@dataclass(frozen=True)
 class WebOptions:
     """Built by config from the settings, whose table holds the defaults."""
 
@@ -19,6 +28,7 @@ class WebOptions:
     https: bool  # the port is served over TLS ([server] http_tls)
     ae_title: str  # RetrieveAETitle in QIDO-RS answers
     pn_case_insensitive: bool
+    auth: AuthOptions  # who may use the port ([auth])
     max_results: int  # past it a search fails (413); 0: no maximum
     # PS3.18 8.3.4.4 lets the origin server cap a search that gives no limit.
     qido_default_limit: int

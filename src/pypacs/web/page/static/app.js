@@ -79,6 +79,8 @@ function displayDate(da) {
 // -- talking to the server ----------------------------------------------------------------
 
 async function problemOf(response) {
+  // The log-in has expired (or was never made): log in again.
+  if (response.status === 401) window.location.assign("/login");
   try {
     const body = await response.json();
     if (body && body.error && body.error.message) return body.error.message;
@@ -519,6 +521,24 @@ async function send(event) {
   }
 }
 
+// -- the log-in ---------------------------------------------------------------------------
+
+async function showAccount() {
+  try {
+    const who = await getJson(`${API}/session`);
+    if (who.method !== "session") return; // no log-in ([auth] mode none, or a token)
+    $("account-name").textContent = `${who.name} (${who.role})`;
+    $("account").hidden = false;
+  } catch (_) {
+    // no account to show
+  }
+}
+
+async function logOut() {
+  await fetch(`${API}/session`, { method: "DELETE" });
+  window.location.assign("/login");
+}
+
 // -- start --------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -534,6 +554,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("send-form").addEventListener("submit", send);
   $("echo-button").addEventListener("click", echoRemote);
   $("viewer-close").addEventListener("click", closeViewer);
+  $("log-out").addEventListener("click", logOut);
+  showAccount();
   showStatistics();
   loadRemotes();
 });
