@@ -15,6 +15,7 @@ from pypacs.archive import Archive
 from pypacs.archive.receive import Receiving
 from pypacs.errors import InvalidInstance, OutOfResources
 from pypacs.index.writes import Outcome
+from pypacs.store import open_store
 
 from dicomgen import Spec, dataset_bytes, make_dataset, write
 
@@ -105,8 +106,12 @@ def test_blob_visible_only_once_stored(archive: Archive, tmp_path: Path) -> None
     body = dataset_bytes(write(spec, tmp_path))
     receiving = start(archive, spec)
     receiving.write(body)
-    # A crash now: only a temporary file, which the store's scan drops (never acknowledged).
+    # A crash now: only a temporary file, which the scan of the next process drops (never
+    # acknowledged); this process's own scan leaves a write under way alone.
     assert [key for _, keys in archive.store.scan() for key in keys] == []
+    assert len(blobs(archive)) == 1
+    restarted = open_store(archive.options.blob_root)
+    assert [key for _, keys in restarted.scan() for key in keys] == []
     assert blobs(archive) == []
     receiving = start(archive, spec)
     receiving.write(body)
