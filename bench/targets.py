@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -353,6 +354,8 @@ class PypacsTarget(Target):
             "0",
             "--http-port",
             "0",
+            # Flags for one run's variant (say, --audit-path audit.log), split as a shell would.
+            *shlex.split(os.environ.get("PYPACS_BENCH_FLAGS", "")),
         ]
         proc = subprocess.Popen(
             command,
