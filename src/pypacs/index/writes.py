@@ -80,6 +80,10 @@ def _add_to_list(current: str | None, value: str | None) -> str | None:
 # The ingest path's statements, compiled once per dialect and run on the driver's cursor
 # (index/prepared.py): per instance, SQLAlchemy's execution overhead would cost more than
 # the database's work.
+# The study's row is read FOR UPDATE (PostgreSQL; SQLite's writer is alone anyway): its
+# derived lists are computed here from what was read, so a second node adding a series to
+# the same study waits for the first one's commit and reads its list, instead of writing
+# over it (a lost update under READ COMMITTED).
 _PATIENT_IDENTITY = and_(
     patient.c.patient_id == bindparam("patient_id"),
     patient.c.issuer_of_patient_id == bindparam("issuer_of_patient_id"),
@@ -97,10 +101,13 @@ _STATEMENTS = Statements(
         study.c.modalities_in_study,
     )
     .join(study, series.c.study_pk == study.c.pk)
-    .where(series.c.series_instance_uid == bindparam("series_instance_uid")),
+    .where(series.c.series_instance_uid == bindparam("series_instance_uid"))
+    .with_for_update(of=study),
     find_study=select(
         study.c.pk, study.c.patient_pk, study.c.sop_classes_in_study, study.c.modalities_in_study
-    ).where(study.c.study_instance_uid == bindparam("study_instance_uid")),
+    )
+    .where(study.c.study_instance_uid == bindparam("study_instance_uid"))
+    .with_for_update(of=study),
     find_patient=select(patient.c.pk, *(patient.c[name] for name in DEMOGRAPHICS)).where(
         _PATIENT_IDENTITY
     ),
