@@ -248,7 +248,8 @@ class S3Settings:
     orphan_grace_seconds: int = _setting(
         600,
         "an object younger than this with no index row is left alone by the consistency "
-        "check (another node may be about to index it)",
+        "check (another node may be about to index it); also a file of a blob folder "
+        "whose index is on PostgreSQL",
         _non_negative_int,
         flag="--s3-orphan-grace-seconds",
     )
@@ -553,7 +554,13 @@ class Settings:
             blob_url=self.storage.url,
             s3_endpoint_url=self.storage_s3.endpoint_url,
             s3_region=self.storage_s3.region,
-            orphan_grace_seconds=self.storage_s3.orphan_grace_seconds if self.storage.url else 0,
+            # Several nodes may share the blobs: an object store, or a folder whose index
+            # is on PostgreSQL. One node on SQLite checks before it serves: no grace needed.
+            orphan_grace_seconds=(
+                self.storage_s3.orphan_grace_seconds
+                if self.storage.url or self.database_url.startswith("postgresql")
+                else 0
+            ),
         )
 
     def tls_options(self) -> TlsOptions | None:

@@ -106,6 +106,8 @@ class Archive:
         store = open_store(
             options.blob_url or options.blob_root,
             fsync=options.fsync,
+            # A grace period means other nodes may write the same blobs (config.py).
+            shared=options.orphan_grace_seconds > 0,
             endpoint_url=options.s3_endpoint_url,
             region=options.s3_region,
         )

@@ -17,6 +17,9 @@ from pypacs.errors import OutOfResources, StoreError
 from pypacs.store.base import BlobKey
 
 _TMP_SUFFIX = ".tmp"
+# On a folder several nodes share, a temporary file younger than this may be another node's
+# write under way; older, it is the leftover of an interrupted one.
+SHARED_TMP_SECONDS = 3600.0
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -28,9 +31,11 @@ class FilesystemStore:
     that a write never has to create one.
     """
 
-    def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path | str, *, fsync: bool = True, shared: bool = False) -> None:
         self.root = Path(root).resolve()
         self._fsync = fsync
+        # Other nodes write here too: their temporary files are not ours to judge by name.
+        self._shared = shared
         # Temporary files this process is writing: not leftovers, whatever scan finds.
         self._writing: set[str] = set()
         self._writing_lock = threading.Lock()
@@ -163,6 +168,8 @@ class FilesystemStore:
                         # check).
                         with self._writing_lock:
                             under_way = entry.name in self._writing
+                        if self._shared and not _older_than(entry, SHARED_TMP_SECONDS):
+                            under_way = True  # maybe another node's
                         if not under_way:
                             _unlink_quietly(Path(entry.path))
                     elif entry.is_file():
@@ -252,6 +259,13 @@ def _write_error(key: BlobKey, exc: OSError) -> StoreError:
 def _subdirs(folder: Path) -> list[str]:
     with os.scandir(folder) as entries:
         return [e.name for e in entries if e.is_dir() and len(e.name) == 2]
+
+
+def _older_than(entry: os.DirEntry[str], seconds: float) -> bool:
+    try:
+        return time.time() - entry.stat().st_mtime > seconds
+    except OSError:  # gone meanwhile
+        return False
 
 
 def _unlink_quietly(path: Path) -> None:

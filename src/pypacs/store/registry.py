@@ -12,12 +12,14 @@ def open_store(
     location: str | Path,
     *,
     fsync: bool = True,
+    shared: bool = False,
     endpoint_url: str = "",
     region: str = "",
 ) -> BlobStore:
     """Open the store at ``location``: a folder path, a ``file://`` URL, or
     ``s3://BUCKET/PREFIX`` (an S3-compatible object store at ``endpoint_url``, in
-    ``region``; the ``s3`` extra).
+    ``region``; the ``s3`` extra). ``shared``: other nodes write to the folder too, so a
+    scan leaves temporary files younger than an hour alone.
 
     Raises:
         StoreError: unknown scheme, the folder cannot be created, the ``s3`` extra is not
@@ -27,12 +29,12 @@ def open_store(
     if "://" not in text:
         from pypacs.store.filesystem import FilesystemStore
 
-        return FilesystemStore(text, fsync=fsync)
+        return FilesystemStore(text, fsync=fsync, shared=shared)
     scheme, _, rest = text.partition("://")
     if scheme == "file":
         from pypacs.store.filesystem import FilesystemStore
 
-        return FilesystemStore(rest, fsync=fsync)
+        return FilesystemStore(rest, fsync=fsync, shared=shared)
     if scheme == "s3":
         bucket, _, prefix = rest.partition("/")
         if not bucket:
