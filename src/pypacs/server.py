@@ -24,7 +24,7 @@ from pypacs.archive.check import check
 from pypacs.archive.ingest import configure_pydicom
 from pypacs.audit import Auditor, open_auditor
 from pypacs.config import Settings
-from pypacs.errors import ConfigError, PypacsError
+from pypacs.errors import ConfigError, PypacsError, StoreError
 from pypacs.index import tx
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import current_version
@@ -154,6 +154,13 @@ def open_archive(
         )
     if announce is not None:
         announce(f"{'new archive' if new else 'archive'} {location}")
+    if new:
+        # The folder holds the space reserve even when neither the index (PostgreSQL) nor
+        # the blobs (S3) are in it, so nothing else would make it.
+        try:
+            location.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot make the archive folder {location.folder}: {exc}") from exc
     configure_libraries()
     return Archive.open(settings.archive_options())
 
