@@ -37,7 +37,7 @@ from pypacs.remote.jobs import Jobs
 from pypacs.supervisor import Supervisor, share, worker_count
 from pypacs.web.app import create_app
 from pypacs.web.http.connection import limited_protocol
-from pypacs.web.http.oidc import read_jwks_file
+from pypacs.web.http.oidc import OidcVerifier, read_jwks_file
 from pypacs.web.options import WebOptions
 
 log = logging.getLogger("pypacs.server")
@@ -418,6 +418,8 @@ def _http_config(
             auditor=auditor,
             exporter=exporter,
             jobs=jobs,
+            # [auth] mode = "oidc": bearer tokens of [auth.oidc]'s issuer (web/http/oidc.py).
+            verifier=OidcVerifier(web.oidc) if web.oidc is not None else None,
         ),
         log_config=None,
         access_log=False,
