@@ -48,10 +48,11 @@ class SendResult:
         return not any(self.exit_codes) and not self.errors and not self.refused
 
 
-def storescu_command(ae_title: str, port: int, folder: Path) -> list[str]:
+def storescu_command(ae_title: str, port: int, folder: Path, tls: Sequence[str] = ()) -> list[str]:
     """storescu sending every file of ``folder`` on one association, going on after a failed
     store (so losses are counted, not hidden by a stop). ``-v`` because storescu logs a
-    failure status only in verbose mode (a few lines an instance, into a file)."""
+    failure status only in verbose mode (a few lines an instance, into a file). ``tls``:
+    DCMTK's TLS options (``+tls KEY CERT +cf CA``), none for plain TCP."""
     return [
         require_binary("storescu"),
         "-v",
@@ -60,6 +61,7 @@ def storescu_command(ae_title: str, port: int, folder: Path) -> list[str]:
         "-aec",
         ae_title,
         "--no-halt",
+        *tls,
         HOST,
         str(port),
         "+sd",
@@ -79,12 +81,18 @@ def read_log(log: Path, statuses: Counter[str]) -> list[str]:
     return errors
 
 
-def store(ae_title: str, port: int, folders: Sequence[Path], logdir: Path) -> SendResult:
+def store(
+    ae_title: str,
+    port: int,
+    folders: Sequence[Path],
+    logdir: Path,
+    tls: Sequence[str] = (),
+) -> SendResult:
     """Send each folder with its own storescu, all at once (one association each), and wait
     for them all. Their output goes to ``logdir/storescu-N.log``."""
     logdir.mkdir(parents=True, exist_ok=True)
     logs = [logdir / f"storescu-{n}.log" for n in range(len(folders))]
-    commands = [storescu_command(ae_title, port, folder) for folder in folders]
+    commands = [storescu_command(ae_title, port, folder, tls) for folder in folders]
     handles = [log.open("wb") for log in logs]
     procs: list[subprocess.Popen[bytes]] = []
     try:

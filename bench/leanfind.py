@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import ssl
 import statistics
 import sys
 import time
@@ -30,6 +31,7 @@ HOST = "127.0.0.1"
 CALLING_AE = "BENCHSCU"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"  # PS3.5 A.1
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # PS3.4 C.6.2.1
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # PS3.4 C.6.2.1
 VERIFICATION = dimse.VERIFICATION_SOP_CLASS
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1255.9.99"  # under the project's test root
 MAX_PDU = 16384  # what we accept; DCMTK's default, as findscu offers
@@ -79,12 +81,21 @@ class LeanAssociation:
         abstract_syntax: str = STUDY_ROOT_FIND,
         host: str = HOST,
         calling_ae: str = CALLING_AE,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """With ``tls``, the TLS handshake comes first (PS3.15 B.9), on the same timed path."""
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=None)
+            except BaseException:
+                self.sock.close()
+                raise
         self._buffer = bytearray(MAX_PDU + 6)
         self.peer_max_pdu = 0
         self._message_id = 0
+        self.final: dimse.Command | None = None  # the last final response's command set
         try:
             self._associate(called_ae, calling_ae, abstract_syntax)
         except BaseException:
@@ -159,11 +170,13 @@ class LeanAssociation:
                 command += pdv.data
                 if not pdv.is_last:
                     continue
-                status = dimse.decode_command(command).status
+                decoded = dimse.decode_command(command)
+                status = decoded.status
                 command.clear()
                 if status in PENDING:
                     pending += 1
                 else:
+                    self.final = decoded
                     return pending, -1 if status is None else status
 
     # -- services
@@ -176,6 +189,15 @@ class LeanAssociation:
         self._send(command, query)
         pending, status = self._responses()
         return FindResult(pending, status, time.perf_counter() - started)
+
+    def move(self, query: bytes, destination: str) -> tuple[int, int]:
+        """One C-MOVE-RQ (Study Root) of ``query`` to ``destination``: its final status and
+        the completed sub-operations it reports (PS3.4 C.4.2.1.5)."""
+        self._message_id += 1
+        self._send(dimse.move_rq(self._message_id, STUDY_ROOT_MOVE, destination), query)
+        _, status = self._responses()
+        completed = self.final.completed if self.final is not None else None
+        return status, -1 if completed is None else completed
 
     def echo(self) -> int:
         """One C-ECHO; its status."""
@@ -226,12 +248,13 @@ def time_find(
     return found
 
 
-def time_echo(port: int, called_ae: str, repeat: int) -> Timings:
-    """Association set-up + C-ECHO + release, ``repeat`` times after one warm-up."""
+def time_echo(port: int, called_ae: str, repeat: int, tls: ssl.SSLContext | None = None) -> Timings:
+    """Association set-up + C-ECHO + release, ``repeat`` times after one warm-up; with
+    ``tls``, each over a new TLS connection (full handshake: the context keeps no session)."""
     found = Timings()
     for run in range(repeat + 1):
         started = time.perf_counter()
-        assoc = LeanAssociation(port, called_ae, VERIFICATION)
+        assoc = LeanAssociation(port, called_ae, VERIFICATION, tls=tls)
         found.status = assoc.echo()
         assoc.release()
         if run:

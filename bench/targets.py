@@ -58,6 +58,7 @@ class Peer:
     ae_title: str
     port: int
     host: str = HOST
+    tls: bool = False  # reached over TLS (bench/tls.py's destinations)
 
 
 def require_binary(name: str, package: str = "dcmtk") -> str:
@@ -222,6 +223,10 @@ class Target(ABC):
 
     # -- shared
 
+    def _echo(self) -> bool:
+        """A C-ECHO to the target succeeds (a TLS target's own is over TLS)."""
+        return echo(self.ae_title, self.dicom_port)
+
     @property
     def proc(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
@@ -244,9 +249,7 @@ class Target(ABC):
             wait_until(self._ready, self.name, self._proc)
             # A whole association, never a bare connect: dcmqrscp and Orthanc let one
             # half-open connection delay every association after it.
-            wait_until(
-                lambda: echo(self.ae_title, self.dicom_port), f"{self.name} C-ECHO", self._proc
-            )
+            wait_until(self._echo, f"{self.name} C-ECHO", self._proc)
         except BaseException:
             self.stop()
             raise
@@ -330,6 +333,7 @@ class PypacsTarget(Target):
                 f'ae_title = "{peer.ae_title}"',
                 f'host = "{peer.host}"',
                 f"port = {peer.port}",
+                *(["tls = true"] if peer.tls else []),
             ]
         path = workdir / "pypacs.toml"
         path.write_text("\n".join(lines) + "\n")
