@@ -174,18 +174,76 @@ def own_window(ds: Dataset, index: int) -> Window | None:
     return None
 
 
+@dataclass(frozen=True)
+class VoiLut:
+    """A VOI LUT (PS3.3 C.11.2.1.1): ``table[v - first]`` for modality value ``v``, the
+    first entry below ``first`` and the last one past the table; entries of ``bits`` bits."""
+
+    first: int
+    table: NDArray[np.float64]
+    bits: int
+
+    def apply(self, values: Pixels) -> Pixels:
+        """Values through the table, scaled to 0..255."""
+        at = np.clip(np.rint(values) - self.first, 0, len(self.table) - 1).astype(np.intp)
+        scale = 255.0 / ((1 << self.bits) - 1)
+        out: Pixels = np.clip(np.rint(self.table[at] * scale), 0, 255).astype(np.uint8)
+        return out
+
+
+def voi_lut(ds: Dataset) -> VoiLut | None:
+    """The first VOI LUT of the VOI LUT Sequence (0028,3010), if the instance has one that
+    can be read (PS3.3 C.11.2.1.1: LUT Descriptor = entries (0: 65536), first value
+    mapped, bits per entry)."""
+    items = ds.get("VOILUTSequence")
+    if not items:
+        return None
+    item = items[0]
+    descriptor, data = item.get("LUTDescriptor"), item.get("LUTData")
+    if descriptor is None or data is None or len(descriptor) != 3:
+        return None
+    entries, first, bits = (int(v) for v in descriptor)
+    entries = entries or 65536
+    # The first value mapped is signed (SS) where the values it maps may be negative; read
+    # as US it comes as its two's complement.
+    if first >= 1 << 15 and int(ds.get("PixelRepresentation") or 0) == 1:
+        first -= 1 << 16
+    if isinstance(data, bytes):  # OW: words in the data set's byte order
+        little = ds.original_encoding[1] is not False
+        table = np.frombuffer(data, "<u2" if little else ">u2")
+    else:
+        table = np.asarray(data if isinstance(data, MultiValue | list) else [data])
+    if not 1 <= bits <= 16 or table.size < 1:
+        return None
+    return VoiLut(first, table[:entries].astype(np.float64), bits)
+
+
+def inverted(ds: Dataset) -> bool:
+    """Whether the minimum value shows white: MONOCHROME1 (PS3.3 C.7.6.3.1.2), or a
+    Presentation LUT Shape (2050,0020) of INVERSE (PS3.3 C.11.6.1.2), which a MONOCHROME1
+    image that carries it states again rather than inverting twice."""
+    shape = str(ds.get("PresentationLUTShape") or "").strip().upper()
+    return ds.PhotometricInterpretation == "MONOCHROME1" or shape == "INVERSE"
+
+
 def _gray(arr: Pixels, ds: Dataset, index: int, window: Window | None) -> Pixels:
-    window = window or own_window(ds, index)
+    # PS3.4 N.2.1.1: a window asked for replaces the VOI transformation; otherwise the
+    # instance's VOI LUT, else its own window, else the frame's full range.
+    lut = None if window else voi_lut(ds)
+    window = window or (None if lut else own_window(ds, index))
     low, high = math.inf, -math.inf
-    if window is None:  # the full range of the whole frame, block by block
+    if window is None and lut is None:  # the full range of the whole frame, block by block
         for rows in _row_blocks(arr):
             values = modality_values(arr[rows], ds, index)
             low, high = min(low, float(values.min())), max(high, float(values.max()))
     out = np.empty(arr.shape[:2], np.uint8)
     for rows in _row_blocks(arr):
         values = modality_values(arr[rows], ds, index)
-        out[rows] = apply_window(values, window) if window else _stretched(values, low, high)
-    if ds.PhotometricInterpretation == "MONOCHROME1":  # minimum is white (PS3.3 C.7.6.3.1.2)
+        if lut is not None:
+            out[rows] = lut.apply(values)
+        else:
+            out[rows] = apply_window(values, window) if window else _stretched(values, low, high)
+    if inverted(ds):
         np.subtract(255, out, out=out)
     return out
 

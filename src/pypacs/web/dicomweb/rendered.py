@@ -32,12 +32,15 @@ from pypacs.web.dicomweb.render import (
 from pypacs.web.dicomweb.rendercache import RenderCache
 from pypacs.web.dicomweb.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
 from pypacs.web.dicomweb.resources import entered, entity_of, load_pixels, locate, middle
-from pypacs.web.http.errors import bad_parameter, not_acceptable, not_found
+from pypacs.web.http.errors import HttpProblem, bad_parameter, not_acceptable, not_found
 from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
 from pypacs.web.http.negotiate import MediaRange, acceptable, describe
 from pypacs.web.options import WebOptions
 
 THUMBNAIL_BOUND = 128  # a thumbnail fits in 128 x 128 unless the viewport says otherwise
+# PS3.18 Table 8.7.4-1: application/pdf is a rendered media type (of the Text category); an
+# Encapsulated PDF instance is rendered as its document.
+PDF = "application/pdf"
 
 
 def rendered_media(ranges: list[MediaRange]) -> str:
@@ -130,9 +133,22 @@ def parse_quality(text: str) -> int:
     return quality
 
 
-def rendering_of(params: QueryParams, ranges: list[MediaRange], *, thumbnail: bool) -> Rendering:
-    """The rendering a request asks for; unknown parameters are ignored (PS3.18 8.3)."""
-    media = rendered_media(ranges)
+def accepts_pdf(ranges: list[MediaRange]) -> bool:
+    return any(not r.multipart and r.matches(PDF) for r in ranges)
+
+
+def rendering_of(
+    params: QueryParams, ranges: list[MediaRange], *, thumbnail: bool, document: bool = False
+) -> Rendering:
+    """The rendering a request asks for; unknown parameters are ignored (PS3.18 8.3).
+    With ``document``, a request that accepts application/pdf but no image type gets a
+    rendering of media type application/pdf (only an encapsulated PDF answers it)."""
+    try:
+        media = rendered_media(ranges)
+    except HttpProblem:
+        if not (document and accepts_pdf(ranges)):
+            raise
+        media = PDF
     if thumbnail:
         viewport = params.get("viewport")
         size = parse_viewport(viewport, region=False)[0] if viewport else None
@@ -189,20 +205,43 @@ def _frame_indexes(ds: Dataset, entity: EntityRef, frames: list[int]) -> list[in
     return [n - 1 for n in frames]
 
 
+def encapsulated_pdf(ds: Dataset) -> bytes | None:
+    """The document of an Encapsulated PDF instance (PS3.3 C.24.2), without the pad byte
+    its Encapsulated Document Length (0042,0015) leaves out; None for any other instance."""
+    mime = str(ds.get("MIMETypeOfEncapsulatedDocument") or "").strip().lower()
+    document = ds.get("EncapsulatedDocument")
+    if mime != PDF or not isinstance(document, bytes) or has_pixels(ds):
+        return None
+    length = ds.get("EncapsulatedDocumentLength")
+    return document[: int(length)] if isinstance(length, int) and length > 0 else document
+
+
 def _instance_images(
     renderer: _Renderer,
     archive: Archive,
     entity: EntityRef,
     frames: list[int] | None,
     rendering: Rendering,
-) -> tuple[bytes, Iterator[bytes], int]:
-    """The rendered frames of one instance (its first frame when none are named): the first
-    rendered now, the others as they are asked for, and how many there are."""
+    pdf: bool,
+) -> tuple[str, bytes, Iterator[bytes], int]:
+    """The media type and rendered frames of one instance (its first frame when none are
+    named): the first rendered now, the others as they are asked for, and how many there
+    are. An encapsulated PDF, with ``pdf`` acceptable, is its document."""
     ds = load_pixels(archive, locate(archive, entity))
+    document = encapsulated_pdf(ds) if frames is None else None
+    if document is not None:
+        if not pdf:
+            raise not_acceptable(f"{entity} is an encapsulated PDF: rendered as {PDF} only")
+        return PDF, document, iter(()), 1
+    if rendering.media == PDF:
+        raise not_acceptable(
+            f"{entity} is no PDF document: rendered images are sent as "
+            f"{' or '.join(RENDERED_TYPES)}"
+        )
     indexes = _frame_indexes(ds, entity, frames or [1])
     first = renderer.image(ds, entity, indexes[0], rendering)
     rest = (renderer.image(ds, entity, i, rendering) for i in indexes[1:])
-    return first, rest, len(indexes)
+    return rendering.media, first, rest, len(indexes)
 
 
 def _thumbnail(
@@ -266,11 +305,14 @@ def rendered_endpoint(archive: Archive, renderer: _Renderer) -> Any:
     async def rendered(request: Request) -> Response:
         entity = entity_of(request)
         frames = _frames_of(request)
-        rendering = rendering_of(request.query_params, acceptable(request), thumbnail=False)
+        ranges = acceptable(request)
+        document = entity.instance is not None and frames is None
+        rendering = rendering_of(request.query_params, ranges, thumbnail=False, document=document)
         media = rendering.media
         if entity.instance is not None:
-            first, rest, count = await run_in_threadpool(
-                _instance_images, renderer, archive, entity, frames, rendering
+            pdf = document and accepts_pdf(ranges)
+            media, first, rest, count = await run_in_threadpool(
+                _instance_images, renderer, archive, entity, frames, rendering, pdf
             )
             if count == 1:
                 return Response(first, media_type=media)
