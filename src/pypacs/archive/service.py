@@ -34,7 +34,7 @@ from pypacs.errors import (
     OutOfResources,
     StoreError,
 )
-from pypacs.index import deletes, reads, tx
+from pypacs.index import activity, deletes, reads, tx
 from pypacs.index.deletes import Removed
 from pypacs.index.engine import close_engine, make_engine
 from pypacs.index.migrations import migrate
@@ -48,7 +48,13 @@ from pypacs.query.respond import (
     build_json,
     passes_residual,
 )
-from pypacs.query.to_sql import Compiled, compile_attributes, compile_locate, compile_query
+from pypacs.query.to_sql import (
+    Compiled,
+    compile_attributes,
+    compile_count,
+    compile_locate,
+    compile_query,
+)
 from pypacs.query.types import Query, TooManyMatches
 from pypacs.store import BlobKey, BlobStore, open_store
 from pypacs.store.base import PendingBlob
@@ -413,6 +419,30 @@ class Archive:
 
     def statistics(self) -> reads.Statistics:
         return tx.read(self.engine, reads.statistics)
+
+    def count(self, query: Query) -> int | None:
+        """How many entities match ``query`` whatever its limit and offset; ``None`` when a
+        key is matched only in Python (a count would read every candidate).
+
+        Raises:
+            IndexUnavailable: the index cannot be read.
+        """
+        statement = compile_count(query)
+        if statement is None:
+            return None
+        return tx.read(self.engine, lambda conn: int(conn.execute(statement).scalar_one()))
+
+    def received_per_bucket(self, since: str, bucket: str) -> dict[str, int]:
+        """Instances stored since ``since`` (ISO text) by ``bucket`` ("minute" or "hour")."""
+        return tx.read(
+            self.engine, partial(activity.received_per_bucket, since=since, bucket=bucket)
+        )
+
+    def demographics_conflicts(
+        self, limit: int, offset: int
+    ) -> tuple[int, list[activity.Conflict]]:
+        """The recorded demographics conflicts (their number, one page, the newest first)."""
+        return tx.read(self.engine, partial(activity.conflicts, limit=limit, offset=offset))
 
     @contextmanager
     def attributes(self, query: Query) -> Iterator[Iterator[InstanceAttributes]]:

@@ -17,10 +17,11 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
+from pypacs.model.keys import key_for_tag
 from pypacs.model.levels import InformationModel, Level
 from pypacs.query import values
 from pypacs.query.from_dimse import QUERY_RETRIEVE_LEVEL, parse_identifier
-from pypacs.query.types import InvalidQuery, Query, QueryOptions
+from pypacs.query.types import InvalidQuery, Query, QueryOptions, SortKey
 
 RETRIEVE_URL_KEYWORD = "RetrieveURL"  # answered by the front door, which knows its URLs
 _HEX_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -65,11 +66,25 @@ _INSTANCE_DEFAULTS = (
     "BitsAllocated",
     "NumberOfFrames",
 )
+# pypacs' patient search (an extension: PS3.18 has no patient resource), as C-FIND's
+# Patient Root PATIENT level returns it.
+_PATIENT_DEFAULTS = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "NumberOfPatientRelatedStudies",
+    "NumberOfPatientRelatedSeries",
+    "NumberOfPatientRelatedInstances",
+)
 _DEFAULTS = {Level.STUDY: _STUDY_DEFAULTS, Level.SERIES: _SERIES_DEFAULTS}
 _DEFAULTS[Level.IMAGE] = _INSTANCE_DEFAULTS
+_DEFAULTS[Level.PATIENT] = _PATIENT_DEFAULTS
+# orderby and total are pypacs extensions (PS3.18 8.3.4 defines no order and no count).
 _CONTROL = frozenset(
     {"limit", "offset", "includefield", "fuzzymatching", "emptyvaluematching"}
-    | {"multiplevaluematching"}
+    | {"multiplevaluematching", "orderby", "total"}
 )
 
 
@@ -82,6 +97,8 @@ class QidoSearch:
     warnings: tuple[str, ...]
     # True when ``limit`` came from the server's default, not from the request.
     default_limit: bool
+    # total=true: the number of matches, whatever limit and offset, is asked for.
+    total: bool = False
 
 
 def attribute_tag(name: str) -> int:
@@ -129,6 +146,37 @@ def _boolean(name: str, text: str) -> bool:
     if text not in ("true", "false"):
         raise InvalidQuery(f"{name} must be true or false, not {text!r}", parameter=name)
     return text == "true"
+
+
+def parse_orderby(text: str, level: Level) -> tuple[SortKey, ...]:
+    """``orderby=Key,-Key`` (a pypacs extension): keys with an index column at the searched
+    level or above, "-" for descending.
+
+    Raises:
+        InvalidQuery: a key that is not one, has no column, or lives below ``level``.
+    """
+    order: list[SortKey] = []
+    for part in (p.strip() for p in text.split(",")):
+        name = part.removeprefix("-")
+        if not name:
+            raise InvalidQuery(f"orderby has an empty key: {text!r}", parameter="orderby")
+        key = key_for_tag(_tag_named(name))
+        if key is None or key.match_column is None or key.level.depth > level.depth:
+            raise InvalidQuery(
+                f"orderby: pypacs cannot order {level.value.lower()} matches by {name}",
+                parameter="orderby",
+            )
+        order.append(SortKey(key.tag, key.level, descending=part.startswith("-")))
+    return tuple(order)
+
+
+def _tag_named(name: str) -> int:
+    try:
+        return attribute_tag(name)
+    except InvalidQuery:
+        raise InvalidQuery(
+            f"orderby: {name!r} is not a DICOM keyword", parameter="orderby"
+        ) from None
 
 
 def _set(identifier: Dataset, path: str, value: str | None) -> int:
@@ -209,13 +257,22 @@ def _path_uids(
         named[tag] = name
 
 
+def _patient_keys_only(named: dict[int, str]) -> None:
+    # C-FIND ignores keys below the query level (PS3.4 C.4.1.1.3.1); a search that names
+    # one means something else and is refused.
+    for tag, name in named.items():
+        key = key_for_tag(tag)
+        if key is None or key.level is not Level.PATIENT:
+            raise InvalidQuery(f"{name} is not a key of the patient search", parameter=name)
+
+
 def _return_keys(
     identifier: Dataset, level: Level, fields: list[str], study: bool, series: bool
 ) -> None:
     returned = list(_DEFAULTS[level])
     # PS3.18 10.6.3.3.2/3: a search across studies returns the study's attributes, and
     # across series the series' too.
-    if level is not Level.STUDY and not study:
+    if level.depth > Level.STUDY.depth and not study:
         returned += _STUDY_DEFAULTS
     if level is Level.IMAGE and not series:
         returned += _SERIES_DEFAULTS
@@ -280,20 +337,30 @@ def parse_qido(
         elif name != RETRIEVE_URL_KEYWORD:
             named[_set(identifier, name, value)] = name
     _path_uids(identifier, named, study_uid, series_uid)
+    if level is Level.PATIENT:
+        _patient_keys_only(named)
     fields, include_all = _includefields(includes)
     _return_keys(identifier, level, fields, study_uid is not None, series_uid is not None)
     limit = _non_negative("limit", control["limit"]) if "limit" in control else default_limit
     offset = _non_negative("offset", control.get("offset", "0"))
     warnings = _warnings(control)
+    order = parse_orderby(control["orderby"], level) if "orderby" in control else ()
+    total = _boolean("total", control["total"]) if "total" in control else False
+    model = InformationModel.PATIENT_ROOT if level is Level.PATIENT else InformationModel.STUDY_ROOT
     try:
         query = parse_identifier(
             identifier,
-            InformationModel.STUDY_ROOT,
-            dataclasses.replace(options, relational=True, combined_datetime=False),
+            model,
+            # The patient search is hierarchical: its keys are the patient's own.
+            dataclasses.replace(
+                options, relational=level is not Level.PATIENT, combined_datetime=False
+            ),
         )
     except InvalidQuery as exc:
         raise InvalidQuery(
             exc.reason, exc.tag, parameter=named.get(exc.tag or -1, exc.parameter)
         ) from None
-    query = dataclasses.replace(query, limit=limit, offset=offset, include_all=include_all)
-    return QidoSearch(query, warnings, "limit" not in control and default_limit > 0)
+    query = dataclasses.replace(
+        query, limit=limit, offset=offset, include_all=include_all, order=order
+    )
+    return QidoSearch(query, warnings, "limit" not in control and default_limit > 0, total)

@@ -26,7 +26,7 @@ from pypacs.model.keys import Key, key_for_tag, keys_at
 from pypacs.model.levels import LEVEL_ORDER, Level
 from pypacs.model.vr import may_be_multivalued, pn_match_form
 from pypacs.query.like import ESCAPE, escape_literal, like_pattern
-from pypacs.query.types import CombinedDateTime, Exact, Match, Pattern, Query, Range
+from pypacs.query.types import CombinedDateTime, Exact, Match, Pattern, Query, Range, SortKey
 from pypacs.query.value_list import AnyOf, InAnyRange
 
 _PARENT_JOIN = {
@@ -258,7 +258,7 @@ def compile_query(query: Query, *, sql_matching: bool = True) -> Compiled:
         select(*_columns(levels, attrs))
         .select_from(_joined(query, levels))
         .where(*where)
-        .order_by(base.c.pk)
+        .order_by(*_order(query.order), base.c.pk)
     )
     if not residual and combined_residual is None:
         # One row past the maximum tells that the maximum was passed.
@@ -268,6 +268,31 @@ def compile_query(query: Query, *, sql_matching: bool = True) -> Compiled:
         if query.offset:
             statement = statement.offset(query.offset)
     return Compiled(statement, levels, tuple(residual), combined_residual, frozenset(attrs))
+
+
+def _order(order: tuple[SortKey, ...]) -> list[ColumnElement[Any]]:
+    """The ORDER BY of the orderby extension, on the indexed match columns (a name by its
+    upper-cased form); an empty value sorts before any other, in either database."""
+    terms: list[ColumnElement[Any]] = []
+    for sort in order:
+        key = column_key(sort.tag)
+        if key is None or key.match_column is None:
+            raise ValueError(f"no column to order by for tag {sort.tag:08X}")
+        col = LEVEL_TABLES[sort.level].c[key.match_column]
+        terms.append(col.desc().nulls_last() if sort.descending else col.asc().nulls_first())
+    return terms
+
+
+def compile_count(query: Query) -> Select[Any] | None:
+    """The number of matches of ``query`` whatever its limit and offset, as one COUNT;
+    ``None`` when some key is matched in Python after SQL (no count without reading all)."""
+    levels = _levels(query)
+    where, residual, _ = _where(query, levels, True)
+    if residual:
+        return None
+    if query.combined is not None:
+        where.append(_combined_predicate(query.combined))
+    return select(func.count()).select_from(_joined(query, levels)).where(*where)
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,15 @@ class Query:
     sequences: tuple[Match, ...] = ()
     # QIDO-RS includefield=all (PS3.18 8.3.4.3): every stored attribute of the joined levels.
     include_all: bool = False
+    # The order of the matches (pypacs' QIDO-RS orderby extension): keys with a column, each
+    # ascending or descending; then arrival order. Empty: arrival order.
+    order: tuple[SortKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One key of a result order: a key with an index column, at its level."""
+
+    tag: int
+    level: Level
+    descending: bool = False

@@ -50,7 +50,7 @@ def _op(
 _PATH = {name: _ref("parameters", name) for name in ("study", "series", "instance", "frames")}
 _SEARCH_PARAMS = [
     _ref("parameters", name)
-    for name in ("match", "includefield", "fuzzymatching", "limit", "offset")
+    for name in ("match", "includefield", "fuzzymatching", "limit", "offset", "orderby", "total")
 ]
 
 
@@ -163,6 +163,8 @@ def _dicomweb(base: str) -> dict[str, Any]:
             requestBody={"required": True, "content": {_MULTIPART: {"schema": {}}}},
         ),
     }
+    paths[f"{base}/patients"] = _qido("patients", ())
+    paths[f"{base}/patients"]["get"]["summary"] = "Search for patients (a pypacs extension)"
     paths[f"{base}/series"] = _qido("series", ())
     paths[f"{base}/instances"] = _qido("instances", ())
     for url, scope in (
@@ -274,6 +276,31 @@ def _admin(base: str) -> dict[str, Any]:
                 "What the archive holds",
                 "admin",
                 {"200": _json("counts", _ref("schemas", "Stats"))},
+            )
+        },
+        f"{base}/ingest": {
+            "get": _op(
+                "Instances received per minute over the last hour, or per hour over the last day",
+                "admin",
+                {"200": _json("the counts", {"type": "object"}), **_errors(400)},
+                [
+                    {
+                        "name": "span",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["hour", "day"]},
+                    }
+                ],
+            )
+        },
+        f"{base}/conflicts": {
+            "get": _op(
+                "Demographics conflicts: received patient details that differ from the stored",
+                "admin",
+                {"200": _json("the conflicts", {"type": "object"}), **_errors(400, 403)},
+                [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer"}},
+                ],
             )
         },
         f"{base}/remotes": {
@@ -411,6 +438,20 @@ def _components() -> dict[str, Any]:
                 "schema": {"type": "boolean"},
             },
             "limit": {"name": "limit", "in": "query", "schema": count},
+            "orderby": {
+                "name": "orderby",
+                "in": "query",
+                "description": "pypacs extension: keys to order by, comma-separated, "
+                "'-' for descending (e.g. PatientName,-StudyDate)",
+                "schema": {"type": "string"},
+            },
+            "total": {
+                "name": "total",
+                "in": "query",
+                "description": "pypacs extension: true answers X-Total-Count, the number of "
+                "matches whatever limit and offset (when every key is matched in SQL)",
+                "schema": {"type": "boolean"},
+            },
             "offset": {"name": "offset", "in": "query", "schema": count},
             "viewport": {
                 "name": "viewport",

@@ -28,6 +28,8 @@ ROUTE_ROLES: tuple[tuple[re.Pattern[str], frozenset[str], Role | None], ...] = (
     (re.compile(r"/api/remotes/[^/]+/(?:echo|move)"), frozenset({"POST"}), Role.ADMIN),
     (re.compile(r"/api/jobs(?:/.*)?"), _ANY, Role.ADMIN),
     (re.compile(r"/api/users(?:/.*)?"), _ANY, Role.ADMIN),
+    # Demographics conflicts to review (web/admin/review.py).
+    (re.compile(r"/api/conflicts"), _ANY, Role.ADMIN),
 )
 
 

@@ -23,6 +23,7 @@ from pypacs.query.values import check_uid
 from pypacs.remote.export import Exporter
 from pypacs.remote.jobs import Jobs
 from pypacs.remote.registry import Peer, Peers
+from pypacs.web.admin import review
 from pypacs.web.admin.jobs import echo_json, job_json, peer_json
 from pypacs.web.http.errors import HttpProblem, bad_parameter, not_found
 from pypacs.web.http.origin import require_json
@@ -45,6 +46,7 @@ def routes(
         Route(f"{base}/remotes/{{name}}/move", api.move, methods=["POST"]),
         Route(f"{base}/jobs/{{job}}", api.job, methods=["GET"]),
         Route(f"{base}/studies/{{study}}/archive.zip", api.study_zip, methods=["GET"]),
+        *review.routes(archive, base),
     ]
 
 

@@ -116,6 +116,7 @@ def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
                 first = await run_in_threadpool(next, matches, None)
                 empty = first is None
                 objects = _chain(first, matches) if first is not None else iter(())
+            total = await run_in_threadpool(archive.count, query) if parsed.total else None
             response: Response
             if empty:
                 # PS3.18 8.3.4: the search completed successfully with zero results.
@@ -130,12 +131,17 @@ def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
                 response.raw_headers.append(
                     (b"warning", f"299 {service_url(request, base)}: {text}".encode())
                 )
+            if total is not None:
+                # pypacs' total=true extension: the matches whatever limit and offset.
+                response.headers["X-Total-Count"] = str(total)
             return response
 
         return search
 
     studies, series, instances = (search_endpoint(lvl) for lvl in Level if lvl.depth > 0)
     return [
+        # An extension: PS3.18 has no patient resource; C-FIND's PATIENT level as JSON.
+        Route(f"{base}/patients", search_endpoint(Level.PATIENT), methods=["GET"]),
         Route(f"{base}/studies", studies, methods=["GET"]),
         Route(f"{base}/series", series, methods=["GET"]),
         Route(f"{base}/instances", instances, methods=["GET"]),
