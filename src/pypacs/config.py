@@ -645,6 +645,7 @@ class Settings:
             max_header_bytes=web.max_header_bytes,
             cors_origins=web.cors_origins,
             oidc=self.oidc_options(),
+            viewer_root=str(Path(self.storage.path) / "viewer"),
         )
 
     def oidc_options(self) -> OidcOptions | None:

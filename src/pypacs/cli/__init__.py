@@ -1,4 +1,4 @@
-"""The command line: ``pypacs serve|import|check|find|echo|get|move|user|token``.
+"""The command line: ``pypacs serve|import|check|find|echo|get|move|user|token|viewer``.
 
 One module per command group, each with ``register(subparsers)`` and
 ``run(settings, args)``; ``flags`` holds the flags several commands share. May import
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pypacs import __version__, logs
-from pypacs.cli import accounts, archive, find, retrieve, serve
+from pypacs.cli import accounts, archive, find, retrieve, serve, viewer
 from pypacs.cli.flags import settings_from
 from pypacs.config import Settings
 from pypacs.errors import ConfigError, PypacsError
@@ -20,7 +20,7 @@ from pypacs.errors import ConfigError, PypacsError
 __all__ = ["main"]
 
 # Each registers its commands, in the order the help lists them.
-_GROUPS = (serve, archive, find, retrieve, accounts)
+_GROUPS = (serve, archive, find, retrieve, accounts, viewer)
 # Commands that open the archive (get only without --output, which makes no difference here).
 _ARCHIVE_COMMANDS = ("serve", "import", "check", "get", "user", "token")
 

@@ -388,6 +388,30 @@ def _session(base: str) -> dict[str, Any]:
     }
 
 
+def _viewer(base: str) -> dict[str, Any]:
+    """The installed OHIF viewer (web/page/viewer.py); its files under /viewer/ are no API."""
+    about = {
+        "type": "object",
+        "required": ["installed", "version", "url", "study_url", "series_url"],
+        "properties": {
+            "installed": {"const": True},
+            "version": {"type": "string"},
+            "url": {"type": "string"},
+            "study_url": {"type": "string", "description": "with {study} to replace"},
+            "series_url": {"type": "string", "description": "with {study} and {series}"},
+        },
+    }
+    return {
+        f"{base}/viewer": {
+            "get": _op(
+                "Whether the OHIF viewer is installed, and how to open a study in it",
+                "page",
+                {"200": _json("installed", about), **_errors(404)},
+            )
+        }
+    }
+
+
 def _uid_param(name: str, what: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -602,6 +626,7 @@ def document(dicomweb_base: str, admin_base: str = "/api") -> dict[str, Any]:
             **_session(admin_base),
             **_dicomweb(dicomweb_base),
             **_wado_uri(),
+            **_viewer(admin_base),
         },
         "components": _components(),
     }

@@ -54,6 +54,8 @@ class WebOptions:
     # The OIDC issuer whose bearer tokens are accepted (web/http/oidc.py); None unless
     # [auth] mode = "oidc".
     oidc: OidcOptions | None
+    # The folder of the installed OHIF viewers (web/page/ohif.py), served at /viewer/.
+    viewer_root: str
 
 
 @dataclass(frozen=True)
