@@ -272,3 +272,20 @@ def test_encapsulated_pdf_shown(page: Page) -> None:
     expect(page.locator(f"{VIEWER} a.pv-open")).to_have_attribute("href", src)
     # The frame itself went to the document.
     poll(page, lambda: any(f.url.endswith(src) for f in page.frames))
+
+
+def test_wrong_arguments_and_an_empty_series(page: Page) -> None:
+    message = page.evaluate(
+        """async () => {
+          const { mountSeriesViewer } = await import("/viewer.js");
+          try {
+            await mountSeriesViewer(document.createElement("div"), { study: "1.2.3" });
+            return "mounted";
+          } catch (error) {
+            return error.message;
+          }
+        }"""
+    )
+    assert message == "mountSeriesViewer needs a study and a series UID"
+    mount(page, 99)  # no such series: QIDO-RS finds no instance
+    expect(page.locator(f"{VIEWER} .pv-message")).to_have_text("This series holds no instances.")
