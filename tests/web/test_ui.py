@@ -42,7 +42,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
-PAGE_SIZE = 50  # studies a page of results shows (app.js)
+PAGE_SIZE = 50  # studies a page of results shows (lists.js)
 DASH = "\N{EN DASH}"
 
 # A study of images large enough to look at: CT series 1 (2 instances), MR series 2 (1).
@@ -158,7 +158,7 @@ def page(browser: Browser, pacs: Pacs) -> Iterator[Page]:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(pacs.url)
-    expect(page.locator("#statistics")).to_contain_text("patients")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
     yield page
     context.close()
     assert errors == [], "the page's script failed"
@@ -207,17 +207,16 @@ def dark_pixels(image: Image.Image) -> int:
 
 def search(page: Page, **fields: str) -> str:
     """Fill in the search form (ids as keys), press Search; the QIDO-RS URL it asked."""
-    page.click("#clear-button")
-    for field, value in fields.items():
-        page.fill(f"#{field.replace('_', '-')}", value)
+    for field in ("patient_name", "patient_id", "date_from", "date_to", "modality", "accession"):
+        page.fill(f"#{field.replace('_', '-')}", fields.get(field, ""))
     with page.expect_response(lambda r: "/dicom-web/studies?" in r.url) as answer:
         page.click("#search-button")
-    expect(page.locator("#search-status")).to_contain_text("found")
+    expect(page.locator("#studies-status")).not_to_have_text("Searching…")
     return answer.value.url
 
 
 def shown_studies(page: Page) -> list[str]:
-    uids: list[str] = page.locator("#results tbody tr").evaluate_all(
+    uids: list[str] = page.locator("#studies-table tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.study)"
     )
     return sorted(uids)
@@ -230,8 +229,8 @@ def column(page: Page, table: str, index: int) -> list[str]:
 
 def open_study(page: Page, uid: str) -> None:
     search(page, patient_id=next(s.patient_id for s in STUDIES if s.uid == uid))
-    page.locator(f'#results tr[data-study="{uid}"] button').click()
-    expect(page.locator("#study")).to_be_visible()
+    page.locator(f'#studies-table tr[data-study="{uid}"] a').click()
+    expect(page.locator("#view-study")).to_be_visible()
 
 
 def thumbnails_loaded(page: Page) -> dict[str, int]:
@@ -282,15 +281,15 @@ def test_search_by_each_field(page: Page, case: str) -> None:
     fields, (key, value), matches = SEARCHES[case]
     params = parse_qs(urlsplit(search(page, **fields)).query)
     # Only the field filled in is sent, with what pypacs should match, and the first page.
-    paging = {"limit": [str(PAGE_SIZE + 1)], "offset": ["0"]}
+    paging = {"limit": [str(PAGE_SIZE)], "offset": ["0"], "total": ["true"]}
     assert {k: v for k, v in params.items() if k != "includefield"} == {key: [value], **paging}
     expected = studies_where(matches)
     assert len(expected) >= 1
     assert shown_studies(page) == expected
     noun = "study" if len(expected) == 1 else "studies"
-    expect(page.locator("#search-status")).to_have_text(f"{len(expected)} {noun} found.")
+    expect(page.locator("#studies-status")).to_have_text(f"{len(expected)} {noun} found.")
     by_uid = {s.uid: s for s in STUDIES}
-    rows = page.locator("#results tbody tr")
+    rows = page.locator("#studies-table tbody tr")
     for i in range(rows.count()):
         row = rows.nth(i)
         facts = by_uid[row.get_attribute("data-study") or ""]
@@ -304,11 +303,11 @@ def test_search_by_each_field(page: Page, case: str) -> None:
 def test_search_results_screenshot(page: Page, tmp_path: Path) -> None:
     search(page, patient_name="smith")
     image = screenshot(page, tmp_path / "results.png")
-    table = region(page, image, "#results")
+    table = region(page, image, "#studies-table")
     assert_not_blank(table)
     # The rows' text is there: dark pixels in the table's part of the picture.
     assert dark_pixels(table) > 500
-    assert sorted(column(page, "#results", 1)) == [
+    assert sorted(column(page, "#studies-table", 1)) == [
         "SMITH, JANE",
         "SMITH, JANE",
         "Smith, John",
@@ -317,15 +316,25 @@ def test_search_results_screenshot(page: Page, tmp_path: Path) -> None:
     ]
 
 
-def test_statistics_line(page: Page) -> None:
+def test_the_archive_page_shows_the_counts(page: Page) -> None:
     datasets = all_datasets()
-    expected = (
-        f"{len({str(d.PatientID) for d in datasets})} patients, "
-        f"{len({str(d.StudyInstanceUID) for d in datasets})} studies, "
-        f"{len({str(d.SeriesInstanceUID) for d in datasets})} series, "
-        f"{len(datasets)} instances ("
+    page.click("#site-nav a[data-view=archive]")
+    expect(page.locator("#stat-instances")).to_have_text(str(len(datasets)))
+    assert page.locator("#stat-patients").inner_text() == str(
+        len({str(d.PatientID) for d in datasets})
     )
-    expect(page.locator("#statistics")).to_contain_text(expected)
+    assert page.locator("#stat-studies").inner_text() == str(
+        len({str(d.StudyInstanceUID) for d in datasets})
+    )
+    assert page.locator("#stat-series").inner_text() == str(
+        len({str(d.SeriesInstanceUID) for d in datasets})
+    )
+    # Stored when the module started: within the last day's chart.
+    page.select_option("#ingest-span", "day")
+    expect(page.locator("#ingest-summary")).to_have_text(
+        f"{len(datasets)} instances received over the last 24 hours."
+    )
+    assert page.locator("#ingest-chart svg rect").count() == 24
 
 
 def test_open_a_study_shows_its_series_and_thumbnails(page: Page, tmp_path: Path) -> None:
@@ -350,35 +359,23 @@ def test_open_a_study_shows_its_series_and_thumbnails(page: Page, tmp_path: Path
     assert_not_blank(region(page, image, "#study-heading"))
 
 
-def test_view_an_image_full_size(page: Page, tmp_path: Path) -> None:
+def test_each_series_has_a_place_for_its_images(page: Page) -> None:
     open_study(page, VIEW_STUDY)
     expect(page.locator("#series tbody tr")).to_have_count(2)
     widths = thumbnails_loaded(page)
     assert set(widths) == {str(ds.SeriesInstanceUID) for ds in VIEW}
     assert all(width > 0 for width in widths.values())
+    views = page.locator("#series-views .series-view")
+    assert views.evaluate_all("s => s.map(v => v.dataset.series)") == [
+        str(VIEW[0].SeriesInstanceUID),
+        str(VIEW[2].SeriesInstanceUID),
+    ]
     ct_series = str(VIEW[0].SeriesInstanceUID)
-    page.locator(f'#series tr[data-series="{ct_series}"] button').click()
-    expect(page.locator("#instances tbody tr")).to_have_count(2)
-    assert column(page, "#instances", 1) == ["1", "2"]
-    assert column(page, "#instances", 2) == ["64 \N{MULTIPLICATION SIGN} 64"] * 2
-    first = str(VIEW[0].SOPInstanceUID)
-    page.locator(f'#instances tr[data-instance="{first}"] button').click()
-    viewer = page.locator("#viewer-image")
-    expect(page.locator("#viewer")).to_be_visible()
-    page.wait_for_function(
-        "() => { const i = document.getElementById('viewer-image');"
-        " return i.complete && i.naturalWidth > 0; }"
-    )
-    size = viewer.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-    assert size == [64, 64]
-    assert viewer.get_attribute("src") == (
-        f"/dicom-web/studies/{VIEW_STUDY}/series/{ct_series}/instances/{first}/rendered"
-    )
-    image = screenshot(page, tmp_path / "viewer.png")
-    picture = region(page, image, "#viewer-image")
-    # The CT's pixels are a ramp: the rendered image is not one flat grey.
-    low, high = cast(tuple[int, int], picture.convert("L").getextrema())  # one band
-    assert high > low
+    page.locator(f'#series tr[data-series="{ct_series}"] button', has_text="Images").click()
+    mount = page.locator(f'.series-view[data-series="{ct_series}"] .viewer-mount')
+    expect(mount).to_be_visible()
+    # The viewer module (viewer.js) or, without it, the list of images fills the mount.
+    expect(mount.locator("*").first).to_be_attached()
 
 
 def test_download_the_study_as_zip(page: Page, pacs: Pacs, tmp_path: Path) -> None:
@@ -471,7 +468,7 @@ def _browser_page(browser: Browser, server: RunningServer) -> Iterator[Page]:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"http://127.0.0.1:{server.http_port}/")
-    expect(page.locator("#statistics")).to_contain_text("patient")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
     yield page
     context.close()
     assert errors == [], "the page's script failed"
@@ -492,7 +489,7 @@ def paged(browser: Browser, paged_server: RunningServer) -> Iterator[Page]:
 
 def page_rows(page: Page) -> list[str]:
     """The Study Instance UIDs of the rows shown, top to bottom."""
-    uids: list[str] = page.locator("#results tbody tr").evaluate_all(
+    uids: list[str] = page.locator("#studies-table tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.study)"
     )
     return uids
@@ -503,8 +500,8 @@ def go(page: Page, button: str, offset: int) -> None:
     with page.expect_response(lambda r: "/dicom-web/studies?" in r.url) as answer:
         page.click(button)
     params = parse_qs(urlsplit(answer.value.url).query)
-    assert (params["limit"], params["offset"]) == ([str(PAGE_SIZE + 1)], [str(offset)])
-    expect(page.locator("#search-status")).to_contain_text(f"showing {offset + 1}{DASH}")
+    assert (params["limit"], params["offset"]) == ([str(PAGE_SIZE)], [str(offset)])
+    expect(page.locator("#studies-status")).to_contain_text(f"Showing {offset + 1}{DASH}")
 
 
 def uids(facts: list[StudyFacts]) -> list[str]:
@@ -512,31 +509,30 @@ def uids(facts: list[StudyFacts]) -> list[str]:
 
 
 def test_results_come_a_page_at_a_time(paged: Page) -> None:
-    status = paged.locator("#search-status")
+    status = paged.locator("#studies-status")
     search(paged)
-    expect(status).to_have_text(f"More than {PAGE_SIZE} studies found; showing 1{DASH}{PAGE_SIZE}.")
+    expect(status).to_have_text(f"Showing 1{DASH}{PAGE_SIZE} of {PAGED_COUNT} studies.")
     assert page_rows(paged) == uids(PAGED_FACTS[:PAGE_SIZE])
-    expect(paged.locator("#previous-page")).to_be_disabled()
-    expect(paged.locator("#next-page")).to_be_enabled()
+    expect(paged.locator("#studies-previous")).to_be_disabled()
+    expect(paged.locator("#studies-next")).to_be_enabled()
 
-    go(paged, "#next-page", PAGE_SIZE)
+    go(paged, "#studies-next", PAGE_SIZE)
     expect(status).to_have_text(
-        f"More than {2 * PAGE_SIZE} studies found; showing {PAGE_SIZE + 1}{DASH}{2 * PAGE_SIZE}."
+        f"Showing {PAGE_SIZE + 1}{DASH}{2 * PAGE_SIZE} of {PAGED_COUNT} studies."
     )
     assert page_rows(paged) == uids(PAGED_FACTS[PAGE_SIZE : 2 * PAGE_SIZE])
-    expect(paged.locator("#previous-page")).to_be_enabled()
+    expect(paged.locator("#studies-previous")).to_be_enabled()
 
-    go(paged, "#next-page", 2 * PAGE_SIZE)
-    # The last page: now the total is known.
+    go(paged, "#studies-next", 2 * PAGE_SIZE)
     expect(status).to_have_text(
-        f"{PAGED_COUNT} studies found; showing {2 * PAGE_SIZE + 1}{DASH}{PAGED_COUNT}."
+        f"Showing {2 * PAGE_SIZE + 1}{DASH}{PAGED_COUNT} of {PAGED_COUNT} studies."
     )
     assert page_rows(paged) == uids(PAGED_FACTS[2 * PAGE_SIZE :])
-    expect(paged.locator("#next-page")).to_be_disabled()
+    expect(paged.locator("#studies-next")).to_be_disabled()
 
-    go(paged, "#previous-page", PAGE_SIZE)
+    go(paged, "#studies-previous", PAGE_SIZE)
     expect(status).to_have_text(
-        f"More than {2 * PAGE_SIZE} studies found; showing {PAGE_SIZE + 1}{DASH}{2 * PAGE_SIZE}."
+        f"Showing {PAGE_SIZE + 1}{DASH}{2 * PAGE_SIZE} of {PAGED_COUNT} studies."
     )
     assert page_rows(paged) == uids(PAGED_FACTS[PAGE_SIZE : 2 * PAGE_SIZE])
 
@@ -544,38 +540,49 @@ def test_results_come_a_page_at_a_time(paged: Page) -> None:
     search(paged, patient_id="PAGE-00*")
     expect(status).to_have_text("10 studies found.")
     assert page_rows(paged) == uids(PAGED_FACTS[:10])
-    expect(paged.locator("#pager")).to_be_hidden()
+    expect(paged.locator("#studies-pager")).to_be_hidden()
 
 
-def test_sorting_orders_the_page_shown(paged: Page) -> None:
+def sort_by(page: Page, key: str) -> None:
+    with page.expect_response(lambda r: "/dicom-web/studies?" in r.url) as answer:
+        page.click(f'#studies-table th button[data-key="{key}"]')
+    assert "orderby=" in answer.value.url
+    expect(page.locator("#studies-status")).not_to_have_text("Searching…")
+
+
+def test_sorting_by_a_column_orders_the_whole_result(paged: Page) -> None:
     search(paged)
-    go(paged, "#next-page", PAGE_SIZE)
-    on_page = PAGED_FACTS[PAGE_SIZE : 2 * PAGE_SIZE]
-    expect(paged.locator("#sort-hint")).to_contain_text("studies of the page shown")
+    sort_by(paged, "PatientName")
+    names = sorted(PAGED_FACTS, key=lambda f: f.patient_name)
+    assert page_rows(paged) == uids(names[:PAGE_SIZE])
+    header = paged.locator('#studies-table th:has(button[data-key="PatientName"])')
+    expect(header).to_have_attribute("aria-sort", "ascending")
+    # The next page goes on in that order, over the whole archive, not within a page.
+    go(paged, "#studies-next", PAGE_SIZE)
+    assert page_rows(paged) == uids(names[PAGE_SIZE : 2 * PAGE_SIZE])
+    assert "sort=PatientName" in paged.url
+    sort_by(paged, "PatientName")  # again: descending, from the first page
+    expect(header).to_have_attribute("aria-sort", "descending")
+    assert page_rows(paged) == uids(names[::-1][:PAGE_SIZE])
+    sort_by(paged, "StudyDate")
+    dates = [c.replace("-", "") for c in column(paged, "#studies-table", 3)]
+    assert dates == sorted(f.date for f in PAGED_FACTS)[:PAGE_SIZE]
 
-    paged.select_option("#sort", "name-asc")
-    names = sorted(on_page, key=lambda f: f.patient_name)
-    assert page_rows(paged) == uids(names)
-    assert column(paged, "#results", 1)[0] == names[0].patient_name.replace("^", ", ")
 
-    paged.select_option("#sort", "name-desc")
-    assert page_rows(paged) == uids(names[::-1])
-
-    paged.select_option("#sort", "date-desc")
-    dates = [c.replace("-", "") for c in column(paged, "#results", 3)]
-    assert dates == sorted((f.date for f in on_page), reverse=True)
-    assert set(page_rows(paged)) == set(uids(on_page))
-
-    paged.select_option("#sort", "date-asc")
-    dates = [c.replace("-", "") for c in column(paged, "#results", 3)]
-    assert dates == sorted(f.date for f in on_page)
-
-    # The order holds on the next page, whose studies are the next ones in arrival order.
-    go(paged, "#next-page", 2 * PAGE_SIZE)
-    dates = [c.replace("-", "") for c in column(paged, "#results", 3)]
-    assert dates == sorted(f.date for f in PAGED_FACTS[2 * PAGE_SIZE :])
-    paged.select_option("#sort", "arrival")
-    assert page_rows(paged) == uids(PAGED_FACTS[2 * PAGE_SIZE :])
+def test_a_search_in_the_address_reloads_to_the_same_results(paged: Page) -> None:
+    search(paged, patient_id="PAGE-01*")
+    sort_by(paged, "StudyDate")
+    address = paged.url
+    shown = page_rows(paged)
+    expected = sorted(
+        (f for f in PAGED_FACTS if f.patient_id.startswith("PAGE-01")), key=lambda f: f.date
+    )
+    assert shown == uids(expected)
+    paged.goto("about:blank")
+    paged.goto(address)
+    expect(paged.locator("#studies-status")).to_have_text(f"{len(expected)} studies found.")
+    assert page_rows(paged) == shown
+    assert paged.locator("#patient-id").input_value() == "PAGE-01*"
 
 
 def test_a_cut_announced_by_the_server_is_shown(paged: Page) -> None:
@@ -594,11 +601,10 @@ def test_a_cut_announced_by_the_server_is_shown(paged: Page) -> None:
 
     paged.route("**/dicom-web/studies?*", with_warning)
     search(paged)
-    expect(paged.locator("#search-status")).to_have_text(
-        f"More than {PAGE_SIZE} studies found; showing 1{DASH}{PAGE_SIZE}. "
-        f"The server cut the results: {text}"
+    expect(paged.locator("#studies-status")).to_have_text(
+        f"Showing 1{DASH}{PAGE_SIZE} of {PAGED_COUNT} studies. The server cut the results: {text}"
     )
-    expect(paged.locator("#search-status")).to_have_class("error")
+    expect(paged.locator("#studies-status")).to_have_class("error")
     assert page_rows(paged) == uids(PAGED_FACTS[:PAGE_SIZE])
 
 
@@ -611,12 +617,9 @@ def single_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
 
 def test_counts_of_one_are_singular(browser: Browser, single_server: RunningServer) -> None:
     for page in _browser_page(browser, single_server):
-        expect(page.locator("#statistics")).to_contain_text(
-            "1 patient, 1 study, 1 series, 1 instance ("
-        )
         search(page)
-        expect(page.locator("#search-status")).to_have_text("1 study found.")
+        expect(page.locator("#studies-status")).to_have_text("1 study found.")
         assert page_rows(page) == [PAGED_FACTS[0].uid]
-        expect(page.locator("#pager")).to_be_hidden()
+        expect(page.locator("#studies-pager")).to_be_hidden()
         search(page, patient_id="NOBODY")
-        expect(page.locator("#search-status")).to_have_text("No study found.")
+        expect(page.locator("#studies-status")).to_have_text("No study found.")
