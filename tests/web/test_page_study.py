@@ -1,0 +1,117 @@
+"""The web page's study, tags and upload views in headless Chromium against a running
+pypacs: the tag view shows the patient name and finds a tag by search, an uploaded file
+appears in the studies list with its result, a deleted study disappears after confirming."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from dicomgen import Spec, make_dataset, write_dataset
+from findfixtures import serve_datasets
+from serving import RunningServer
+
+CHROMIUM = "/usr/bin/chromium"
+DATASETS = [
+    make_dataset(Spec("TAG-1", "Tagged^Tess", 1, 1, 1, study_date="20240301")),
+    make_dataset(Spec("DEL-1", "Doomed^Dan", 1, 1, 1, modality="MR")),
+]
+NEW = make_dataset(Spec("UP-1", "Uploaded^Uma", 1, 1, 1, study_date="20240402"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    srv = serve_datasets(tmp_path_factory, "page-study", datasets=DATASETS)
+    yield srv
+    srv.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"http://127.0.0.1:{server.http_port}/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    yield page
+    context.close()
+    assert errors == [], "the page's script failed"
+
+
+def shown(page: Page) -> list[str]:
+    rows: list[str] = page.locator("#studies-table tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.study)"
+    )
+    return rows
+
+
+def test_the_tag_view_shows_the_patient_name_and_finds_a_tag(page: Page) -> None:
+    ds = DATASETS[0]
+    study, series, sop = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), ds.SOPInstanceUID)
+    page.goto(page.url.split("#")[0] + f"#/tags/{study}/{series}/{sop}")
+    row = page.locator("#tags-table tbody tr", has_text="(0010,0010)")
+    expect(row).to_be_visible()
+    assert row.locator("td").all_inner_texts() == [
+        "(0010,0010)",
+        "PatientName",
+        "PN",
+        "Tagged, Tess",
+    ]
+    page.fill("#tags-search", "0020,000d")
+    visible = page.locator("#tags-table tbody tr:visible")
+    expect(visible).to_have_count(1)
+    assert visible.locator("td").all_inner_texts()[1:] == ["StudyInstanceUID", "UI", study]
+    expect(page.locator("#tags-status")).to_have_text("1 attribute matches.")
+    page.fill("#tags-search", "no such thing")
+    expect(page.locator("#tags-status")).to_have_text("No attribute matches.")
+
+
+def test_an_uploaded_file_appears_in_the_studies_list(page: Page, tmp_path: Path) -> None:
+    good = write_dataset(NEW, tmp_path)
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not DICOM")
+    page.click("#site-nav a[data-view=upload]")
+    page.set_input_files("#upload-files", [str(good), str(bad)])
+    expect(page.locator("#upload-status")).to_have_text("1 file stored, 1 file failed.")
+    results: dict[str, str] = {}
+    for row in page.locator("#upload-results tbody tr").all():
+        name, result = row.locator("td").all_inner_texts()
+        results[name] = result
+    assert results[good.name] == "stored"
+    assert results["notes.txt"].startswith("failed: ")
+    page.click("#site-nav a[data-view=studies]")
+    page.fill("#patient-id", "UP-1")
+    page.click("#search-button")
+    expect(page.locator("#studies-status")).to_have_text("1 study found.")
+    assert shown(page) == [str(NEW.StudyInstanceUID)]
+
+
+def test_a_deleted_study_disappears_after_confirming(page: Page) -> None:
+    uid = str(DATASETS[1].StudyInstanceUID)
+    page.fill("#patient-id", "DEL-1")
+    page.click("#search-button")
+    expect(page.locator("#studies-status")).to_have_text("1 study found.")
+    page.locator(f'#studies-table tr[data-study="{uid}"] a').click()
+    expect(page.locator("#delete-study")).to_be_visible()
+    page.click("#delete-study")
+    expect(page.locator("#confirm")).to_be_visible()
+    page.click("#confirm-cancel")  # nothing happens without confirming
+    expect(page.locator("#confirm")).to_be_hidden()
+    page.click("#delete-study")
+    page.click("#confirm-delete")
+    expect(page.locator("#view-studies")).to_be_visible()
+    page.fill("#patient-id", "DEL-1")
+    page.click("#search-button")
+    expect(page.locator("#studies-status")).to_have_text("No study found.")
