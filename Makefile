@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 TEST_TOOLS := $(VENV)/.installed-test
 
-.PHONY: serve test lint install soak
+.PHONY: serve test lint install soak viewer
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ install: $(RUNTIME)
 
 serve: $(RUNTIME)
 	$(BIN)/pypacs serve
+
+# The OHIF viewer that serve offers at /viewer/, fetched from the npm registry into the data
+# folder (pypacs-data/viewer/, or [storage] path of PYPACS_CONFIG); nothing goes into the repo.
+viewer: $(RUNTIME)
+	$(BIN)/pypacs viewer install
 
 lint: $(TEST_TOOLS)
 	$(BIN)/ruff check src tests bench
