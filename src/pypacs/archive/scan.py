@@ -23,7 +23,6 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pydicom.valuerep import DS, IS
 
 from pypacs.archive.dicomjson import element_json
 from pypacs.errors import InvalidInstance, InvalidKind
@@ -48,9 +47,10 @@ _TEXT = frozenset({"LO", "SH", "UC"})
 _SINGLE = frozenset({"LT", "ST", "UT"})
 _NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
 # PS3.5 6.2: IS and DS values pydicom takes without complaint; odder ones go to pydicom.
-_NUMBER_TEXT: dict[str, tuple[re.Pattern[str], Callable[[str], Any], Callable[[Any], Any]]] = {
-    "IS": (re.compile(r" *[+-]?[0-9]{1,9} *"), IS, int),  # well inside the 32-bit range
-    "DS": (re.compile(r" *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *"), DS, float),
+# Their values stay text for the index columns (as str() of pydicom's IS and DS gives them).
+_NUMBER_TEXT: dict[str, tuple[re.Pattern[str], Callable[[str], Any]]] = {
+    "IS": (re.compile(r" *[+-]?[0-9]{1,9} *"), int),  # well inside the 32-bit range
+    "DS": (re.compile(r" *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *"), float),
 }
 _SYNTAXES: dict[str, bool] = {ImplicitVRLittleEndian: True, ExplicitVRLittleEndian: False}
 
@@ -315,16 +315,16 @@ def _binary_numbers(vr: str, raw: bytes) -> tuple[Any, dict[str, Any]] | None:
 
 
 def _number_text(vr: str, text: str) -> tuple[Any, dict[str, Any]] | None:
-    # As pydicom's MultiString: padding off the end, one IS/DS per item; as its JSON: each
-    # item as a Python number.
-    pattern, make, number = _NUMBER_TEXT[vr]
+    # As pydicom's MultiString: padding off the end, one value per item, each as text without
+    # its spaces; as its JSON: each item as a Python number.
+    pattern, number = _NUMBER_TEXT[vr]
     text = text.rstrip(" \x00")
     if not text:
         return "", {"vr": vr}
     items = text.split("\\")
     if not all(len(v) <= 16 and pattern.fullmatch(v) for v in items):
         return None
-    values = [make(v) for v in items]
+    values = [v.strip() for v in items]
     return (values[0] if len(values) == 1 else values), {
         "vr": vr,
         "Value": [number(v) for v in values],
