@@ -1,6 +1,10 @@
 """``pypacs user`` and ``pypacs token``: the HTTP port's users and their API tokens
 (``[auth] mode = "local"``), kept in the archive's index.
 
+Each change (a user added, removed or given a new password; a token created or revoked)
+is recorded in the audit trail of ``[audit]``, the server's own (PS3.15 A.5.3.11 Security
+Alert, User Security Attributes Changed), by the user running the command on this host.
+
 Exit status: 0 done; 2 a wrong argument (unknown role, user or token, an existing user, a
 refused password or name) or no archive where the settings point.
 """
@@ -9,16 +13,18 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import socket
 import sys
 from collections.abc import Callable
 
 from pypacs.archive import Archive
 from pypacs.archive.accounts import MIN_PASSWORD_LENGTH, AccountError
+from pypacs.audit import Auditor, Who, open_auditor
 from pypacs.cli.flags import Subparsers, add_setting_flags
 from pypacs.config import Settings
 from pypacs.model.access import Role
 
-_SECTIONS = ("storage", "storage.s3", "database", "logging")
+_SECTIONS = ("storage", "storage.s3", "database", "logging", "audit")
 _EPILOG = (
     "exit status: 0 done; 2 wrong arguments (unknown role, user or token, a user that "
     "exists, a refused password), or no archive where the settings point"
@@ -68,7 +74,25 @@ def register(subparsers: Subparsers) -> None:
     revoke.add_argument("token_id", metavar="TOKEN_ID")
 
 
-Action = Callable[[Archive, argparse.Namespace], int]
+Action = Callable[[Archive, argparse.Namespace, "_Trail"], int]
+
+
+class _Trail:
+    """The changes this command makes, as audit messages by whoever runs it, from here."""
+
+    def __init__(self, auditor: Auditor) -> None:
+        self.auditor = auditor
+        try:
+            runner = getpass.getuser()
+        except (KeyError, OSError):
+            runner = "?"
+        self.who = Who(runner, socket.gethostname())
+
+    def user(self, name: str, what: str) -> None:
+        self.auditor.user_changed(self.who, name, what)
+
+    def token(self, name: str, what: str) -> None:
+        self.auditor.token_changed(self.who, name, what)
 
 
 def _action(actions: Subparsers, name: str, help: str, action: Action) -> argparse.ArgumentParser:
@@ -87,13 +111,14 @@ def _password_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    """Open the archive (never make one) and run the action."""
+    """Open the archive (never make one) and the audit trail, and run the action."""
     from pypacs.server import open_archive
 
     archive = open_archive(settings, create=False)
     try:
-        action: Action = args.action_run
-        return action(archive, args)
+        with open_auditor(settings.audit_options()) as auditor:
+            action: Action = args.action_run
+            return action(archive, args, _Trail(auditor))
     except AccountError as exc:
         print(f"pypacs: {exc}", file=sys.stderr)
         return 2
@@ -119,25 +144,27 @@ def _read_password(args: argparse.Namespace) -> str | None:
     return password
 
 
-def _user_add(archive: Archive, args: argparse.Namespace) -> int:
+def _user_add(archive: Archive, args: argparse.Namespace, trail: _Trail) -> int:
     password = _read_password(args)
     if password is None:
         return 2
     user = archive.accounts.add_user(args.name, args.role, password)
+    trail.user(user.name, f"user {user.name} added with the {user.role} role")
     print(f"added user {user.name} ({user.role})")
     return 0
 
 
-def _user_password(archive: Archive, args: argparse.Namespace) -> int:
+def _user_password(archive: Archive, args: argparse.Namespace, trail: _Trail) -> int:
     password = _read_password(args)
     if password is None:
         return 2
     archive.accounts.set_password(args.name, password)
+    trail.user(args.name, f"password of user {args.name} changed")
     print(f"password of {args.name} changed")
     return 0
 
 
-def _user_list(archive: Archive, _args: argparse.Namespace) -> int:
+def _user_list(archive: Archive, _args: argparse.Namespace, _trail: _Trail) -> int:
     users = archive.accounts.users()
     width = max((len(u.name) for u in users), default=4)
     print(f"{'NAME':<{width}}  {'ROLE':<6}  CREATED")
@@ -146,22 +173,24 @@ def _user_list(archive: Archive, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _user_remove(archive: Archive, args: argparse.Namespace) -> int:
+def _user_remove(archive: Archive, args: argparse.Namespace, trail: _Trail) -> int:
     archive.accounts.remove_user(args.name)
+    trail.user(args.name, f"user {args.name} removed, with their tokens and log-ins")
     print(f"removed user {args.name}")
     return 0
 
 
-def _token_create(archive: Archive, args: argparse.Namespace) -> int:
+def _token_create(archive: Archive, args: argparse.Namespace, trail: _Trail) -> int:
     made = archive.accounts.create_token(args.name, args.expires)
     until = made.token.expires or "revoked"
+    trail.token(args.name, f"token {made.token.id} of user {args.name} created, until {until}")
     # The token alone on standard output (for scripts); it is never shown again.
     print(f"token {made.token.id} for {args.name}, valid until {until}:", file=sys.stderr)
     print(made.secret)
     return 0
 
 
-def _token_list(archive: Archive, args: argparse.Namespace) -> int:
+def _token_list(archive: Archive, args: argparse.Namespace, _trail: _Trail) -> int:
     tokens = archive.accounts.tokens(args.name)
     print("ID            USER  CREATED  EXPIRES  REVOKED")
     for token in tokens:
@@ -172,7 +201,9 @@ def _token_list(archive: Archive, args: argparse.Namespace) -> int:
     return 0
 
 
-def _token_revoke(archive: Archive, args: argparse.Namespace) -> int:
+def _token_revoke(archive: Archive, args: argparse.Namespace, trail: _Trail) -> int:
+    owner = next((t.user for t in archive.accounts.tokens() if t.id == args.token_id), "?")
     archive.accounts.revoke_token(args.token_id)
+    trail.token(owner, f"token {args.token_id} of user {owner} revoked")
     print(f"revoked token {args.token_id}")
     return 0

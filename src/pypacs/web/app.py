@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +23,7 @@ from pypacs.web import openapi, page
 from pypacs.web.admin import api as admin
 from pypacs.web.admin import session
 from pypacs.web.dicomweb import delete, qido, stow, wado, wadouri
-from pypacs.web.http.audit import AuditTrail
+from pypacs.web.http.audit import AuditTrail, SecurityEvents
 from pypacs.web.http.auth import Authenticate, BearerVerifier
 from pypacs.web.http.cors import CrossOrigin, normalized_origins
 from pypacs.web.http.errors import EXCEPTION_HANDLERS
@@ -30,6 +31,7 @@ from pypacs.web.http.origin import SameOriginOnly
 from pypacs.web.http.ratelimit import FailedLogins
 from pypacs.web.http.urls import PublicAddress
 from pypacs.web.options import WebOptions
+from pypacs.web.page import viewer
 
 # PS3.18 8.2: every DICOMweb resource lives under one base URL.
 DICOMWEB_BASE = "/dicom-web"
@@ -72,9 +74,10 @@ def create_app(
         yield
 
     failures = FailedLogins(options.auth.max_failed_logins)  # shared by Basic, Bearer, form
+    events = SecurityEvents(auditor)  # log-ins, log-outs, refusals (web/http/audit.py)
     routes: list[BaseRoute] = [
         Route("/api/health", health),
-        *session.routes(archive.accounts, options, failures),
+        *session.routes(archive.accounts, options, failures, events),
         *admin.routes(archive, peers or Peers(), exporter or NoExporter(), "/api", jobs),
         *openapi.routes(DICOMWEB_BASE, "/api"),
         *qido.routes(archive, options, DICOMWEB_BASE),
@@ -82,6 +85,8 @@ def create_app(
         *delete.routes(archive, options, DICOMWEB_BASE),
         *wado.routes(archive, options, DICOMWEB_BASE),
         *wadouri.routes(archive, options, ""),  # PS3.18 9: at the server's root
+        # The OHIF viewer at /viewer/, when installed (web/page/viewer.py).
+        *viewer.routes(Path(options.viewer_root), DICOMWEB_BASE, "/api"),
     ]
     cors = [Middleware(CrossOrigin, origins=options.cors_origins)] if options.cors_origins else []
     app = Starlette(
@@ -102,6 +107,7 @@ def create_app(
                 verifier=verifier,
                 trusted_proxies=options.trusted_proxies,
                 failures=failures,
+                events=events,
             ),
         ],
     )
@@ -109,7 +115,7 @@ def create_app(
     app.state.public_address = PublicAddress.of(options)
     if auditor is not None and auditor.enabled:
         # Outermost: it sees every answer, refusals too, and who the request acted for.
-        app.add_middleware(AuditTrail, auditor=auditor)
+        app.add_middleware(AuditTrail, auditor=auditor, events=events)
     # The web page's files answer what no route takes; as a route at "/" they would also
     # take a method a route does not allow, which then gets 404 instead of 405.
     app.router.default = page.files()

@@ -4,7 +4,8 @@
 cookie; ``DELETE /api/session`` ends the session; ``GET /api/session`` names who the
 request acts for; ``GET /login`` is the log-in page;
 ``GET /healthz`` says ``ok`` and nothing about the archive. All but ``GET /api/session``
-are public (web/roles.py).
+are public (web/roles.py). Each log-in attempt and each log-out goes to the audit trail
+(PS3.15 A.5.3.12, web/http/audit.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive.accounts import Accounts
+from pypacs.web.http.audit import SecurityEvents
 from pypacs.web.http.auth import (
     SESSION_COOKIE,
     client_address,
@@ -37,10 +39,13 @@ _MAX_BODY = 8192  # a name and a password
 
 
 def routes(
-    accounts: Accounts | None, options: WebOptions, failures: FailedLogins
+    accounts: Accounts | None,
+    options: WebOptions,
+    failures: FailedLogins,
+    events: SecurityEvents | None = None,
 ) -> list[BaseRoute]:
     """The log-in page, the session resource and the liveness probe."""
-    sessions = _Sessions(accounts, options, failures)
+    sessions = _Sessions(accounts, options, failures, events or SecurityEvents(None))
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/login", login_page, methods=["GET"]),
@@ -70,11 +75,16 @@ async def login_page(_request: Request) -> FileResponse:
 
 class _Sessions:
     def __init__(
-        self, accounts: Accounts | None, options: WebOptions, failures: FailedLogins
+        self,
+        accounts: Accounts | None,
+        options: WebOptions,
+        failures: FailedLogins,
+        events: SecurityEvents,
     ) -> None:
         self.accounts = accounts
         self.options = options
         self.failures = failures
+        self.events = events
         self.trusted = parse_networks(options.trusted_proxies)
 
     async def log_in(self, request: Request) -> Response:
@@ -88,6 +98,7 @@ class _Sessions:
         if wait is not None:
             return too_many_failures(wait)
         user = await run_in_threadpool(self.accounts.authenticate, name, password)
+        self.events.login(request.scope, name, address, user is not None)
         if user is None:
             self.failures.failed(address, name)
             response = problem_response(401, "unauthenticated", "wrong user name or password")
@@ -106,7 +117,11 @@ class _Sessions:
     async def log_out(self, request: Request) -> Response:
         session_id = cookies_of(request.headers).get(SESSION_COOKIE)
         if session_id and self.accounts is not None:
+            user = await run_in_threadpool(self.accounts.session_user, session_id)
             await run_in_threadpool(self.accounts.close_session, session_id)
+            if user is not None:  # a log-out of a session that had ended is none
+                address = client_address(request.scope, self.trusted)
+                self.events.logout(user.name, address)
         response = Response(status_code=204)
         response.headers["Set-Cookie"] = session_cookie_header(
             "", max_age=0, secure=self._secure(request)

@@ -11,6 +11,9 @@ The role each path and method needs is web/roles.py's table. The Principal is le
 ``scope["pypacs.principal"]`` for the routes and the audit trail. No credentials, or bad
 ones: 401 with the challenges (RFC 7235 4.1); a role too low: 403; past ``[auth]
 max_failed_logins`` failures from one address or for one name: 429.
+
+The audit trail (web/http/audit.py) gets each failed Basic or Bearer credential as a failed
+log-in; refusals (401, 403, 429) become Security Alerts there.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pypacs.archive.accounts import Accounts, User
 from pypacs.errors import NotAuthenticated, NotAuthorized, PypacsError
 from pypacs.model.access import Principal, Role
+from pypacs.web.http.audit import ADDRESS, CLAIMED_USER, REASON, SecurityEvents
 from pypacs.web.http.errors import on_problem, problem_response
 from pypacs.web.http.origin import UNSAFE_METHODS
 from pypacs.web.http.ratelimit import FailedLogins
@@ -101,6 +105,7 @@ class Authenticate:
         verifier: BearerVerifier | None = None,
         trusted_proxies: tuple[str, ...] = (),
         failures: FailedLogins | None = None,
+        events: SecurityEvents | None = None,
     ) -> None:
         self.app = app
         self.options = options
@@ -108,6 +113,7 @@ class Authenticate:
         self.verifier = verifier
         self.trusted = parse_networks(trusted_proxies)
         self.failures = failures or FailedLogins(options.max_failed_logins)
+        self.events = events or SecurityEvents(None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,6 +126,7 @@ class Authenticate:
         method = scope["method"]
         path = scope["path"][len(scope.get("root_path", "")) :] or "/"
         needed = role_needed(method, path)
+        scope[ADDRESS] = client_address(scope, self.trusted)
         if needed is None:  # public: credentials, if any, are not looked at here
             await self.app(scope, receive, send)
             return
@@ -143,6 +150,8 @@ class Authenticate:
         if isinstance(found, Response):
             return found
         if not found.role.allows(needed):
+            scope[CLAIMED_USER] = found.name
+            scope[REASON] = f"needs the {needed} role; {found.name!r} is {found.role}"
             return _forbidden(
                 f"{method} {path} needs the {needed} role; {found.name!r} is {found.role}"
             )
@@ -159,9 +168,13 @@ class Authenticate:
             if _page_request(method, path, headers):
                 return self._to_login(scope)
             if session_id:
+                scope[REASON] = "an expired or unknown session"
                 return self.challenge("the log-in has expired; log in again", basic=False)
+            scope[REASON] = "no credentials given"
             return self.challenge("no credentials given")
         if method in UNSAFE_METHODS and not _same_origin_request(headers):
+            scope[CLAIMED_USER] = principal.name
+            scope[REASON] = "a state change by the session cookie without an Origin"
             # A cookie rides along with any request the browser makes; SameOriginOnly
             # refuses a foreign Origin, and this one a state change naming none.
             return problem_response(
@@ -180,12 +193,19 @@ class Authenticate:
         scheme, _, credentials = authorization.strip().partition(" ")
         scheme = scheme.lower()
         if scheme not in ("basic", "bearer"):
+            scope[REASON] = f"the authorization scheme {scheme!r} is not accepted"
             return self.challenge(f"the authorization scheme {scheme!r} is not accepted")
         address = client_address(scope, self.trusted)
         name = _basic_name(credentials) if scheme == "basic" else None
         wait = self.failures.retry_after(address, name)
         if wait is not None:
+            scope[CLAIMED_USER] = name or ""
+            scope[REASON] = "too many failed log-ins"
             return too_many_failures(wait)
+        # Audit (PS3.15 A.5.3.12 User Authentication is for log-in and log-out events):
+        # Basic and Bearer credentials come with every request, so a good one is no log-in
+        # of its own; it is recorded as the user of the access messages (web/http/audit.py),
+        # not as one User Authentication message per request. A bad one is a failed log-in.
         try:
             if scheme == "basic":
                 return await self._basic(credentials.strip())
@@ -193,8 +213,10 @@ class Authenticate:
         except NotAuthenticated as exc:
             self.failures.failed(address, name)
             log.info("%s %s from %s: %s", method, path, address, exc.reason)
+            self.events.login(scope, name or "unknown", address, False)
             return self.challenge(exc.reason, invalid_token=scheme == "bearer")
         except NotAuthorized as exc:
+            scope[REASON] = exc.reason
             return _forbidden(exc.reason)
 
     async def _basic(self, credentials: str) -> Principal:
