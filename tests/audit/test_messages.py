@@ -49,6 +49,9 @@ def every_message() -> dict[str, str]:
         "moved": m.instances_transferred(
             SOURCE, WHEN, "R", None, Who("WS", "10.0.0.8", ae=True), PEER, studies, Outcome(0)
         ),
+        "patient": m.instances_transferred(
+            SOURCE, WHEN, "C", PEER, None, None, studies, Outcome(0), ("PAT 1", "P2")
+        ),
         "accessed": m.instances_accessed(SOURCE, WHEN, "D", USER, (("1.2.3", ()),), Outcome(0)),
         "deleted": m.study_deleted(SOURCE, WHEN, USER, "1.2.3", Outcome.SUCCESS),
         "query": m.query(SOURCE, WHEN, PEER, FIND, b"\x08\x00\x52\x00", "1.2.840.10008.1.2", OK),
@@ -82,6 +85,7 @@ def test_every_message_passes_the_schema(validate: Validate) -> None:
         "stop": ("110100", "E"),
         "stored": ("110104", "C"),
         "moved": ("110104", "R"),
+        "patient": ("110104", "C"),
         "accessed": ("110103", "D"),
         "deleted": ("110105", "D"),
         "query": ("110112", "E"),
@@ -278,3 +282,23 @@ def test_a_stuck_tls_receiver_costs_drops_not_waits(tmp_path: Path, tls_files: o
         auditor.close()
     finally:
         stuck.close()
+
+
+def test_a_transfer_names_the_patients_it_is_given(validate: Validate) -> None:
+    root = validate(every_message()["patient"])
+    patients = [
+        (
+            o.get("ParticipantObjectID"),
+            o.get("ParticipantObjectTypeCodeRole"),
+            code(o.find("ParticipantObjectIDTypeCode")),
+        )
+        for o in root.findall("ParticipantObjectIdentification")
+        if o.get("ParticipantObjectTypeCode") == "1"  # PS3.15 A.5.1: a person
+    ]
+    assert patients == [("PAT 1", "1", "2"), ("P2", "1", "2")]
+    assert (
+        validate(every_message()["stored"]).find(
+            "ParticipantObjectIdentification[@ParticipantObjectTypeCode='1']"
+        )
+        is None
+    )

@@ -58,6 +58,24 @@ def objects(root: etree._Element) -> dict[str, list[tuple[str, str]]]:
     }
 
 
+def patient_of(root: etree._Element) -> tuple[str, str, str, str]:
+    """The Patient participant object: ID, type code, role and ID type code."""
+    found = [
+        o
+        for o in root.findall("ParticipantObjectIdentification")
+        if o.get("ParticipantObjectTypeCode") == "1"
+    ]
+    assert len(found) == 1
+    code = found[0].find("ParticipantObjectIDTypeCode")
+    assert code is not None and code.get("codeSystemName") == "RFC-3881"
+    return (
+        str(found[0].get("ParticipantObjectID")),
+        str(found[0].get("ParticipantObjectTypeCode")),
+        str(found[0].get("ParticipantObjectTypeCodeRole")),
+        str(code.get("csd-code")),
+    )
+
+
 def stow_body(path: Path) -> tuple[bytes, str]:
     boundary = "audit-boundary"
     body = (
@@ -170,7 +188,10 @@ def test_a_session_leaves_exactly_its_events(
     host = socket.gethostname()
     assert participants(stored)[0] == ("MODALITY", "127.0.0.1", "true", ["110153"])
     assert participants(stored)[1][:3] == ("PYPACS", host, "false")
-    assert objects(stored) == {one: [(CT, "2")]}
+    # The Patient participant where the patient is known (PS3.15 A.5.3.4): by C-STORE and
+    # STOW-RS, not by a Study Root C-GET or WADO-RS naming the study alone.
+    assert objects(stored) == {one: [(CT, "2")], "AUD1": []}
+    assert patient_of(stored) == ("AUD1", "1", "1", "2")
     assert participants(query)[0] == ("VIEWER", "127.0.0.1", "true", ["110153"])
     found = query.find("ParticipantObjectIdentification")
     assert found is not None and found.get("ParticipantObjectID") == STUDY_ROOT_FIND
@@ -182,7 +203,8 @@ def test_a_session_leaves_exactly_its_events(
     reason = alert.findtext(".//ParticipantObjectDescription") or ""
     assert "'STRANGER'" in reason and "application context name not supported" in reason
     assert participants(stow)[0][:3] == ("anonymous", "127.0.0.1", "true")
-    assert objects(stow) == {two: [(CT, "1")]}
+    assert objects(stow) == {two: [(CT, "1")], "AUD2": []}
+    assert patient_of(stow) == ("AUD2", "1", "1", "2")
     assert b"PatientID=AUD2" in base64.b64decode(qido.findtext(".//ParticipantObjectQuery") or "")
     assert objects(wado) == {two: []}
     assert participants(wado)[1][:3] == ("anonymous", "127.0.0.1", "true")

@@ -72,6 +72,7 @@ class StoreResult:
     conflicts: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     study_instance_uid: str = ""
     series_instance_uid: str = ""
+    patient_id: str = ""  # as received: for the audit trail's Patient participant
 
 
 def _result(
@@ -87,6 +88,7 @@ def _result(
         conflicts or [],
         ident.study or "",
         ident.series or "",
+        header.patient_id,
     )
 
 

@@ -46,17 +46,22 @@ class AssociationAudit:
     """What one DICOM association did that the trail records at its end: instances
     received, per study and SOP class."""
 
-    __slots__ = ("_auditor", "calling", "failed", "received", "replaced")
+    __slots__ = ("_auditor", "calling", "failed", "patients", "received", "replaced")
 
     def __init__(self, auditor: Auditor, calling: Who) -> None:
         self._auditor = auditor
         self.calling = calling
         self.received: dict[str, Counter[str]] = {}
+        self.patients: set[str] = set()  # Patient IDs of what was received
         self.failed = 0
         self.replaced = False
 
-    def stored(self, study: str, sop_class: str, *, already_held: bool = False) -> None:
-        """One C-STORE stored (or found already held)."""
+    def stored(
+        self, study: str, sop_class: str, *, already_held: bool = False, patient: str = ""
+    ) -> None:
+        """One C-STORE stored (or found already held), of ``patient`` (its Patient ID)."""
+        if patient:
+            self.patients.add(patient)
         classes = self.received.get(study)
         if classes is None:
             classes = self.received[study] = Counter()
@@ -73,7 +78,11 @@ class AssociationAudit:
             if not self.received:
                 outcome = Outcome.SERIOUS_FAILURE
             self._auditor.instances_stored(
-                self.calling, self.received, outcome, already_held=self.replaced
+                self.calling,
+                self.received,
+                outcome,
+                already_held=self.replaced,
+                patients=self.patients,
             )
 
 
@@ -187,9 +196,10 @@ class Auditor:
         outcome: Outcome,
         *,
         already_held: bool = False,
+        patients: Iterable[str] = (),
     ) -> None:
         """PS3.15 A.5.3.4: instances received from ``sender`` (C-STORE, STOW-RS); action
-        C, or U when some were already held."""
+        C, or U when some were already held; ``patients``: their Patient IDs."""
         self._put(
             messages.instances_transferred,
             "U" if already_held else "C",
@@ -198,6 +208,7 @@ class Auditor:
             None,
             _studies(per_study),
             outcome,
+            tuple(sorted(set(patients))),
         )
 
     def instances_transferred(
@@ -208,9 +219,11 @@ class Auditor:
         outcome: Outcome,
         *,
         requestor: Who | None = None,
+        patients: Iterable[str] = (),
     ) -> None:
         """PS3.15 A.5.3.4: instances sent to ``destination`` (C-GET, C-MOVE, WADO); the
-        requestor when it is not the destination (C-MOVE)."""
+        requestor when it is not the destination (C-MOVE); ``patients``: their Patient IDs
+        where the caller knows them."""
         classes = tuple(sorted(sop_classes.items()))
         self._put(
             messages.instances_transferred,
@@ -220,6 +233,7 @@ class Auditor:
             requestor,
             tuple((s, classes) for s in sorted(set(studies))),
             outcome,
+            tuple(sorted(set(patients))),
         )
 
     def query(
@@ -291,7 +305,9 @@ class Auditor:
 class _NullAssociation(AssociationAudit):
     __slots__ = ()
 
-    def stored(self, study: str, sop_class: str, *, already_held: bool = False) -> None:
+    def stored(
+        self, study: str, sop_class: str, *, already_held: bool = False, patient: str = ""
+    ) -> None:
         pass
 
     def store_failed(self) -> None:

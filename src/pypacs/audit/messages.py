@@ -46,12 +46,13 @@ STUDY_INSTANCE_UID: Code = ("110180", "DCM", "Study Instance UID")
 SOP_CLASS_UID: Code = ("110181", "DCM", "SOP Class UID")
 NODE_ID: Code = ("110182", "DCM", "Node ID")
 USER_IDENTIFIER: Code = ("11", "RFC-3881", "User Identifier")
+PATIENT_NUMBER: Code = ("2", "RFC-3881", "Patient Number")
 # PS3.15 A.5.1 AuditSourceTypeCode 4: "Application Server process tier in a multi-tier system".
 APPLICATION_SERVER: Code = ("4", "DCM", "Application Server Process")
 
 # PS3.15 A.5.1 ParticipantObjectTypeCode and ParticipantObjectTypeCodeRole.
 _PERSON, _SYSTEM_OBJECT = 1, 2
-_ROLE_REPORT, _ROLE_SECURITY_USER, _ROLE_SECURITY_RESOURCE = 3, 11, 13
+_ROLE_PATIENT, _ROLE_REPORT, _ROLE_SECURITY_USER, _ROLE_SECURITY_RESOURCE = 1, 3, 11, 13
 # PS3.15 A.5.1 NetworkAccessPointTypeCode: 1 machine name, 2 IP address.
 _MACHINE_NAME, _IP_ADDRESS = "1", "2"
 
@@ -194,6 +195,20 @@ def _study(uid: str, sop_classes: Iterable[tuple[str, int]] = ()) -> str:
     )
 
 
+def _patient(patient_id: str) -> str:
+    # PS3.15 A.5.3.3, A.5.3.4: the Patient participant object, a person in the patient
+    # role, identified by its Patient ID (RFC 3881's "Patient Number").
+    return _element(
+        "ParticipantObjectIdentification",
+        (
+            ("ParticipantObjectID", patient_id),
+            ("ParticipantObjectTypeCode", _PERSON),
+            ("ParticipantObjectTypeCodeRole", _ROLE_PATIENT),
+        ),
+        _coded("ParticipantObjectIDTypeCode", PATIENT_NUMBER),
+    )
+
+
 def _message(*parts: str) -> str:
     return "<AuditMessage>" + "".join(parts) + "</AuditMessage>"
 
@@ -226,10 +241,12 @@ def instances_transferred(
     requestor: Who | None,
     studies: Studies,
     outcome: Outcome,
+    patients: tuple[str, ...] = (),
 ) -> str:
     """PS3.15 A.5.3.4 DICOM Instances Transferred: action C (received, new), U (received,
     some already held) or R (sent); the requestor is the receiver unless named (C-MOVE).
-    A sender or receiver left None is this pypacs."""
+    A sender or receiver left None is this pypacs; the patients are those the caller knew
+    (their Patient IDs)."""
     sender, receiver = sender or source.me, receiver or source.me
     parts = [
         _event(INSTANCES_TRANSFERRED, action, when, outcome),
@@ -240,6 +257,7 @@ def instances_transferred(
         parts.append(_participant(requestor, True))
     parts.append(_audit_source(source))
     parts.extend(_study(uid, classes) for uid, classes in studies)
+    parts.extend(_patient(patient) for patient in patients if patient)
     return _message(*parts)
 
 

@@ -165,16 +165,24 @@ class RetrieveService:
         if not self.auditor.enabled:
             return
         try:
-            value = responder.identifier().get("StudyInstanceUID")
+            identifier = responder.identifier()
         except Exception:  # an identifier that did not parse: answered already
-            value = None
+            identifier = Dataset()
+        value = identifier.get("StudyInstanceUID")
         studies = [str(v) for v in value] if isinstance(value, MultiValue) else [str(value or "")]
+        # The Patient participant (PS3.15 A.5.3.4) when the identifier names the patient
+        # (the Patient Root models always do); a Study Root request's patient is left out
+        # rather than looked up.
+        patient = str(identifier.get("PatientID") or "")
+        patients = [patient] if patient and "*" not in patient and "?" not in patient else []
         caller = session.trail.calling
         if destination is None:
-            self.auditor.instances_transferred(caller, studies, classes, outcome)
+            self.auditor.instances_transferred(caller, studies, classes, outcome, patients=patients)
         else:
             to = audit.Who(destination.ae_title, destination.host, ae=True)
-            self.auditor.instances_transferred(to, studies, classes, outcome, requestor=caller)
+            self.auditor.instances_transferred(
+                to, studies, classes, outcome, requestor=caller, patients=patients
+            )
 
     def _destination(self, move_destination: str | None) -> Peer:
         title = (move_destination or "").strip()

@@ -339,18 +339,6 @@ class DicomService:
         else:
             self._unrecognized(session, message)
 
-    def _audit_find(self, session: _Session, message: Message, outcome: audit.Outcome) -> None:
-        """PS3.15 A.5.3.10: the C-FIND identifier as sent, with its transfer syntax."""
-        if self.auditor.enabled:
-            sink = message.sink
-            self.auditor.query(
-                session.trail.calling,
-                message.command.affected_sop_class_uid or "",
-                sink.data if isinstance(sink, BufferSink) else b"",
-                session.assoc.contexts[message.context_id].transfer_syntax,
-                outcome,
-            )
-
     def _echo(self, session: _Session, message: Message) -> None:
         session.count("echo")
         status, comment = int(Status.SUCCESS), None
@@ -368,6 +356,18 @@ class DicomService:
                 error_comment=comment,
             ),
         )
+
+    def _audit_find(self, session: _Session, message: Message, outcome: audit.Outcome) -> None:
+        """PS3.15 A.5.3.10: the C-FIND identifier as sent, with its transfer syntax."""
+        if self.auditor.enabled:
+            sink = message.sink
+            self.auditor.query(
+                session.trail.calling,
+                message.command.affected_sop_class_uid or "",
+                sink.data if isinstance(sink, BufferSink) else b"",
+                session.assoc.contexts[message.context_id].transfer_syntax,
+                outcome,
+            )
 
     def _unrecognized(self, session: _Session, message: Message) -> None:
         """PS3.7 C.4.2: a request we do not serve is refused, Unrecognized Operation."""
@@ -406,6 +406,7 @@ class DicomService:
                 result.study_instance_uid,
                 result.sop_class_uid,
                 already_held=result.outcome is Outcome.DUPLICATE,
+                patient=result.patient_id,
             )
         except Exception as exc:  # the one boundary where every failure becomes a status
             failure = session.failure("C-STORE", exc, sop_instance)

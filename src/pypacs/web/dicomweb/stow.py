@@ -35,7 +35,7 @@ from pypacs.model.outcomes import status_for
 from pypacs.model.sop import STORAGE_TRANSFER_SYNTAXES
 from pypacs.model.status import Status
 from pypacs.web.dicomweb.resources import path_uid, service_url
-from pypacs.web.http.audit import RECEIVED
+from pypacs.web.http.audit import PATIENTS, RECEIVED
 from pypacs.web.http.errors import HttpProblem, bad_parameter
 from pypacs.web.http.multipart import (
     Event,
@@ -85,8 +85,10 @@ class _Outcomes:
     failed: list[dict[str, Any]] = field(default_factory=list)
     warnings: int = 0
     studies: set[str] = field(default_factory=set)
-    # For the audit trail (web/http/audit.py): instances stored per study and SOP class.
+    # For the audit trail (web/http/audit.py): instances stored per study and SOP class,
+    # and the Patient IDs they name.
     received: dict[str, dict[str, int]] = field(default_factory=dict)
+    patients: set[str] = field(default_factory=set)
 
     def stored(self, result: StoreResult) -> None:
         study, series, sop_instance = (
@@ -100,6 +102,8 @@ class _Outcomes:
             self.studies.add(study)
         classes = self.received.setdefault(study, {})
         classes[result.sop_class_uid] = classes.get(result.sop_class_uid, 0) + 1
+        if result.patient_id:
+            self.patients.add(result.patient_id)
         item = _reference(result.sop_class_uid, sop_instance)
         duplicate = result.outcome is Outcome.DUPLICATE
         item[_RETRIEVE_URL] = _value("UR", url)
@@ -348,6 +352,7 @@ class _Stow:
             len(outcomes.failed),
         )
         request.scope[RECEIVED] = outcomes.received
+        request.scope[PATIENTS] = outcomes.patients
         return JSONResponse(outcomes.module(), outcomes.status, media_type=answer_type)
 
     async def _receive(
