@@ -94,8 +94,8 @@ def test_concurrent_stores_share_one_commit(
     commits: list[int] = []
     real_write = tx.write
 
-    def counted_write(engine: sa.Engine, fn: Any) -> Any:
-        result = real_write(engine, fn)
+    def counted_write(engine: sa.Engine, fn: Any, **options: Any) -> Any:
+        result = real_write(engine, fn, **options)
         commits.append(1)
         return result
 

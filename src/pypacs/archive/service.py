@@ -245,8 +245,11 @@ class Archive:
         # our insert (PostgreSQL, several nodes); the retry then finds the row.
         for attempt in range(3):
             try:
+                # A new instance's rows are recoverable from its durable file (start-up's
+                # check re-indexes it); a replacement is not: the old blob goes next.
                 return self._writer.submit(
-                    lambda conn: upsert_instance(conn, record, replace=replace)
+                    lambda conn: upsert_instance(conn, record, replace=replace),
+                    recoverable=not replace,
                 )
             except IndexConflict:
                 if attempt == 2:

@@ -12,6 +12,11 @@ from sqlalchemy.exc import ArgumentError
 from pypacs.errors import ConfigError
 
 WRITE_OPTION = "pypacs_write"
+# The value of WRITE_OPTION for a write whose loss in a power failure (not a crash of the
+# process) is made good from the blob store: a new instance's rows, which start-up's check
+# re-indexes from its durable file (archive/check.py). On SQLite such a commit skips its
+# fsync (synchronous=NORMAL in WAL mode); every other write is synced before it returns.
+RECOVERABLE = "recoverable"
 # Compiled statements SQLAlchemy keeps per engine. Queries' statements do not vary with the
 # number of values a key lists (query/value_list.py); the bound is what holds if some other
 # statement ever does.
@@ -80,8 +85,8 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before it returns, so an acknowledged store survives
-        # a power loss, not only a crash of the process.
+        # FULL: a commit is on disk before it returns (writes marked RECOVERABLE relax it
+        # for their own transaction, _on_begin).
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
@@ -92,7 +97,11 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        if write:
+            # Set per write transaction: the connection goes back to the pool afterwards.
+            level = "NORMAL" if write == RECOVERABLE else "FULL"
+            conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from pypacs.errors import IndexConflict, IndexUnavailable
-from pypacs.index.engine import WRITE_OPTION
+from pypacs.index.engine import RECOVERABLE, WRITE_OPTION
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -79,8 +79,10 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
         raise _unavailable("read", exc) from exc
 
 
-def write(engine: Engine, fn: Callable[[Connection], T]) -> T:
-    """Run ``fn`` in a write transaction, retried with jitter on serialization failures.
+def write(engine: Engine, fn: Callable[[Connection], T], *, recoverable: bool = False) -> T:
+    """Run ``fn`` in a write transaction, retried with jitter on serialization failures;
+    ``recoverable``: its loss in a power failure is made good from the blob store
+    (engine.RECOVERABLE), so SQLite need not sync its commit.
 
     Raises:
         IndexUnavailable: the database cannot be reached or keeps refusing the write.
@@ -88,7 +90,7 @@ def write(engine: Engine, fn: Callable[[Connection], T]) -> T:
     for attempt in range(_RETRIES):
         try:
             with engine.connect() as raw:
-                conn = raw.execution_options(**{WRITE_OPTION: True})
+                conn = raw.execution_options(**{WRITE_OPTION: RECOVERABLE if recoverable else True})
                 with conn.begin():
                     return fn(conn)
         except DBAPIError as exc:
@@ -104,10 +106,11 @@ def write(engine: Engine, fn: Callable[[Connection], T]) -> T:
 
 
 class _Item:
-    __slots__ = ("done", "error", "fn", "result")
+    __slots__ = ("done", "error", "fn", "recoverable", "result")
 
-    def __init__(self, fn: Callable[[Connection], object]) -> None:
+    def __init__(self, fn: Callable[[Connection], object], recoverable: bool) -> None:
         self.fn = fn
+        self.recoverable = recoverable
         self.done = False
         self.result: object = None
         self.error: BaseException | None = None
@@ -133,14 +136,15 @@ class GroupWriter:
         self._leading = False
         self._closed = False
 
-    def submit(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in the next group and return its result once the group is committed.
+    def submit(self, fn: Callable[[Connection], T], *, recoverable: bool = False) -> T:
+        """Run ``fn`` in the next group and return its result once the group is committed
+        (``recoverable``: as for ``write``; a group is synced unless all its writes are).
 
         Raises:
             IndexUnavailable: the group could not be committed, or the writer is closed.
             Exception: whatever ``fn`` raised (its savepoint was rolled back).
         """
-        item = _Item(fn)
+        item = _Item(fn, recoverable)
         with self._cond:
             if self._closed:
                 raise IndexUnavailable("index writer closed")
@@ -186,7 +190,7 @@ class GroupWriter:
                     results.append((item, None, _translated(exc)))
 
         try:
-            write(self._engine, run_all)
+            write(self._engine, run_all, recoverable=all(item.recoverable for item in batch))
         except Exception as exc:
             failure = _translated(exc)
             if len(batch) > 1 and not isinstance(failure, IndexUnavailable | IndexConflict):
