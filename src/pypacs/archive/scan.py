@@ -164,8 +164,13 @@ def _dataset(
     view: memoryview, pos: int, implicit: bool
 ) -> tuple[dict[int, Any], dict[Level, dict[str, Any]]]:
     end = len(view)
+    # Each element in order: its value and JSON where decoded here, else None. The raw
+    # elements go to pydicom only when one of them needs it, all of them then (its decoding
+    # reads others: the character set, Pixel Representation for an ambiguous VR, ...).
+    elements: dict[int, tuple[Any, dict[str, Any]] | None] = {}
     raws: dict[BaseTag, RawDataElement | DataElement] = {}
-    fast: dict[int, tuple[Any, dict[str, Any]]] = {}
+    plain: list[tuple[int, str | None, int, bytes, int]] = []  # tag, VR, length, value, at
+    slow = False
     encodings: list[str] = ["iso8859"]
     while pos < end:
         tag, vr, length, vpos = _element(view, pos, implicit)
@@ -181,38 +186,37 @@ def _dataset(
             content = BytesIO(bytes(view[vpos:pos]))
             seq = read_sequence(content, implicit, True, _UNDEFINED, encodings, vpos)
             raws[BaseTag(tag)] = DataElement(tag, "SQ", seq, vpos, is_undefined_length=True)
+            elements[tag] = None
+            slow = True
             continue
         pos = vpos + length
         if pos > end:
             raise _GiveUp
         if tag in _PIXEL_TAGS or (known_vr in _BULK_VRS and length > BULK_DATA_THRESHOLD):
             continue
-        value = bytes(view[vpos:pos]) if length else cast(bytes, empty_value_for_VR(vr, raw=True))
-        raws[BaseTag(tag)] = RawDataElement(
-            BaseTag(tag),
-            vr,
-            length,
-            value,
-            vpos,
-            implicit,
-            True,
-        )
+        value = bytes(view[vpos:pos])
+        decoded = _decode(known_vr, value)
+        elements[tag] = decoded
+        slow = slow or decoded is None
+        raw = value if length else cast(bytes, empty_value_for_VR(vr, raw=True))
+        plain.append((tag, vr, length, raw, vpos))
         if tag == _CHARSET:
-            encodings = convert_encodings(_multi(value or b""))
-        decoded = _decode(known_vr, bytes(view[vpos:pos]) if length else b"")
-        if decoded is not None:
-            fast[tag] = decoded
-    return _convert(raws, fast)
+            encodings = convert_encodings(_multi(raw or b""))
+    if slow:
+        for tag, vr, length, raw, vpos in plain:
+            key = BaseTag(tag)
+            raws[key] = RawDataElement(key, vr, length, raw, vpos, implicit, True)
+    return _convert(elements, raws)
 
 
 def _convert(
-    raws: dict[BaseTag, RawDataElement | DataElement], fast: dict[int, tuple[Any, dict[str, Any]]]
+    elements: dict[int, tuple[Any, dict[str, Any]] | None],
+    raws: dict[BaseTag, RawDataElement | DataElement],
 ) -> tuple[dict[int, Any], dict[Level, dict[str, Any]]]:
     values: dict[int, Any] = {}
     parts: dict[Level, dict[str, Any]] = {level: {} for level in Level}
     ds: Dataset | None = None  # made for the elements pydicom converts, when there are some
-    for tag in [int(t) for t in raws]:
-        done = fast.get(tag)
+    for tag, done in elements.items():
         if done is not None:
             values[tag], encoded = done
         else:
