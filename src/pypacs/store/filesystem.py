@@ -33,6 +33,7 @@ class FilesystemStore:
 
     def __init__(self, root: Path | str, *, fsync: bool = True, shared: bool = False) -> None:
         self.root = Path(root).resolve()
+        self._root_text = str(self.root)
         self._fsync = fsync
         # Other nodes write here too: their temporary files are not ours to judge by name.
         self._shared = shared
@@ -64,23 +65,27 @@ class FilesystemStore:
         return BlobKey(f"{name[:2]}/{name}")
 
     def begin(self) -> PendingFile:
-        key = self._new_key()
-        path = self._path(key)
-        tmp = path.parent / (path.name + _TMP_SUFFIX)
+        # Once per instance received: plain strings, and a key of our own making needs no
+        # check of its shape.
+        name = secrets.token_hex(16)
+        key = BlobKey(f"{name[:2]}/{name}")
+        folder = f"{self._root_text}/{name[:2]}"
+        tmp_name = name + _TMP_SUFFIX
+        tmp = f"{folder}/{tmp_name}"
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise _write_error(key, exc) from exc
-        self._started(tmp)
-        return PendingFile(self, key, path, tmp, fd)
+        self._started(tmp_name)
+        return PendingFile(self, key, folder, name, fd)
 
-    def _started(self, tmp: Path) -> None:
+    def _started(self, tmp_name: str) -> None:
         with self._writing_lock:
-            self._writing.add(tmp.name)
+            self._writing.add(tmp_name)
 
-    def _ended(self, tmp: Path) -> None:
+    def _ended(self, tmp_name: str) -> None:
         with self._writing_lock:
-            self._writing.discard(tmp.name)
+            self._writing.discard(tmp_name)
 
     def put(self, chunks: Iterable[bytes | memoryview]) -> tuple[BlobKey, int]:
         key = self._new_key()
@@ -88,7 +93,7 @@ class FilesystemStore:
         name = path.name
         folder = path.parent
         tmp = folder / (name + _TMP_SUFFIX)
-        self._started(tmp)
+        self._started(tmp.name)
         try:
             size = 0
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -113,11 +118,11 @@ class FilesystemStore:
             _unlink_quietly(tmp)
             raise
         finally:
-            self._ended(tmp)
+            self._ended(tmp.name)
         return key, size
 
     @staticmethod
-    def _fsync_dir(folder: Path) -> None:
+    def _fsync_dir(folder: Path | str) -> None:
         dfd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -183,11 +188,15 @@ class FilesystemStore:
 class PendingFile:
     """A blob written into a temporary file of its final folder, renamed on commit."""
 
-    def __init__(self, store: FilesystemStore, key: BlobKey, path: Path, tmp: Path, fd: int):
+    def __init__(self, store: FilesystemStore, key: BlobKey, folder: str, name: str, fd: int):
         self.key = key
-        self._store, self._path, self._tmp, self._fd = store, path, tmp, fd
+        self._store, self._folder, self._fd = store, folder, fd
+        self._path = f"{folder}/{name}"
+        self._tmp_name = name + _TMP_SUFFIX
+        self._tmp = f"{folder}/{self._tmp_name}"
         self._size = 0
         self._map: mmap.mmap | None = None
+        self._committed = False
 
     @property
     def size(self) -> int:
@@ -213,7 +222,7 @@ class PendingFile:
 
     def reader(self) -> BinaryIO:
         try:
-            return self._tmp.open("rb")
+            return open(self._tmp, "rb")
         except OSError as exc:
             raise StoreError(f"cannot read back blob {self.key}: {exc}") from exc
 
@@ -232,22 +241,26 @@ class PendingFile:
             os.close(self._fd)
             self._fd = -1
             os.rename(self._tmp, self._path)
-            store._ended(self._tmp)
+            store._ended(self._tmp_name)
+            self._committed = True
             if store._fsync:
-                store._fsync_dir(self._path.parent)
+                store._fsync_dir(self._folder)
         except OSError as exc:
+            self._committed = False
             self.abandon()
             raise _write_error(self.key, exc) from exc
         return self.key, self._size
 
     def abandon(self) -> None:
+        if self._committed:  # renamed into place: nothing left to drop
+            return
         self._unmap()
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
         _unlink_quietly(self._tmp)
-        self._store._ended(self._tmp)
+        self._store._ended(self._tmp_name)
 
 
 def _write_error(key: BlobKey, exc: OSError) -> StoreError:
@@ -268,6 +281,6 @@ def _older_than(entry: os.DirEntry[str], seconds: float) -> bool:
         return False
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: Path | str) -> None:
     with contextlib.suppress(OSError):
-        path.unlink()
+        os.unlink(path)
