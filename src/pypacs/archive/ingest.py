@@ -472,7 +472,7 @@ def build_record(header: AnyHeader, blob_key: str, blob_size: int) -> InstanceRe
             values[key.column] = value
             if key.match_column != key.column:
                 values[str(key.match_column)] = _match_form(key.vr, value)
-        rows[level] = LevelRow(values, _pack(parts[level]))
+        rows[level] = LevelRow(values, partial(_pack, parts[level]))
     image = rows[Level.IMAGE]
     image.values["transfer_syntax_uid"] = syntax
     return InstanceRecord(

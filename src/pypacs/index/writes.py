@@ -7,6 +7,7 @@ recomputed from the rows when an instance moves or goes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -21,10 +22,15 @@ DEMOGRAPHICS = ("patient_name", "patient_birth_date", "patient_sex")
 
 @dataclass(frozen=True)
 class LevelRow:
-    """Column values of one level (column name → value) and its compressed attribute set."""
+    """Column values of one level (column name → value) and its compressed attribute set,
+    made only when the level's row is written (most instances add none above their own)."""
 
     values: dict[str, str | None]
-    attrs: bytes
+    packed: Callable[[], bytes]
+
+    @property
+    def attrs(self) -> bytes:
+        return self.packed()
 
 
 @dataclass(frozen=True)
