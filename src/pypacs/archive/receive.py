@@ -92,6 +92,7 @@ class Receiving:
             raise OutOfResources("this instance was refused or has ended")
         expect = Expectation(expected_sop_class, expected_sop_instance, None, allowed_syntaxes)
         try:
+            self._pending.written()  # its fsync may run while the header is checked
             if self._memory is not None:
                 header = scan_header(self._memory, expect)
             else:

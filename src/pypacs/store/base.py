@@ -35,6 +35,11 @@ class PendingBlob(Protocol):
         """A file reading what was written so far, from its start."""
         ...
 
+    def written(self) -> None:
+        """Every byte is written: the store may begin making them durable in the background
+        (``commit`` waits for it), while the caller does other work."""
+        ...
+
     def commit(self) -> tuple[BlobKey, int]:
         """Make the blob durable under its key and return the key and size.
 

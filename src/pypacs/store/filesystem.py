@@ -10,6 +10,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +41,8 @@ class FilesystemStore:
         # Temporary files this process is writing: not leftovers, whatever scan finds.
         self._writing: set[str] = set()
         self._writing_lock = threading.Lock()
+        # fsyncs of written blobs, run while their writer checks and indexes them (``written``).
+        self._syncing = ThreadPoolExecutor(4, thread_name_prefix="blob-fsync")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             created = False
@@ -197,6 +200,7 @@ class PendingFile:
         self._size = 0
         self._map: mmap.mmap | None = None
         self._committed = False
+        self._synced: Future[None] | None = None
 
     @property
     def size(self) -> int:
@@ -232,11 +236,25 @@ class PendingFile:
                 self._map.close()
             self._map = None
 
+    def written(self) -> None:
+        # The data's fsync, the longest step of a commit, overlaps the caller's header scan
+        # and index look-up; the rename and the folder's fsync still follow it in commit.
+        if self._store._fsync and self._synced is None and self._fd >= 0:
+            self._synced = self._store._syncing.submit(os.fsync, self._fd)
+
+    def _wait_synced(self) -> None:
+        """The background fsync over (its error raised), before the descriptor is closed."""
+        synced, self._synced = self._synced, None
+        if synced is not None:
+            synced.result()
+
     def commit(self) -> tuple[BlobKey, int]:
         self._unmap()
         store = self._store
         try:
-            if store._fsync:
+            if self._synced is not None:
+                self._wait_synced()
+            elif store._fsync:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -255,6 +273,8 @@ class PendingFile:
         if self._committed:  # renamed into place: nothing left to drop
             return
         self._unmap()
+        with contextlib.suppress(OSError):
+            self._wait_synced()
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)

@@ -368,6 +368,9 @@ class PendingObject:
                 self._map.close()
             self._map = None
 
+    def written(self) -> None:
+        """Nothing to start early: the upload happens in ``commit``."""
+
     def commit(self) -> tuple[BlobKey, int]:
         self._unmap()
         try:
