@@ -92,17 +92,22 @@ def test_200_mib_streamed_in_bounded_memory(archive: Archive, tmp_path: Path) ->
 
 
 def test_abandoned_leaves_no_file(archive: Archive, tmp_path: Path) -> None:
-    spec = Spec("P3", "Gone^Away", 1, 1, 1)
-    body = dataset_bytes(write(spec, tmp_path))
-    with start(archive, spec) as receiving:
-        receiving.write(body[:100])
+    small = Spec("P3", "Gone^Away", 1, 1, 1)
+    with start(archive, small) as receiving:
+        receiving.write(dataset_bytes(write(small, tmp_path))[:100])
+        assert blobs(archive) == []  # a small instance is held in memory until it is whole
+    assert blobs(archive) == []
+    large = Spec("P3", "Gone^Away", 1, 1, 2, rows=512)  # 512 KiB of pixels: to its file
+    body = dataset_bytes(write(large, tmp_path))
+    with start(archive, large) as receiving:
+        receiving.write(body)
         assert len(blobs(archive)) == 1  # the temporary file, not a blob
         assert not [p for p in blobs(archive) if not p.name.endswith(".tmp")]
     assert blobs(archive) == []
 
 
 def test_blob_visible_only_once_stored(archive: Archive, tmp_path: Path) -> None:
-    spec = Spec("P4", "Safe^Crash", 1, 1, 1)
+    spec = Spec("P4", "Safe^Crash", 1, 1, 1, rows=512)  # large enough to go to its file
     body = dataset_bytes(write(spec, tmp_path))
     receiving = start(archive, spec)
     receiving.write(body)

@@ -1,9 +1,11 @@
-"""An instance received a fragment at a time, written straight into the file that becomes
-its blob: no second copy in memory, whatever its size."""
+"""An instance received a fragment at a time: held in memory while it is small, written
+straight into the file that becomes its blob once it is not; never a second copy of a large
+one in memory, whatever its size."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from concurrent.futures import Executor, Future
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -14,20 +16,43 @@ from pypacs.store.base import PendingBlob
 if TYPE_CHECKING:
     from pypacs.archive.service import Archive, StoreResult
 
-# Instances up to this size are also kept in memory as they arrive, and their header is
-# scanned from there; larger ones are scanned from a map of their file.
+# Instances up to this size are held in memory as they arrive, their header scanned from
+# there while another thread writes their file (``finish``); larger ones are written as
+# they arrive and scanned from a map of their file.
 _IN_MEMORY = 256 * 1024
+
+
+def _written(begin: Callable[[], PendingBlob], data: bytearray) -> PendingBlob:
+    """A blob holding ``data``, on its way to being durable (``PendingBlob.written``)."""
+    pending = begin()
+    try:
+        pending.write(memoryview(data))
+        pending.written()
+    except BaseException:
+        pending.abandon()
+        raise
+    return pending
 
 
 class Receiving:
     """One instance being received: ``write`` its data set's pieces in order, then ``finish``;
     leaving the ``with`` block without ``finish`` (an aborted transfer) leaves no file."""
 
-    def __init__(self, archive: Archive, pending: PendingBlob, head: bytes, limit: int) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        begin: Callable[[], PendingBlob],
+        head: bytes,
+        limit: int,
+        writer: Executor,
+    ) -> None:
         self._archive = archive
-        self._pending = pending
+        self._begin = begin
+        self._writer = writer
+        self._pending: PendingBlob | None = None  # the file, once the instance outgrew memory
         self._limit = limit + len(head) if limit else 0  # the bound is on the data set
         self._memory: bytearray | None = bytearray()
+        self._size = 0
         self._open = True
         self.write(head)
 
@@ -44,8 +69,8 @@ class Receiving:
 
     @property
     def size(self) -> int:
-        """Bytes written so far, the File Meta Information included."""
-        return self._pending.size
+        """Bytes received so far, the File Meta Information included."""
+        return self._size
 
     def write(self, data: bytes | memoryview) -> None:
         """Append the next piece of the data set.
@@ -58,21 +83,25 @@ class Receiving:
         """
         if not self._open:
             raise OutOfResources("this instance was refused or has ended")
-        if self._limit and self._pending.size + len(data) > self._limit:
+        if self._limit and self._size + len(data) > self._limit:
             self.abandon()
             raise OutOfResources(
                 f"instance larger than [storage] max_instance_bytes ({self._limit} bytes)"
             )
         try:
-            self._pending.write(data)
+            if self._memory is not None and len(self._memory) + len(data) <= _IN_MEMORY:
+                self._memory += data
+            else:
+                if self._pending is None:  # too large for memory: on to its file
+                    self._pending = self._begin()
+                    if self._memory:
+                        self._pending.write(memoryview(self._memory))
+                    self._memory = None
+                self._pending.write(data)
         except BaseException:
             self.abandon()
             raise
-        if self._memory is not None:
-            if len(self._memory) + len(data) <= _IN_MEMORY:
-                self._memory += data
-            else:
-                self._memory = None
+        self._size += len(data)
 
     def finish(
         self,
@@ -91,20 +120,44 @@ class Receiving:
         if not self._open:
             raise OutOfResources("this instance was refused or has ended")
         expect = Expectation(expected_sop_class, expected_sop_instance, None, allowed_syntaxes)
+        making: Future[PendingBlob] | None = None
         try:
-            self._pending.written()  # its fsync may run while the header is checked
             if self._memory is not None:
+                # Its file is made, written and fsynced by another thread meanwhile: the
+                # slowest steps of a small instance overlap its header scan and look-up.
+                # (The buffer is not written to again: it is shared with that thread.)
+                making = self._writer.submit(_written, self._begin, self._memory)
                 header = scan_header(self._memory, expect)
+                self._memory = None
             else:
+                assert self._pending is not None
+                self._pending.written()  # its fsync may run while the header is checked
                 with self._pending.reader() as fallback:
                     header = scan_header(self._pending.read_view(), expect, fallback=fallback)
             self._open = False
-            return self._archive._store_received(header, self._pending)
+            return self._archive._store_received(header, lambda: self._made(making))
         finally:
+            if making is not None and self._pending is None:
+                self._pending = _result_or_none(making)
             self.abandon()
+
+    def _made(self, making: Future[PendingBlob] | None) -> PendingBlob:
+        if making is not None:
+            self._pending = making.result()
+        assert self._pending is not None
+        return self._pending
 
     def abandon(self) -> None:
         """Drop the instance: no file is left; never raises."""
         self._open = False
         self._memory = None
-        self._pending.abandon()
+        if self._pending is not None:
+            self._pending.abandon()
+
+
+def _result_or_none(making: Future[PendingBlob]) -> PendingBlob | None:
+    """The blob another thread made, once it is done (None if it failed: nothing is left)."""
+    try:
+        return making.result()
+    except BaseException:  # its own failure was raised to the caller already, or is moot
+        return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -100,6 +101,9 @@ class Archive:
         self.store = store
         self.options = options
         self._writer = tx.GroupWriter(engine)
+        # Small received instances' files are made and written here while their receiver
+        # scans and looks them up (archive/receive.py).
+        self._file_writer = ThreadPoolExecutor(4, thread_name_prefix="receive")
         # Studies sent to peers (remote/jobs.py), held by a node through a lease.
         self.jobs = JobLedger(engine, options.job_lease_seconds)
         self.accounts = Accounts(engine)  # the HTTP port's users (web/http/auth.py)
@@ -122,6 +126,7 @@ class Archive:
         return cls(engine, store, options)
 
     def close(self) -> None:
+        self._file_writer.shutdown(wait=True)
         self._writer.close()
         try:
             close_engine(self.engine)
@@ -183,18 +188,22 @@ class Archive:
         meta = file_meta(
             sop_class_uid, sop_instance_uid, transfer_syntax_uid, source_ae_title=source_ae_title
         )
-        return Receiving(self, self.store.begin(), meta, self.options.max_instance_bytes)
+        return Receiving(
+            self, self.store.begin, meta, self.options.max_instance_bytes, self._file_writer
+        )
 
-    def _store_received(self, header: AnyHeader, pending: PendingBlob) -> StoreResult:
-        """A received instance's file made durable and indexed (``Receiving.finish``)."""
+    def _store_received(
+        self, header: AnyHeader, pending_blob: Callable[[], PendingBlob]
+    ) -> StoreResult:
+        """A received instance's file made durable and indexed (``Receiving.finish``); its
+        blob is asked for only after the look-up, as it may still be on its way."""
         uid = header.sop_instance_uid
         if not self.options.overwrite_duplicates and tx.lookup(
             self.engine, lambda conn: is_stored(conn, uid)
         ):
-            pending.abandon()
-            return _result(header, Outcome.DUPLICATE)
+            return _result(header, Outcome.DUPLICATE)  # the caller drops its blob
         self._check_room()
-        key, size = pending.commit()
+        key, size = pending_blob().commit()
         return self._index(header, key, size, replace=self.options.overwrite_duplicates)
 
     def spool(self) -> BinaryIO:
