@@ -36,6 +36,8 @@ STUDY = uid(ROOT, 1)
 SERIES = uid(ROOT, 1, 1)
 SLICES = 40
 SIZE = 128
+# The viewport's canvas (OHIF also draws thumbnails on canvases of that class elsewhere).
+VIEWPORT_CANVAS = '[data-cy="viewport-grid"] canvas.cornerstone-canvas'
 LOAD_TIMEOUT = 120_000  # ms: the 17 MB app bundle and 40 frames on a busy machine
 CACHE = Path(
     os.environ.get("PYPACS_TEST_VIEWER_CACHE", Path.home() / ".cache" / "pypacs-test-viewer")
@@ -144,7 +146,7 @@ class Traffic:
 def open_study(page: Page, base: str) -> Image.Image:
     """Open the study in the viewer, dismiss what covers the viewport; its picture."""
     page.goto(f"{base}/viewer/viewer?StudyInstanceUIDs={STUDY}", timeout=LOAD_TIMEOUT)
-    page.locator("canvas.cornerstone-canvas").wait_for(timeout=LOAD_TIMEOUT)
+    page.locator(VIEWPORT_CANVAS).wait_for(timeout=LOAD_TIMEOUT)
     # OHIF's first-visit tour and notice lie over the viewport.
     for label in ("Skip all", "Confirm and hide"):
         button = page.get_by_text(label, exact=True)
@@ -160,7 +162,7 @@ def open_study(page: Page, base: str) -> Image.Image:
 
 def picture(page: Page) -> Image.Image | None:
     """The viewport's canvas as shown, when it holds an image (not blank)."""
-    shot = page.locator("canvas.cornerstone-canvas").screenshot()
+    shot = page.locator(VIEWPORT_CANVAS).screenshot()
     image = Image.open(io.BytesIO(shot)).convert("L")
     variance = ImageStat.Stat(image).var[0]
     return image if variance > 500 else None
@@ -174,7 +176,7 @@ def slice_shown(page: Page, index: int) -> None:
 
 
 def scroll_to_middle(page: Page) -> None:
-    box = page.locator("canvas.cornerstone-canvas").bounding_box()
+    box = page.locator(VIEWPORT_CANVAS).bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     for _ in range(SLICES // 2 - 1):  # one slice per wheel step
