@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import socket
 import ssl
 import threading
@@ -19,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pypacs.net import pdu
 from pypacs.net.association import (
@@ -296,6 +298,7 @@ class Acceptor:
             sock.settimeout(_SHARED_ACCEPT_POLL)
         self._sock = sock
         self._thread: threading.Thread | None = None
+        self._workers = _Workers("pypacs-dicom")
 
     @property
     def address(self) -> Peer:
@@ -343,9 +346,7 @@ class Acceptor:
                 time.sleep(0.01)  # EMFILE and the like: let descriptors free up
                 continue
             key = self._register(sock, address[0])
-            threading.Thread(
-                target=self._connection, args=(sock, key), name="pypacs-dicom", daemon=True
-            ).start()
+            self._workers.run(self._connection, sock, key)
 
     def _register(self, sock: socket.socket, address: str) -> int:
         """Count a new negotiating connection, evicting the oldest beyond a cap."""
@@ -430,3 +431,45 @@ class Acceptor:
                 assoc.abort()
             with self._lock:
                 self._established -= 1
+
+
+class _Workers:
+    """Threads for connections, one each; a thread whose connection ended waits a while for
+    the next one (at most ``keep`` wait at once), since handing a connection to a waiting
+    thread costs a fraction of starting one."""
+
+    def __init__(self, name: str, keep: int = 8, idle_seconds: float = 60.0) -> None:
+        self._name = name
+        self._keep = keep
+        self._idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]]] = []
+
+    def run(self, fn: Callable[..., None], *args: Any) -> None:
+        """``fn(*args)`` in a thread of its own: a waiting one, or a new one."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is not None:
+            inbox.put((fn, args))
+            return
+        threading.Thread(target=self._loop, args=(fn, args), name=self._name, daemon=True).start()
+
+    def _loop(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        inbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
+        while True:
+            try:
+                fn(*args)
+            except Exception:  # a connection's own failure: logged, the thread goes on
+                log.exception("connection thread failed")
+            with self._lock:
+                if len(self._idle) >= self._keep:
+                    return
+                self._idle.append(inbox)
+            try:
+                fn, args = inbox.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:  # nobody took it: this thread ends
+                        self._idle.remove(inbox)
+                        return
+                fn, args = inbox.get()  # taken just now: its connection is on the way
