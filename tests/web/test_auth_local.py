@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pydicom.dataset import Dataset
 
 from dicomgen import Spec, make_dataset
@@ -357,7 +357,21 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+def log_in(page: Page, pacs: Pacs, user: str) -> None:
+    """Log in through the page's form as ``user`` and wait for the page to be ready."""
+    page.goto(pacs.url + "/")
+    expect(page).to_have_url(pacs.url + "/login")
+    page.fill("#login-name", user)
+    page.fill("#login-password", PASSWORD.format(user))
+    page.click("#login-button")
+    expect(page).to_have_url(pacs.url + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
 def test_the_page_logs_in_and_out(pacs: Pacs, browser: Browser) -> None:
+    shown = make_dataset(Spec("AUTH-PAGE", "Page^Paula", 1, 1, 1))
+    with client(pacs, "writer") as http:
+        assert stow(http, shown).status_code == 200
     context = browser.new_context()
     page = context.new_page()
     errors: list[str] = []
@@ -372,17 +386,85 @@ def test_the_page_logs_in_and_out(pacs: Pacs, browser: Browser) -> None:
         page.fill("#login-password", "reader-password")
         page.click("#login-button")
         expect(page).to_have_url(pacs.url + "/")
-        expect(page.locator("#statistics")).to_contain_text("instance")
+        # What a user sees after logging in: the studies list, the stored study in it.
+        expect(page.locator("#view-studies")).to_be_visible()
+        expect(page.locator("#studies-status")).to_contain_text("found")
+        row = page.locator(f'#studies-table tr[data-study="{shown.StudyInstanceUID}"]')
+        expect(row).to_be_visible()
         expect(page.locator("#account-name")).to_have_text("reader (reader)")
         (cookie,) = [c for c in context.cookies() if c["name"] == "pypacs_session"]
         assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+        page.fill("#patient-id", "AUTH-PAGE")
         page.click("#search-button")
-        expect(page.locator("#results tbody tr").first).to_be_visible()
+        expect(page.locator("#studies-status")).to_have_text("1 study found.")
+        expect(page.locator("#studies-table tbody tr")).to_have_count(1)
+        assert row.locator("td").first.inner_text() == "Page, Paula"
         page.click("#log-out")
         expect(page).to_have_url(pacs.url + "/login")
         assert [c for c in context.cookies() if c["name"] == "pypacs_session"] == []
         page.goto(pacs.url + "/")
         expect(page).to_have_url(pacs.url + "/login")
+    finally:
+        context.close()
+    assert errors == []
+
+
+# What a reader may not do, the page does not offer; an administrator sees it all.
+ADMIN_ONLY_ON_THE_ARCHIVE_PAGE = ("#archive-jobs", "#archive-conflicts")
+# The remotes' C-ECHO column (the table itself is hidden here: no remote is configured).
+CONNECTION_COLUMN = (
+    "() => getComputedStyle(document.querySelector('#remotes-table th:last-child')).display"
+)
+
+
+@pytest.fixture(scope="module")
+def role_study(pacs: Pacs) -> Dataset:
+    ds = make_dataset(Spec("AUTH-ROLE", "Role^Rita", 1, 1, 1))
+    with client(pacs, "writer") as http:
+        assert stow(http, ds).status_code == 200
+    return ds
+
+
+@pytest.mark.parametrize("role", ["reader", "admin"])
+def test_the_page_offers_what_the_role_allows(
+    pacs: Pacs, browser: Browser, role: str, role_study: Dataset
+) -> None:
+    ds = role_study
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        log_in(page, pacs, role)
+        expect(page.locator("#account-name")).to_have_text(f"{role} ({role})")
+        page.goto(f"{pacs.url}/#/study/{ds.StudyInstanceUID}")
+        expect(page.locator("#study-heading")).to_have_text("Study of Role, Rita")
+        expect(page.locator("#series tbody tr")).to_have_count(1)
+        series_actions = page.locator("#series tbody tr td").last.locator("button, a")
+        study_delete = page.locator("#delete-study")
+        if role == "admin":
+            expect(study_delete).to_be_visible()
+            expect(page.locator("#send-form")).to_be_visible()
+            assert series_actions.all_inner_texts() == ["Images", "Delete"]
+        else:
+            expect(study_delete).to_be_hidden()
+            expect(page.locator("#send-form")).to_be_hidden()
+            assert series_actions.all_inner_texts() == ["Images"]
+            assert page.locator("button.danger:visible").count() == 0
+        page.click("#site-nav a[data-view=archive]")
+        expect(page.locator("#stat-studies")).not_to_be_empty()
+        for selector in ADMIN_ONLY_ON_THE_ARCHIVE_PAGE:
+            if role == "admin":
+                expect(page.locator(selector)).to_be_visible()
+            else:
+                expect(page.locator(selector)).to_be_hidden()
+        assert page.evaluate(CONNECTION_COLUMN) == ("table-cell" if role == "admin" else "none")
+        if role == "admin":
+            # The conflicts were asked for and answered (none recorded here).
+            expect(page.locator("#conflicts-status")).to_have_text("No conflict to review.")
+            expect(page.locator("#jobs-status")).to_have_text(
+                "No send was started from this page yet."
+            )
     finally:
         context.close()
     assert errors == []

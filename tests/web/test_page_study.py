@@ -1,30 +1,38 @@
 """The web page's study, tags and upload views in headless Chromium against a running
 pypacs: the tag view shows the patient name and finds a tag by search, an uploaded file
-appears in the studies list with its result, a deleted study disappears after confirming."""
+appears in the studies list with its result, a deleted study disappears after confirming,
+a series' images open in the series viewer (viewer.js) on the study page."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from PIL import Image
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from dicomgen import Spec, make_dataset, write_dataset
 from findfixtures import serve_datasets
 from serving import RunningServer
+from viewerdata import STUDY as VIEWER_STUDY
+from viewerdata import ct_slice, series_uid, us_multiframe
 
 CHROMIUM = "/usr/bin/chromium"
+TIMEOUT = 30_000  # ms: generous, the machine is shared
 DATASETS = [
     make_dataset(Spec("TAG-1", "Tagged^Tess", 1, 1, 1, study_date="20240301")),
     make_dataset(Spec("DEL-1", "Doomed^Dan", 1, 1, 1, modality="MR")),
 ]
+CT_SLICES = 12
+VIEWER_SET = [*(ct_slice(n) for n in range(1, CT_SLICES + 1)), us_multiframe()]
 NEW = make_dataset(Spec("UP-1", "Uploaded^Uma", 1, 1, 1, study_date="20240402"))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = serve_datasets(tmp_path_factory, "page-study", datasets=DATASETS)
+    srv = serve_datasets(tmp_path_factory, "page-study", datasets=[*DATASETS, *VIEWER_SET])
     yield srv
     srv.kill()
 
@@ -115,3 +123,51 @@ def test_a_deleted_study_disappears_after_confirming(page: Page) -> None:
     page.fill("#patient-id", "DEL-1")
     page.click("#search-button")
     expect(page.locator("#studies-status")).to_have_text("No study found.")
+
+
+def open_images(page: Page, series: str) -> Locator:
+    """Open the viewer study's page, press a series' Images; the place its viewer mounts."""
+    page.goto(page.url.split("#")[0] + f"#/study/{VIEWER_STUDY}")
+    expect(page.locator("#series tbody tr")).to_have_count(2)
+    page.locator(f'#series tr[data-series="{series}"] button', has_text="Images").click()
+    return page.locator(f'.series-view[data-series="{series}"]')
+
+
+def test_a_series_opens_in_the_viewer_on_the_study_page(page: Page) -> None:
+    view = open_images(page, series_uid(1))
+    # viewer.js mounted, not the list of images it falls back to.
+    image = view.locator(".viewer-mount .pv-viewer .pv-stage img.pv-image")
+    expect(image).to_have_attribute("data-index", "0", timeout=TIMEOUT)
+    page.wait_for_function(
+        "(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+    )
+    assert view.locator("table.instances").count() == 0
+    counter = view.locator(".pv-counter")
+    expect(counter).to_have_text(f"1 / {CT_SLICES}")
+    box = image.bounding_box()
+    assert box is not None and box["width"] > 100 and box["height"] > 100
+    pixels = Image.open(io.BytesIO(image.screenshot())).convert("L")
+    low, high = pixels.getextrema()
+    assert high - low > 100, "a flat image"
+    # The keys move through the slices; the tags link follows the image shown.
+    view.locator(".pv-viewer").focus()
+    page.keyboard.press("End")
+    expect(counter).to_have_text(f"{CT_SLICES} / {CT_SLICES}", timeout=TIMEOUT)
+    last = str(VIEWER_SET[CT_SLICES - 1].SOPInstanceUID)
+    tags = view.locator(".tags-link a")
+    expect(tags).to_have_attribute(
+        "href", f"#/tags/{VIEWER_STUDY}/{series_uid(1)}/{last}", timeout=TIMEOUT
+    )
+    tags.click()
+    expect(page.locator("#tags-uid")).to_have_text(last)
+
+
+def test_a_multiframe_image_shows_its_frames_in_the_page_viewer(page: Page) -> None:
+    # The study page passes each instance's Number of Frames on to the viewer.
+    view = open_images(page, series_uid(2))
+    counter = view.locator(".pv-counter")
+    expect(counter).to_have_text("1 / 1 \N{MIDDLE DOT} frame 1 / 8", timeout=TIMEOUT)
+    expect(view.locator(".pv-play")).to_be_visible()
+    view.locator(".pv-viewer").focus()
+    page.keyboard.press("ArrowDown")
+    expect(counter).to_have_text("1 / 1 \N{MIDDLE DOT} frame 2 / 8", timeout=TIMEOUT)

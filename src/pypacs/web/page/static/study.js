@@ -28,7 +28,9 @@ const STUDY_FIELDS = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRel
   "NumberOfStudyRelatedInstances"];
 const SERIES_FIELDS = ["Modality", "SeriesDescription", "SeriesNumber",
   "NumberOfSeriesRelatedInstances"];
-const INSTANCE_FIELDS = ["InstanceNumber", "Rows", "Columns", "SOPClassUID"];
+// What the viewer needs of each instance: its frames, and whether it is a PDF.
+const INSTANCE_FIELDS = ["InstanceNumber", "Rows", "Columns", "SOPClassUID", "NumberOfFrames",
+  "MIMETypeOfEncapsulatedDocument"];
 
 let current = null; // the open study's UID
 let viewerLinks = null; // GET /api/viewer once: { installed, study_url } or null
@@ -52,6 +54,8 @@ export async function showStudy(uid) {
   $("download-zip").href = `${API}${studyPath(uid)}/archive.zip`;
   $("send-progress-box").hidden = true;
   $("delete-study").hidden = !isAdmin();
+  // Sending to a remote and testing it are an administrator's (web/roles.py).
+  $("send-form").hidden = !isAdmin();
   $("study-viewer-link").hidden = true;
   say("send-status", "");
   say("study-status", "");
@@ -173,10 +177,34 @@ async function showImages(study, series, description) {
     viewer = null; // no viewer module: the list of images below
   }
   if (viewer && typeof viewer.mountSeriesViewer === "function") {
-    viewer.mountSeriesViewer(mount, { study, series, instances });
+    if (instances.length) view.append(tagsOfShown(study, series, instances, mount));
+    await viewer.mountSeriesViewer(mount, { study, series, instances, description });
   } else {
     mount.append(instanceTable(study, series, instances));
   }
+}
+
+// A link to the tags of the image the viewer shows, following it as it scrolls.
+function tagsOfShown(study, series, instances, mount) {
+  const uids = [];
+  for (const instance of instances) {
+    // The viewer's items: one per frame of an image (viewer.js itemsOf, same order).
+    const frames = Math.max(1, Number(first(instance, "NumberOfFrames")) || 1);
+    for (let i = 0; i < frames; i += 1) uids.push(first(instance, "SOPInstanceUID"));
+  }
+  const tags = link("Tags of the image shown", "#", "Tags of the image shown in the viewer");
+  const point = (uid) => {
+    tags.href = `#/tags/${enc(study)}/${enc(series)}/${enc(uid)}`;
+  };
+  point(uids[0]);
+  mount.addEventListener("pypacs-viewer-shown", (event) => {
+    const uid = uids[event.detail.index];
+    if (uid) point(uid);
+  });
+  const p = document.createElement("p");
+  p.className = "tags-link";
+  p.append(tags);
+  return p;
 }
 
 function instanceTable(study, series, instances) {
