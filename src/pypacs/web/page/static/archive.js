@@ -93,7 +93,13 @@ async function remotes() {
   }
 }
 
+const JOBS_POLL_MS = 1000;
+const unfinishedJob = (job) => job.state === "queued" || job.state === "running";
+let jobsTimer = null; // the next look at unfinished sends, while the archive page is shown
+
 async function jobs() {
+  clearTimeout(jobsTimer);
+  jobsTimer = null;
   const body = $("jobs-table").tBodies[0];
   if (startedJobs.length === 0) {
     body.replaceChildren();
@@ -101,15 +107,22 @@ async function jobs() {
     say("jobs-status", "No send was started from this page yet.");
     return;
   }
+  let unfinished = false;
   const rows = await Promise.all(startedJobs.map(async (started) => {
     const tr = document.createElement("tr");
+    tr.dataset.job = started.id;
     cell(tr, started.summary);
     try {
       const job = await getJson(`${API}/jobs/${enc(started.id)}`);
+      tr.dataset.state = job.state;
+      if (unfinishedJob(job)) unfinished = true;
       const progress = document.createElement("progress");
       const finished = job.completed + job.failed + job.warning;
       progress.max = Math.max(1, finished + (job.remaining ?? 0));
       progress.value = finished;
+      // Until the job's first progress is saved, how much is left is unknown: an
+      // indeterminate bar (HTML "the progress element", no value attribute).
+      if (unfinishedJob(job) && (job.remaining ?? null) === null) progress.removeAttribute("value");
       progress.setAttribute("aria-label", `Progress of the send of ${started.summary}`);
       cell(tr, progress);
       cell(tr, describeJob(job));
@@ -122,6 +135,7 @@ async function jobs() {
   body.replaceChildren(...rows);
   $("jobs-table").hidden = false;
   say("jobs-status", "");
+  if (unfinished && !$("view-archive").hidden) jobsTimer = setTimeout(jobs, JOBS_POLL_MS);
 }
 
 async function conflicts() {
