@@ -118,7 +118,7 @@ class Archive:
         store = open_store(
             options.blob_url or options.blob_root,
             fsync=options.fsync,
-            # A grace period means other nodes may write the same blobs (config.py).
+            # A grace period means other nodes may write the same blobs (config/settings.py).
             shared=options.orphan_grace_seconds > 0,
             endpoint_url=options.s3_endpoint_url,
             region=options.s3_region,
@@ -411,6 +411,27 @@ class Archive:
                 f"stored {stored.sop_instance_uid} has {len(data)} bytes, {stored.size} recorded"
             )
         return data
+
+    def open_instance(self, stored: StoredInstance) -> BinaryIO:
+        """The stored Part 10 file of an instance as a seekable file, read where it is
+        asked (by ranges in an object store): for readers that need only a part of it.
+
+        Raises:
+            StoreError: the blob is missing, unreadable or not of its recorded size.
+        """
+        fp = self.store.open(BlobKey(stored.blob_key))
+        try:
+            size = fp.seek(0, 2)
+            fp.seek(0)
+        except OSError as exc:
+            fp.close()
+            raise StoreError(f"cannot read the stored {stored.sop_instance_uid}: {exc}") from exc
+        if size != stored.size:
+            fp.close()
+            raise StoreError(
+                f"stored {stored.sop_instance_uid} has {size} bytes, {stored.size} recorded"
+            )
+        return fp
 
     def outgoing(
         self,
