@@ -121,12 +121,17 @@ class Receiving:
             raise OutOfResources("this instance was refused or has ended")
         expect = Expectation(expected_sop_class, expected_sop_instance, None, allowed_syntaxes)
         making: Future[PendingBlob] | None = None
+        held: Future[bool] | None = None
         try:
             if self._memory is not None:
                 # Its file is made, written and fsynced by another thread meanwhile: the
                 # slowest steps of a small instance overlap its header scan and look-up.
                 # (The buffer is not written to again: it is shared with that thread.)
                 making = self._writer.submit(_written, self._begin, self._memory)
+                if expected_sop_instance and not self._archive.options.overwrite_duplicates:
+                    # The UID the request names, looked up meanwhile too (the scan refuses a
+                    # data set that names another).
+                    held = self._writer.submit(self._archive.is_held, expected_sop_instance)
                 header = scan_header(self._memory, expect)
                 self._memory = None
             else:
@@ -135,8 +140,10 @@ class Receiving:
                 with self._pending.reader() as fallback:
                     header = scan_header(self._pending.read_view(), expect, fallback=fallback)
             self._open = False
-            return self._archive._store_received(header, lambda: self._made(making))
+            return self._archive._store_received(header, lambda: self._made(making), held)
         finally:
+            if held is not None:
+                held.cancel()  # or let it end: its answer is not needed any more
             if making is not None and self._pending is None:
                 self._pending = _result_or_none(making)
             self.abandon()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -193,18 +193,30 @@ class Archive:
         )
 
     def _store_received(
-        self, header: AnyHeader, pending_blob: Callable[[], PendingBlob]
+        self,
+        header: AnyHeader,
+        pending_blob: Callable[[], PendingBlob],
+        held: Future[bool] | None = None,
     ) -> StoreResult:
         """A received instance's file made durable and indexed (``Receiving.finish``); its
-        blob is asked for only after the look-up, as it may still be on its way."""
+        blob is asked for only after the look-up, as it may still be on its way. ``held``:
+        the look-up of its SOP Instance UID, already under way (``is_held``)."""
         uid = header.sop_instance_uid
-        if not self.options.overwrite_duplicates and tx.lookup(
-            self.engine, lambda conn: is_stored(conn, uid)
+        if not self.options.overwrite_duplicates and (
+            held.result() if held is not None else self.is_held(uid)
         ):
             return _result(header, Outcome.DUPLICATE)  # the caller drops its blob
         self._check_room()
         key, size = pending_blob().commit()
         return self._index(header, key, size, replace=self.options.overwrite_duplicates)
+
+    def is_held(self, sop_instance_uid: str) -> bool:
+        """Whether an instance with this SOP Instance UID is stored.
+
+        Raises:
+            IndexUnavailable: the index cannot be read.
+        """
+        return tx.lookup(self.engine, lambda conn: is_stored(conn, sop_instance_uid))
 
     def spool(self) -> BinaryIO:
         """An anonymous temporary file on the blob store's disk where it is a folder (else in
