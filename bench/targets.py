@@ -335,8 +335,11 @@ class PypacsTarget(Target):
                 f"port = {peer.port}",
                 *(["tls = true"] if peer.tls else []),
             ]
+        # A run's variant of the configuration (say, access closed to all but the bench's
+        # own AE title, and an audit file): TOML appended as it is.
+        extra = os.environ.get("PYPACS_BENCH_TOML", "")
         path = workdir / "pypacs.toml"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text("\n".join(lines) + "\n" + (extra + "\n" if extra else ""))
         return path
 
     def _launch(self, workdir: Path) -> subprocess.Popen[bytes]:
