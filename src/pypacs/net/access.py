@@ -4,7 +4,7 @@ A calling AE title among the ``[remotes]`` may use the services of its ``allow``
 with ``check_host`` only from its ``host``; any other calling AE title may use those of
 ``[access] unknown_callers``. With ``[access] check_called_ae`` an association addressed to
 another AE title than ours is rejected. Every refusal goes through ``AccessPolicy.refused``,
-the one place that reports it (a log line now; the audit trail's hook later).
+the one place that logs it; the audit trail records it as a security alert (net/services.py).
 
 The hot path is a dict lookup per association and a set membership per message; host
 names are resolved at start and refreshed in the background, never while a peer waits

@@ -15,8 +15,10 @@ even though the page cannot read the answer. Two rules stop that:
   ``[web] cors_origins``; STOW-RS takes ``multipart/related`` only, likewise not
   CORS-safelisted (Fetch standard, "CORS-safelisted request-header").
 
-pypacs sets no cookie, so there is no ambient credential to ride on; a cookie it sets in
-future must be ``SameSite=Strict``.
+The one cookie pypacs sets, the web page's session (web/admin/session.py), is
+``SameSite=Strict``, so a browser does not send it with a request another site starts; and
+web/http/auth.py refuses a state-changing request that a session cookie authenticates
+without an ``Origin`` of our own.
 """
 
 from __future__ import annotations
