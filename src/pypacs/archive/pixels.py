@@ -14,6 +14,7 @@ import io
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,11 @@ _START_MARKER: dict[str, bytes] = {
 _ITEM_HEADER = 8  # PS3.5 A.4: (FFFE,E000) tag and a 4-byte length
 
 
+def start_marker(syntax: str) -> bytes | None:
+    """The marker each encoded frame of ``syntax`` begins with, and no later fragment of it."""
+    return _START_MARKER.get(syntax)
+
+
 def number_of_frames(ds: Dataset) -> int:
     """Number of Frames as stored; 1 when absent or unreadable."""
     try:
@@ -82,21 +88,49 @@ def encoded_frames(ds: Dataset, syntax: str) -> list[bytes]:
         raise TranscodeError(f"the encapsulated pixel data does not parse: {exc}") from exc
     if not fragments:
         raise TranscodeError("the encapsulated pixel data holds no fragment")
-    bot, fragments = _offsets(fragments[0]), fragments[1:]
+    bot, fragments = offset_table(fragments[0]), fragments[1:]
     if not fragments:
         raise TranscodeError("the encapsulated pixel data holds no fragment after its offsets")
+    spans = [Fragment(len(f), f[:_HEAD]) for f in fragments]
+    firsts = frame_starts(frames, syntax, bot, extended_offsets(ds), spans)
+    return _group(fragments, firsts)
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """What the frame finding needs of one fragment: its length and its first bytes."""
+
+    length: int
+    head: bytes
+
+
+_HEAD = 4  # bytes of a fragment enough to see a frame's start marker
+
+
+def frame_starts(
+    frames: int, syntax: str, bot: list[int], extended: list[int] | None, fragments: list[Fragment]
+) -> list[int]:
+    """The index of the first fragment of each of ``frames`` frames (PS3.5 A.4), by rules
+    that check each other: one fragment a frame when the counts agree, else the Extended
+    Offset Table, then the Basic one, each only where it points at item starts and frame
+    markers, else the markers alone.
+
+    Raises:
+        TranscodeError: the fragments cannot be grouped into that many frames.
+    """
     if frames == 1:
-        return [b"".join(fragments)]
+        return [0]
     if len(fragments) == frames:  # PS3.5 A.4: one fragment per frame, the usual case
-        return fragments
+        return list(range(frames))
     marker = _START_MARKER.get(syntax)
-    for grouping in (_by_extended_table(ds, fragments), _by_offsets(bot, fragments)):
+    for table in (extended, bot):
+        firsts = None if table is None else _by_offsets(table, fragments)
         if (
-            grouping is not None
-            and len(grouping) == frames
-            and (marker is None or all(f.startswith(marker) for f in grouping))
+            firsts is not None
+            and len(firsts) == frames
+            and (marker is None or all(fragments[i].head.startswith(marker) for i in firsts))
         ):
-            return grouping
+            return firsts
     by_marker = _by_marker(fragments, marker)
     if by_marker is not None and len(by_marker) == frames:
         return by_marker
@@ -106,18 +140,27 @@ def encoded_frames(ds: Dataset, syntax: str) -> list[bytes]:
     )
 
 
-def _offsets(item: bytes) -> list[int]:
+def offset_table(item: bytes) -> list[int]:
+    """The Basic Offset Table's offsets (PS3.5 A.4); none when its length is no multiple of 4."""
     if len(item) % 4:
         return []
     return [int(v) for v in np.frombuffer(item, "<u4")]
 
 
-def _starts(fragments: list[bytes]) -> list[int]:
+def extended_offsets(ds: Dataset) -> list[int] | None:
+    """PS3.3 C.7.6.3.1.8 Extended Offset Table: 8-byte offsets; None when absent or malformed."""
+    table = ds.get("ExtendedOffsetTable")
+    if not isinstance(table, bytes) or len(table) % 8:
+        return None
+    return [int(v) for v in np.frombuffer(table, "<u8")]
+
+
+def item_starts(fragments: list[Fragment]) -> list[int]:
     """Each fragment's offset from the first fragment's item tag (what offset tables hold)."""
     starts, position = [], 0
     for fragment in fragments:
         starts.append(position)
-        position += _ITEM_HEADER + len(fragment)
+        position += _ITEM_HEADER + fragment.length
     return starts
 
 
@@ -126,29 +169,21 @@ def _group(fragments: list[bytes], first_of_frame: list[int]) -> list[bytes]:
     return [b"".join(fragments[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
-def _by_offsets(bot: list[int], fragments: list[bytes]) -> list[bytes] | None:
-    """PS3.5 A.4 Basic Offset Table: used only when every offset is where an item begins."""
-    position = {start: index for index, start in enumerate(_starts(fragments))}
-    if not bot or bot[0] != 0 or any(b <= a for a, b in itertools.pairwise(bot)):
+def _by_offsets(table: list[int], fragments: list[Fragment]) -> list[int] | None:
+    """An offset table (PS3.5 A.4, PS3.3 C.7.6.3.1.8): used only when every offset is where
+    an item begins."""
+    position = {start: index for index, start in enumerate(item_starts(fragments))}
+    if not table or table[0] != 0 or any(b <= a for a, b in itertools.pairwise(table)):
         return None
-    if any(offset not in position for offset in bot):
+    if any(offset not in position for offset in table):
         return None
-    return _group(fragments, [position[offset] for offset in bot])
+    return [position[offset] for offset in table]
 
 
-def _by_extended_table(ds: Dataset, fragments: list[bytes]) -> list[bytes] | None:
-    """PS3.3 C.7.6.3.1.8 Extended Offset Table: same rule as the basic one."""
-    table = ds.get("ExtendedOffsetTable")
-    if not isinstance(table, bytes) or len(table) % 8:
+def _by_marker(fragments: list[Fragment], marker: bytes | None) -> list[int] | None:
+    if marker is None or not fragments[0].head.startswith(marker):
         return None
-    offsets = [int(v) for v in np.frombuffer(table, "<u8")]
-    return _by_offsets(offsets, fragments)
-
-
-def _by_marker(fragments: list[bytes], marker: bytes | None) -> list[bytes] | None:
-    if marker is None or not fragments[0].startswith(marker):
-        return None
-    return _group(fragments, [i for i, f in enumerate(fragments) if f.startswith(marker)])
+    return [i for i, f in enumerate(fragments) if f.head.startswith(marker)]
 
 
 def normalise_encapsulation(ds: Dataset, syntax: str) -> None:

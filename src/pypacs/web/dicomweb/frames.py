@@ -3,8 +3,9 @@ the bulk data elements metadata points at (PS3.18 Table 10.4.1-1, 8.7.3.3)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from pypacs.archive import Archive, StoredInstance
+from pypacs.archive import Archive
+from pypacs.archive.framereader import StoredFrames
 from pypacs.archive.outgoing import sendable_syntax
 from pypacs.archive.pixels import frame_array, number_of_frames
 from pypacs.archive.transcode import transcode
@@ -29,6 +31,7 @@ from pypacs.web.dicomweb.resources import (
     entity_of,
     load_pixels,
     locate,
+    open_pixels,
     path_of,
     service_url,
 )
@@ -162,25 +165,50 @@ def frame_bytes(ds: Dataset, stored: str, index: int, plan: FramePlan) -> bytes:
     return stored_frame(ds, index) if plan.as_stored else uncompressed_frame(ds, stored, index)
 
 
+def read_frame(source: StoredFrames, index: int, plan: FramePlan) -> bytes:
+    """Frame ``index`` (from 0) as ``plan`` says, read alone from the stored instance."""
+    if plan.as_stored:
+        return source.frame(index)
+    ds, at = source.image(index)
+    return uncompressed_frame(ds, str(source.syntax), at)
+
+
 def _pixels(
-    archive: Archive, entity: EntityRef, ranges: list[MediaRange]
-) -> tuple[StoredInstance, FramePlan, Dataset]:
+    archive: Archive, entity: EntityRef, numbers: list[int], ranges: list[MediaRange]
+) -> tuple[FramePlan, StoredFrames]:
+    """The plan and the open instance, each frame asked for found (PS3.18 8.7.3.3: every
+    one there, or an error before the body)."""
     stored = locate(archive, entity)
     plan = frame_plan(stored.transfer_syntax_uid, ranges)
-    ds = load_pixels(archive, stored)
-    if _PIXEL_DATA not in ds:
-        raise not_found(f"{entity} has no pixel data")
-    return stored, plan, ds
+    source = open_pixels(archive, stored)
+    try:
+        if _PIXEL_DATA not in source.header:
+            raise not_found(f"{entity} has no pixel data")
+        count = source.count
+        beyond = [n for n in numbers if n > count]
+        if beyond:
+            raise not_found(f"{entity} has {count} frame(s); there is no frame {beyond[0]}")
+        for number in numbers:
+            source.locate(number - 1)
+    except BaseException:
+        source.close()
+        raise
+    return plan, source
 
 
 def _frame_parts(
-    ds: Dataset, stored: str, numbers: list[int], plan: FramePlan, boundary: str, url: str
+    frame: Callable[[int], bytes], numbers: list[int], plan: FramePlan, boundary: str, url: str
 ) -> Iterator[bytes]:
     for number in numbers:
         yield part_head(boundary, f"{plan.media}; transfer-syntax={plan.syntax}", f"{url}/{number}")
-        yield frame_bytes(ds, stored, number - 1, plan)
+        yield frame(number - 1)
         yield part_tail()
     yield closing(boundary)
+
+
+def _closing(parts: Iterator[bytes], source: StoredFrames) -> Iterator[bytes]:
+    with source:
+        yield from parts
 
 
 def frames_endpoint(archive: Archive, base: str) -> Any:
@@ -188,14 +216,11 @@ def frames_endpoint(archive: Archive, base: str) -> Any:
         entity = entity_of(request)
         numbers = parse_frames(request.path_params["frames"])
         ranges = acceptable(request)
-        stored, plan, ds = await run_in_threadpool(_pixels, archive, entity, ranges)
-        count = number_of_frames(ds)
-        beyond = [n for n in numbers if n > count]
-        if beyond:
-            raise not_found(f"{entity} has {count} frame(s); there is no frame {beyond[0]}")
+        plan, source = await run_in_threadpool(_pixels, archive, entity, numbers, ranges)
         boundary = new_boundary()
         url = service_url(request, base) + path_of(entity) + "/frames"
-        parts = _frame_parts(ds, stored.transfer_syntax_uid, numbers, plan, boundary, url)
+        frame = partial(read_frame, source, plan=plan)
+        parts = _closing(_frame_parts(frame, numbers, plan, boundary, url), source)
         return StreamingResponse(
             iterate_in_threadpool(parts), media_type=related_type(boundary, plan.media)
         )
@@ -221,9 +246,8 @@ def _bulk_parts(
         count = number_of_frames(ds)
         if plan.as_stored:  # one part per frame, each in the media type as held
             numbers = list(range(1, count + 1))
-            return plan.media, list(
-                _frame_parts(ds, syntax, numbers, plan, boundary, url + "/frames")
-            )
+            frame = partial(frame_bytes, ds, syntax, plan=plan)
+            return plan.media, list(_frame_parts(frame, numbers, plan, boundary, url + "/frames"))
         body = b"".join(uncompressed_frame(ds, syntax, i) for i in range(count))
     else:
         elem = ds[tag]

@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, Retrieval
+from pypacs.archive.framereader import StoredFrames
 from pypacs.archive.pixels import number_of_frames
 from pypacs.query.entity import EntityRef
 from pypacs.web.dicomweb.frames import parse_frames
@@ -31,7 +32,7 @@ from pypacs.web.dicomweb.render import (
 )
 from pypacs.web.dicomweb.rendercache import RenderCache
 from pypacs.web.dicomweb.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
-from pypacs.web.dicomweb.resources import entered, entity_of, load_pixels, locate, middle
+from pypacs.web.dicomweb.resources import entered, entity_of, locate, middle, open_pixels
 from pypacs.web.http.errors import HttpProblem, bad_parameter, not_acceptable, not_found
 from pypacs.web.http.multipart import closing, new_boundary, part_head, part_tail, related_type
 from pypacs.web.http.negotiate import MediaRange, acceptable, describe
@@ -189,12 +190,17 @@ class _Renderer:
     def __init__(self, budget: RenderBudget) -> None:
         self.budget = budget
 
-    def image(self, ds: Dataset, entity: EntityRef, index: int, rendering: Rendering) -> bytes:
-        if not has_pixels(ds):
+    def image(
+        self, source: StoredFrames, entity: EntityRef, index: int, rendering: Rendering
+    ) -> bytes:
+        """Frame ``index`` (from 0) rendered, read alone from the stored instance."""
+        header = source.header
+        if not has_pixels(header):
             raise not_acceptable(f"{entity} has no image: pypacs renders images only")
-        _check_region(ds, rendering.region)
-        with self.budget.decoding(ds):
-            return render(ds, index, rendering)
+        _check_region(header, rendering.region)
+        with self.budget.decoding(header):
+            ds, at = source.image(index)
+            return render(ds, at, rendering)
 
 
 def _frame_indexes(ds: Dataset, entity: EntityRef, frames: list[int]) -> list[int]:
@@ -223,11 +229,14 @@ def _instance_images(
     frames: list[int] | None,
     rendering: Rendering,
     pdf: bool,
+    stack: ExitStack,
 ) -> tuple[str, bytes, Iterator[bytes], int]:
     """The media type and rendered frames of one instance (its first frame when none are
     named): the first rendered now, the others as they are asked for, and how many there
-    are. An encapsulated PDF, with ``pdf`` acceptable, is its document."""
-    ds = load_pixels(archive, locate(archive, entity))
+    are. An encapsulated PDF, with ``pdf`` acceptable, is its document. The instance stays
+    open until ``stack`` is closed."""
+    source = stack.enter_context(open_pixels(archive, locate(archive, entity)))
+    ds = source.header
     document = encapsulated_pdf(ds) if frames is None else None
     if document is not None:
         if not pdf:
@@ -239,8 +248,8 @@ def _instance_images(
             f"{' or '.join(RENDERED_TYPES)}"
         )
     indexes = _frame_indexes(ds, entity, frames or [1])
-    first = renderer.image(ds, entity, indexes[0], rendering)
-    rest = (renderer.image(ds, entity, i, rendering) for i in indexes[1:])
+    first = renderer.image(source, entity, indexes[0], rendering)
+    rest = (renderer.image(source, entity, i, rendering) for i in indexes[1:])
     return rendering.media, first, rest, len(indexes)
 
 
@@ -262,9 +271,10 @@ def _thumbnail(
     key = (stored.blob_key, tuple(frames or ()), rendering)
     image = cache.get(key)
     if image is None:
-        ds = load_pixels(archive, stored)
-        index = _frame_indexes(ds, entity, frames)[0] if frames else number_of_frames(ds) // 2
-        image = renderer.image(ds, entity, index, rendering)
+        with open_pixels(archive, stored) as source:
+            ds = source.header
+            index = _frame_indexes(ds, entity, frames)[0] if frames else number_of_frames(ds) // 2
+            image = renderer.image(source, entity, index, rendering)
         cache.put(key, image)
     return image
 
@@ -278,9 +288,9 @@ def _rendered_parts(
 ) -> Iterator[bytes]:
     """Each image instance under a study or series rendered (its first frame)."""
     for stored in retrieval.instances:
-        ds = load_pixels(archive, stored)
-        if has_pixels(ds):
-            yield renderer.image(ds, entity, 0, rendering)
+        with open_pixels(archive, stored) as source:
+            if has_pixels(source.header):
+                yield renderer.image(source, entity, 0, rendering)
 
 
 def _multipart(
@@ -311,13 +321,19 @@ def rendered_endpoint(archive: Archive, renderer: _Renderer) -> Any:
         media = rendering.media
         if entity.instance is not None:
             pdf = document and accepts_pdf(ranges)
-            media, first, rest, count = await run_in_threadpool(
-                _instance_images, renderer, archive, entity, frames, rendering, pdf
-            )
+            opened = ExitStack()
+            try:
+                media, first, rest, count = await run_in_threadpool(
+                    _instance_images, renderer, archive, entity, frames, rendering, pdf, opened
+                )
+            except BaseException:
+                await run_in_threadpool(opened.close)
+                raise
             if count == 1:
+                await run_in_threadpool(opened.close)
                 return Response(first, media_type=media)
             boundary = new_boundary()
-            chunks = _multipart(rest, first, media, boundary, ExitStack())
+            chunks = _multipart(rest, first, media, boundary, opened)
             return StreamingResponse(
                 iterate_in_threadpool(chunks), media_type=related_type(boundary, media)
             )

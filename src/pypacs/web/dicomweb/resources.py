@@ -15,6 +15,7 @@ from pydicom.errors import InvalidDicomError
 from starlette.requests import Request
 
 from pypacs.archive import Archive, StoredInstance
+from pypacs.archive.framereader import StoredFrames
 from pypacs.archive.pixels import normalise_encapsulation
 from pypacs.errors import StoreError
 from pypacs.model.uid import is_acceptable_uid
@@ -114,6 +115,18 @@ def load(archive: Archive, stored: StoredInstance) -> Dataset:
         return dcmread(BytesIO(data))
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"stored {stored.sop_instance_uid} does not parse: {exc}") from exc
+
+
+def open_pixels(archive: Archive, stored: StoredInstance) -> StoredFrames:
+    """The stored instance's header, its frames read one at a time where they lie
+    (archive/framereader.py): for what needs the header and a few frames; close it after.
+
+    Raises:
+        StoreError: the blob cannot be read or its header does not parse.
+    """
+    return StoredFrames(
+        archive.open_instance(stored), stored.transfer_syntax_uid, stored.sop_instance_uid
+    )
 
 
 def load_pixels(archive: Archive, stored: StoredInstance) -> Dataset:

@@ -14,12 +14,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from pypacs.archive import Archive, StoredInstance
-from pypacs.archive.pixels import normalise_encapsulation, number_of_frames
+from pypacs.archive.pixels import number_of_frames
 from pypacs.model.uid import is_acceptable_uid
 from pypacs.query.entity import EntityRef
 from pypacs.web.dicomweb.render import RENDERED_TYPES, Region, Rendering, Window, has_pixels, render
 from pypacs.web.dicomweb.renderlimits import MAX_VIEWPORT, RenderBudget, budget_for
-from pypacs.web.dicomweb.resources import load, locate
+from pypacs.web.dicomweb.resources import locate, open_pixels
 from pypacs.web.dicomweb.wado import DEFAULT_SYNTAX, DICOM, dicom_file, target_syntax
 from pypacs.web.http.errors import HttpProblem, bad_parameter
 from pypacs.web.http.negotiate import MediaRange, parse_accept
@@ -211,16 +211,17 @@ def _answer(
     archive: Archive, request: UriRequest, ae: str, budget: RenderBudget
 ) -> tuple[bytes, str]:
     stored = locate(archive, request.entity)
-    ds = load(archive, stored)
-    media = _media(request, ds)
-    if media == DICOM:
-        return _dicom(archive, stored, request, ae), DICOM
-    if request.transfer_syntax is not None:
-        raise bad_parameter("transferSyntax", f"transferSyntax applies to {DICOM} only")
-    rendering, index = _rendering(request.params, media, ds)
-    normalise_encapsulation(ds, stored.transfer_syntax_uid)  # frames found, not trusted
-    with budget.decoding(ds):
-        return render(ds, index, rendering), media
+    with open_pixels(archive, stored) as source:  # the header, and one frame when rendered
+        ds = source.header
+        media = _media(request, ds)
+        if media == DICOM:
+            return _dicom(archive, stored, request, ae), DICOM
+        if request.transfer_syntax is not None:
+            raise bad_parameter("transferSyntax", f"transferSyntax applies to {DICOM} only")
+        rendering, index = _rendering(request.params, media, ds)
+        with budget.decoding(ds):
+            frame, at = source.image(index)  # frames found, not trusted (archive/pixels.py)
+            return render(frame, at, rendering), media
 
 
 def routes(archive: Archive, options: WebOptions, base: str) -> list[BaseRoute]:
