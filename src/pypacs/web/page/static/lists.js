@@ -130,6 +130,8 @@ export async function showList(list, state) {
     $(`${list}-table`).hidden = rows.length === 0;
     pager(list, state, offset, rows.length, answer.total);
     say(status, describe(spec, offset, rows.length, answer), answer.warnings.length > 0);
+    // For bench/page.py and anyone timing the page (User Timing, performance.mark).
+    performance.mark(`pypacs-${list}-shown`);
   } catch (error) {
     if (ticket !== asked) return;
     $(`${list}-table`).tBodies[0].replaceChildren();
