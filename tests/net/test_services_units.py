@@ -3,6 +3,7 @@ sets (deflate bounded), and the offer table negotiation answers from."""
 
 from __future__ import annotations
 
+import struct
 import zlib
 
 import pytest
@@ -47,6 +48,29 @@ def test_identifier_round_trip(syntax: str) -> None:
     back = decode_identifier(encode_identifier(ds, syntax), syntax)
     assert (back.QueryRetrieveLevel, str(back.PatientName)) == ("STUDY", "Doe^Jane")
     assert list(back.FailedSOPInstanceUIDList) == ["1.2.3", "1.2.4"]
+
+
+def _explicit(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+# Rows as a US of three bytes (a US holds two), on its own and inside a sequence's item.
+_BAD_US = _explicit(0x0028, 0x0010, b"US", b"abc")
+_IN_AN_ITEM = (
+    _explicit(0x0008, 0x0052, b"CS", b"STUDY ")
+    + struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
+    + struct.pack("<HHI", 0xFFFE, 0xE000, len(_BAD_US))
+    + _BAD_US
+    + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+)
+
+
+@pytest.mark.parametrize("data", [_BAD_US, _IN_AN_ITEM], ids=["top-level", "in-an-item"])
+def test_a_value_its_vr_cannot_hold_is_refused_at_once(data: bytes) -> None:
+    """pydicom reads values when first used: the identifier is read whole at once, so that a
+    bad value is a data set that does not parse, not a failure in the middle of a query."""
+    with pytest.raises(IdentifierError, match="does not parse"):
+        decode_identifier(data, ExplicitVRLittleEndian)
 
 
 def test_a_deflated_identifier_inflating_past_the_bound_is_refused() -> None:

@@ -50,9 +50,24 @@ def decode_identifier(data: bytes | bytearray | memoryview, transfer_syntax: str
         if len(raw) > MAX_IDENTIFIER_BYTES:
             raise IdentifierError(f"identifier inflates past {MAX_IDENTIFIER_BYTES} bytes")
     try:
-        return read_dataset(BytesIO(raw), ts.is_implicit_VR, ts.is_little_endian, len(raw))
+        ds = read_dataset(BytesIO(raw), ts.is_implicit_VR, ts.is_little_endian, len(raw))
     except _UNREADABLE as exc:
         raise IdentifierError(f"identifier does not parse: {exc}") from exc
+    try:
+        _convert_all(ds)
+    except Exception as exc:  # pydicom raises many types on a value its VR cannot hold
+        raise IdentifierError(f"identifier does not parse: {exc}") from exc
+    return ds
+
+
+def _convert_all(ds: Dataset) -> None:
+    """Every element's value read now (pydicom reads them when first used), items included,
+    so that a value its VR cannot hold (a US of three bytes) is refused here, as a data set
+    that does not parse, not met halfway through a query."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _convert_all(item)
 
 
 def encode_identifier(ds: Dataset, transfer_syntax: str) -> bytes:
