@@ -194,6 +194,7 @@ def _download(url: str, target: Path, algorithm: str, timeout: float) -> bytes:
                 digest.update(chunk)
                 out.write(chunk)
     except urllib.error.HTTPError as exc:
+        exc.close()  # the error holds the answer's connection open until closed
         raise ViewerError(f"the registry answered {exc.code} {exc.reason} for {url}") from exc
     except urllib.error.URLError as exc:
         raise ViewerError(
