@@ -286,15 +286,15 @@ def test_a_stuck_tls_receiver_costs_drops_not_waits(tmp_path: Path, tls_files: o
 
 def test_a_transfer_names_the_patients_it_is_given(validate: Validate) -> None:
     root = validate(every_message()["patient"])
-    patients = [
-        (
-            o.get("ParticipantObjectID"),
-            o.get("ParticipantObjectTypeCodeRole"),
-            code(o.find("ParticipantObjectIDTypeCode")),
+    patients = []
+    for o in root.findall("ParticipantObjectIdentification"):
+        if o.get("ParticipantObjectTypeCode") != "1":  # PS3.15 A.5.1: a person
+            continue
+        id_type = o.find("ParticipantObjectIDTypeCode")
+        assert id_type is not None
+        patients.append(
+            (o.get("ParticipantObjectID"), o.get("ParticipantObjectTypeCodeRole"), code(id_type))
         )
-        for o in root.findall("ParticipantObjectIdentification")
-        if o.get("ParticipantObjectTypeCode") == "1"  # PS3.15 A.5.1: a person
-    ]
     assert patients == [("PAT 1", "1", "2"), ("P2", "1", "2")]
     assert (
         validate(every_message()["stored"]).find(

@@ -4,6 +4,7 @@ recorded on ingest (/api/conflicts); a clear 400 for wrong values."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,7 +45,7 @@ def test_ingest_per_minute_over_the_last_hour(server: RunningServer) -> None:
     buckets = body["buckets"]
     assert len(buckets) == 60
     starts = [datetime.fromisoformat(b["start"]) for b in buckets]
-    assert all(b - a == timedelta(minutes=1) for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(starts))
     assert starts[-1] <= datetime.now(UTC) < starts[-1] + timedelta(minutes=2)
     assert starts[-1] >= before.replace(second=0, microsecond=0) - timedelta(minutes=1)
     assert sum(b["instances"] for b in buckets) == len(DATASETS)

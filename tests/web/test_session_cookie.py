@@ -115,8 +115,8 @@ def test_behind_a_trusted_proxy_saying_https_the_cookie_is_secure(
         assert login.status_code == 200, login.text
         assert "secure" in attributes(login.headers["set-cookie"])
         # The same proxy forwarding plain HTTP: no Secure.
-        login, _ = log_in_and_out(http)
-    assert "secure" not in login and "httponly" in login
+        cookie, _ = log_in_and_out(http)
+    assert "secure" not in cookie and "httponly" in cookie
 
 
 def test_over_plain_http_the_cookie_is_not_secure(plain: RunningServer) -> None:
