@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from pydicom.dataset import Dataset
 
 from dicomgen import Spec, make_dataset
@@ -344,17 +344,6 @@ def test_session_log_in_and_out_over_http(pacs: Pacs) -> None:
 
 
 # -- the web page in Chromium -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run"],
-        )
-        yield browser
-        browser.close()
 
 
 def log_in(page: Page, pacs: Pacs, user: str) -> None:

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from dicomgen import Spec, make_dataset
 from findfixtures import serve_datasets
 from receiver import config_file, receiver
 from serving import RunningServer
 
-CHROMIUM = "/usr/bin/chromium"
 TIMEOUT = 60_000  # ms: generous, the machine is shared
 AXE_VERSION = "4.10.3"
 # The registry's dist.integrity of axe-core@4.10.3 (npm view axe-core@4.10.3 dist.integrity).
@@ -84,14 +83,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
             yield srv
         finally:
             srv.kill()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

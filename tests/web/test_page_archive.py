@@ -11,14 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from dicomgen import Spec, make_dataset
 from findfixtures import serve_datasets
 from receiver import Receiver, config_file, receiver
 from serving import RunningServer
 
-CHROMIUM = "/usr/bin/chromium"
 TIMEOUT = 60_000  # ms: generous, the machine is shared
 SENT = 5  # instances of the study sent from the page
 
@@ -63,14 +62,6 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
         finally:
             gate.set()
             srv.kill()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

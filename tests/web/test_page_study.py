@@ -12,7 +12,7 @@ from typing import cast
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from dicomgen import Spec, make_dataset, write_dataset
 from findfixtures import serve_datasets
@@ -20,7 +20,6 @@ from serving import RunningServer
 from viewerdata import STUDY as VIEWER_STUDY
 from viewerdata import ct_slice, series_uid, us_multiframe
 
-CHROMIUM = "/usr/bin/chromium"
 TIMEOUT = 30_000  # ms: generous, the machine is shared
 DATASETS = [
     make_dataset(Spec("TAG-1", "Tagged^Tess", 1, 1, 1, study_date="20240301")),
@@ -36,14 +35,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     srv = serve_datasets(tmp_path_factory, "page-study", datasets=[*DATASETS, *VIEWER_SET])
     yield srv
     srv.kill()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

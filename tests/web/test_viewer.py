@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from PIL import Image, ImageChops, ImageStat
-from playwright.sync_api import Browser, Page, Request, Response, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Response
 from pydicom.dataset import Dataset
 
 from pypacs.web.page import ohif
@@ -29,8 +28,6 @@ from dicomgen import Spec, make_dataset, uid, write_dataset
 from helpers import CLI_ENV, status_of, store_files, wait_for
 from serving import RunningServer, start_pypacs
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run"]
 ROOT = 9311  # first UID component of this set, apart from other tests' data
 STUDY = uid(ROOT, 1)
 SERIES = uid(ROOT, 1, 1)
@@ -94,14 +91,6 @@ def serve_ct(data: Path, viewer_root: Path, *flags: str) -> RunningServer:
         srv.kill()
         raise
     return srv
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @dataclass
