@@ -161,10 +161,7 @@ class Archive:
             expected_sop_class, expected_sop_instance, expected_study, allowed_syntaxes
         )
         header = read_header(data, expect)
-        uid = header.sop_instance_uid
-        if not self.options.overwrite_duplicates and tx.lookup(
-            self.engine, lambda conn: is_stored(conn, uid)
-        ):
+        if not self.options.overwrite_duplicates and self.is_held(header.sop_instance_uid):
             return _result(header, Outcome.DUPLICATE)
         self._check_room()
         key, size = self.store.put(_chunks(data))
