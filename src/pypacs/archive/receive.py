@@ -5,7 +5,6 @@ one in memory, whatever its size."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from concurrent.futures import Executor, Future
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -16,9 +15,9 @@ from pypacs.store.base import PendingBlob
 if TYPE_CHECKING:
     from pypacs.archive.service import Archive, StoreResult
 
-# Instances up to this size are held in memory as they arrive, their header scanned from
-# there while another thread writes their file (``finish``); larger ones are written as
-# they arrive and scanned from a map of their file.
+# Instances up to this size are held in memory as they arrive and written into their file
+# once whole (``finish``); larger ones are written as they arrive and scanned from a map of
+# their file.
 _IN_MEMORY = 256 * 1024
 
 
@@ -44,11 +43,9 @@ class Receiving:
         begin: Callable[[], PendingBlob],
         head: bytes,
         limit: int,
-        writer: Executor,
     ) -> None:
         self._archive = archive
         self._begin = begin
-        self._writer = writer
         self._pending: PendingBlob | None = None  # the file, once the instance outgrew memory
         self._limit = limit + len(head) if limit else 0  # the bound is on the data set
         self._memory: bytearray | None = bytearray()
@@ -120,18 +117,12 @@ class Receiving:
         if not self._open:
             raise OutOfResources("this instance was refused or has ended")
         expect = Expectation(expected_sop_class, expected_sop_instance, None, allowed_syntaxes)
-        making: Future[PendingBlob] | None = None
-        held: Future[bool] | None = None
         try:
             if self._memory is not None:
-                # Its file is made, written and fsynced by another thread meanwhile: the
-                # slowest steps of a small instance overlap its header scan and look-up.
-                # (The buffer is not written to again: it is shared with that thread.)
-                making = self._writer.submit(_written, self._begin, self._memory)
-                if expected_sop_instance and not self._archive.options.overwrite_duplicates:
-                    # The UID the request names, looked up meanwhile too (the scan refuses a
-                    # data set that names another).
-                    held = self._writer.submit(self._archive.is_held, expected_sop_instance)
+                # Its file first: the fsync, the slowest step, then runs in the background
+                # while the header is scanned. (One thread does the rest: the scan and the
+                # look-ups are Python, which a second thread would only wait for.)
+                self._pending = _written(self._begin, self._memory)
                 header = scan_header(self._memory, expect)
                 self._memory = None
             else:
@@ -140,19 +131,9 @@ class Receiving:
                 with self._pending.reader() as fallback:
                     header = scan_header(self._pending.read_view(), expect, fallback=fallback)
             self._open = False
-            return self._archive._store_received(header, lambda: self._made(making), held)
+            return self._archive._store_received(header, self._pending)
         finally:
-            if held is not None:
-                held.cancel()  # or let it end: its answer is not needed any more
-            if making is not None and self._pending is None:
-                self._pending = _result_or_none(making)
             self.abandon()
-
-    def _made(self, making: Future[PendingBlob] | None) -> PendingBlob:
-        if making is not None:
-            self._pending = making.result()
-        assert self._pending is not None
-        return self._pending
 
     def abandon(self) -> None:
         """Drop the instance: no file is left; never raises."""
@@ -160,11 +141,3 @@ class Receiving:
         self._memory = None
         if self._pending is not None:
             self._pending.abandon()
-
-
-def _result_or_none(making: Future[PendingBlob]) -> PendingBlob | None:
-    """The blob another thread made, once it is done (None if it failed: nothing is left)."""
-    try:
-        return making.result()
-    except BaseException:  # its own failure was raised to the caller already, or is moot
-        return None

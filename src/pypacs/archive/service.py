@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -101,9 +100,6 @@ class Archive:
         self.store = store
         self.options = options
         self._writer = tx.GroupWriter(engine)
-        # Small received instances' files are made and written here while their receiver
-        # scans and looks them up (archive/receive.py).
-        self._file_writer = ThreadPoolExecutor(4, thread_name_prefix="receive")
         # Studies sent to peers (remote/jobs.py), held by a node through a lease.
         self.jobs = JobLedger(engine, options.job_lease_seconds)
         self.accounts = Accounts(engine)  # the HTTP port's users (web/http/auth.py)
@@ -126,8 +122,8 @@ class Archive:
         return cls(engine, store, options)
 
     def close(self) -> None:
-        self._file_writer.shutdown(wait=True)
         self._writer.close()
+        self.store.close()
         try:
             close_engine(self.engine)
         except OperationalError as exc:  # e.g. a full disk: the log stays, folded in later
@@ -185,27 +181,31 @@ class Archive:
         meta = file_meta(
             sop_class_uid, sop_instance_uid, transfer_syntax_uid, source_ae_title=source_ae_title
         )
-        return Receiving(
-            self, self.store.begin, meta, self.options.max_instance_bytes, self._file_writer
-        )
+        return Receiving(self, self.store.begin, meta, self.options.max_instance_bytes)
 
-    def _store_received(
-        self,
-        header: AnyHeader,
-        pending_blob: Callable[[], PendingBlob],
-        held: Future[bool] | None = None,
-    ) -> StoreResult:
-        """A received instance's file made durable and indexed (``Receiving.finish``); its
-        blob is asked for only after the look-up, as it may still be on its way. ``held``:
-        the look-up of its SOP Instance UID, already under way (``is_held``)."""
-        uid = header.sop_instance_uid
-        if not self.options.overwrite_duplicates and (
-            held.result() if held is not None else self.is_held(uid)
-        ):
-            return _result(header, Outcome.DUPLICATE)  # the caller drops its blob
+    def _store_received(self, header: AnyHeader, pending: PendingBlob) -> StoreResult:
+        """A received instance's file made durable and indexed (``Receiving.finish``); the
+        caller drops ``pending`` if it is not kept (a duplicate, a failure)."""
+        if not self.options.overwrite_duplicates and self.is_held(header.sop_instance_uid):
+            return _result(header, Outcome.DUPLICATE)
         self._check_room()
-        key, size = pending_blob().commit()
-        return self._index(header, key, size, replace=self.options.overwrite_duplicates)
+        # The index row is written while the blob's folder is fsynced; the answer waits
+        # for both: success only once file, folder and row are durable.
+        key, size = pending.place()
+        try:
+            result = self._index(header, key, size, replace=self.options.overwrite_duplicates)
+        except BaseException:
+            with suppress(StoreError):
+                pending.settle()
+            raise
+        try:
+            pending.settle()
+        except StoreError as exc:
+            # Indexed and readable, but not known durable: the sender is told it failed
+            # and may send it again (a duplicate then, answered as stored).
+            log.error("blob %s of %s not made durable: %s", key, header.sop_instance_uid, exc)
+            raise
+        return result
 
     def is_held(self, sop_instance_uid: str) -> bool:
         """Whether an instance with this SOP Instance UID is stored.

@@ -48,6 +48,24 @@ class PendingBlob(Protocol):
         """
         ...
 
+    def place(self) -> tuple[BlobKey, int]:
+        """``commit`` in two steps, for a caller with other work to overlap: the blob is
+        readable under its key on return, its last step towards durability may still be
+        under way; ``settle`` waits for it.
+
+        Raises:
+            OutOfResources, StoreError: as for ``commit``; nothing is left behind.
+        """
+        ...
+
+    def settle(self) -> None:
+        """Wait until the placed blob is durable.
+
+        Raises:
+            StoreError: it could not be made durable; the blob stays (readable, as placed).
+        """
+        ...
+
     def abandon(self) -> None:
         """Drop what was written; nothing is left behind; never raises."""
         ...
@@ -110,4 +128,8 @@ class BlobStore(Protocol):
 
     def prefix_bounds(self, prefix: str) -> tuple[str, str]:
         """Keys ``k`` of group ``prefix`` satisfy ``low <= k < high``."""
+        ...
+
+    def close(self) -> None:
+        """Release what the store keeps between writes; it stays usable."""
         ...

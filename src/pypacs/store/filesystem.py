@@ -1,4 +1,5 @@
-"""Filesystem blob store: temp name, write, fsync, rename, fsync of the folder."""
+"""Filesystem blob store: an unnamed file (or a temporary name), write, fsync, link (or
+rename) under its key, fsync of the folder."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ _TMP_SUFFIX = ".tmp"
 # write under way; older, it is the leftover of an interrupted one.
 SHARED_TMP_SECONDS = 3600.0
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# Unnamed files made ahead of need, per process: making a file is the costliest step of a
+# small blob on ext4 (0.1 to 1 ms, it grows with the file system), so ``begin`` takes one
+# made meanwhile. Each is a descriptor and an empty inode, gone with the process.
+_SPARES = 4
 
 
 class FilesystemStore:
@@ -32,7 +37,14 @@ class FilesystemStore:
     that a write never has to create one.
     """
 
-    def __init__(self, root: Path | str, *, fsync: bool = True, shared: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        fsync: bool = True,
+        shared: bool = False,
+        unnamed_files: bool = True,
+    ) -> None:
         self.root = Path(root).resolve()
         self._root_text = str(self.root)
         self._fsync = fsync
@@ -43,6 +55,11 @@ class FilesystemStore:
         self._writing_lock = threading.Lock()
         # fsyncs of written blobs, run while their writer checks and indexes them (``written``).
         self._syncing = ThreadPoolExecutor(4, thread_name_prefix="blob-fsync")
+        # Unnamed files ready for ``begin`` (_SPARES), made by the process that uses them.
+        self._spares: list[int] = []
+        self._spares_pid = os.getpid()
+        self._refilling = False
+        self._closed = False
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             created = False
@@ -55,6 +72,18 @@ class FilesystemStore:
                 self._fsync_dir(self.root)
         except OSError as exc:
             raise StoreError(f"cannot create the blob folders under {self.root}: {exc}") from exc
+        # Blobs written into unnamed files where the file system has them (else, or with
+        # ``unnamed_files`` false, into temporary names).
+        self._unnamed = unnamed_files and _links_unnamed(self._root_text)
+
+    def close(self) -> None:
+        """Drop the spare files (they vanish: they have no name); ``begin`` still works."""
+        with self._writing_lock:
+            self._closed = True
+            spares, self._spares = self._spares, []
+        for fd in spares:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _path(self, key: BlobKey) -> Path:
         # Containment: the key's shape is ours ("ab/" + 32 lower-case hex digits).
@@ -73,14 +102,63 @@ class FilesystemStore:
         name = secrets.token_hex(16)
         key = BlobKey(f"{name[:2]}/{name}")
         folder = f"{self._root_text}/{name[:2]}"
+        if self._unnamed:
+            fd = self._spare()
+            try:
+                if fd < 0:
+                    fd = os.open(self._root_text, os.O_TMPFILE | os.O_RDWR, 0o644)
+            except OSError as exc:
+                raise _write_error(key, exc) from exc
+            return PendingFile(self, key, folder, name, fd, named=False)
         tmp_name = name + _TMP_SUFFIX
-        tmp = f"{folder}/{tmp_name}"
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(f"{folder}/{tmp_name}", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise _write_error(key, exc) from exc
         self._started(tmp_name)
-        return PendingFile(self, key, folder, name, fd)
+        return PendingFile(self, key, folder, name, fd, named=True)
+
+    def _spare(self) -> int:
+        """A spare unnamed file's descriptor, or -1 (``_restock`` makes more)."""
+        with self._writing_lock:
+            if self._spares_pid != os.getpid():  # a forked child: its copies are not to use
+                inherited, self._spares, self._spares_pid = self._spares, [], os.getpid()
+                for fd in inherited:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            return self._spares.pop() if self._spares else -1
+
+    def _restock(self) -> None:
+        """Make spare files in the background, once a blob is durable: making one while
+        another blob's fsync runs would hold that fsync up (it waits for the journal)."""
+        with self._writing_lock:
+            if self._refilling or self._closed or len(self._spares) >= _SPARES:
+                return
+            self._refilling = True
+        try:
+            self._syncing.submit(self._refill)
+        except RuntimeError:  # the executor is shut down: the process is stopping
+            with self._writing_lock:
+                self._refilling = False
+
+    def _refill(self) -> None:
+        try:
+            while True:
+                with self._writing_lock:
+                    if self._closed or len(self._spares) >= _SPARES:
+                        return
+                try:
+                    fd = os.open(self._root_text, os.O_TMPFILE | os.O_RDWR, 0o644)
+                except OSError:  # a full disk, say: ``begin`` makes its own and says why
+                    return
+                with self._writing_lock:
+                    if self._closed or self._spares_pid != os.getpid():
+                        os.close(fd)
+                        return
+                    self._spares.append(fd)
+        finally:
+            with self._writing_lock:
+                self._refilling = False
 
     def _started(self, tmp_name: str) -> None:
         with self._writing_lock:
@@ -189,13 +267,17 @@ class FilesystemStore:
 
 
 class PendingFile:
-    """A blob written into a temporary file of its final folder, renamed on commit."""
+    """A blob written into an unnamed file linked under its key by ``place`` (or, where
+    the file system has no unnamed files, a temporary file of its folder, renamed)."""
 
-    def __init__(self, store: FilesystemStore, key: BlobKey, folder: str, name: str, fd: int):
+    def __init__(
+        self, store: FilesystemStore, key: BlobKey, folder: str, name: str, fd: int, *, named: bool
+    ):
         self.key = key
         self._store, self._folder, self._fd = store, folder, fd
+        self._name = name
         self._path = f"{folder}/{name}"
-        self._tmp_name = name + _TMP_SUFFIX
+        self._tmp_name = name + _TMP_SUFFIX if named else None
         self._tmp = f"{folder}/{self._tmp_name}"
         self._size = 0
         self._map: mmap.mmap | None = None
@@ -226,6 +308,8 @@ class PendingFile:
 
     def reader(self) -> BinaryIO:
         try:
+            if self._tmp_name is None:  # its own open file, at its own position
+                return open(f"/proc/self/fd/{self._fd}", "rb")
             return open(self._tmp, "rb")
         except OSError as exc:
             raise StoreError(f"cannot read back blob {self.key}: {exc}") from exc
@@ -243,12 +327,20 @@ class PendingFile:
             self._synced = self._store._syncing.submit(os.fsync, self._fd)
 
     def _wait_synced(self) -> None:
-        """The background fsync over (its error raised), before the descriptor is closed."""
+        """The background fsync over (its error raised): the data's, before the descriptor
+        is closed; the folder's, in ``settle``."""
         synced, self._synced = self._synced, None
         if synced is not None:
             synced.result()
 
     def commit(self) -> tuple[BlobKey, int]:
+        placed = self.place()
+        self.settle()
+        return placed
+
+    def place(self) -> tuple[BlobKey, int]:
+        # The data is on disk before the rename makes it visible under its key; the folder's
+        # fsync, which makes the rename itself durable, runs in the background (``settle``).
         self._unmap()
         store = self._store
         try:
@@ -256,18 +348,29 @@ class PendingFile:
                 self._wait_synced()
             elif store._fsync:
                 os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
-            os.rename(self._tmp, self._path)
-            store._ended(self._tmp_name)
-            self._committed = True
-            if store._fsync:
-                store._fsync_dir(self._folder)
+            if self._tmp_name is None:
+                _link(self._fd, self._folder, self._name)
+            else:
+                os.rename(self._tmp, self._path)
         except OSError as exc:
-            self._committed = False
             self.abandon()
             raise _write_error(self.key, exc) from exc
+        os.close(self._fd)
+        self._fd = -1
+        if self._tmp_name is not None:
+            store._ended(self._tmp_name)
+        self._committed = True
+        if store._fsync:
+            self._synced = store._syncing.submit(store._fsync_dir, self._folder)
         return self.key, self._size
+
+    def settle(self) -> None:
+        try:
+            self._wait_synced()
+        except OSError as exc:
+            raise _write_error(self.key, exc) from exc
+        if self._tmp_name is None:
+            self._store._restock()
 
     def abandon(self) -> None:
         if self._committed:  # renamed into place: nothing left to drop
@@ -277,10 +380,42 @@ class PendingFile:
             self._wait_synced()
         if self._fd >= 0:
             with contextlib.suppress(OSError):
-                os.close(self._fd)
+                os.close(self._fd)  # an unnamed file is gone with it
             self._fd = -1
-        _unlink_quietly(self._tmp)
-        self._store._ended(self._tmp_name)
+        if self._tmp_name is not None:
+            _unlink_quietly(self._tmp)
+            self._store._ended(self._tmp_name)
+
+
+def _link(fd: int, folder: str, name: str) -> None:
+    """Give the unnamed file open as ``fd`` its name in ``folder`` (linkat(2) following the
+    descriptor's /proc link, as an unprivileged process may)."""
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
+def _links_unnamed(root: str) -> bool:
+    """Whether unnamed files can be made under ``root`` and linked (Linux 3.11+ on ext4,
+    XFS, btrfs, tmpfs; not NFS); the temporary-name path otherwise."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return False
+    probe = f".probe-{secrets.token_hex(8)}"
+    try:
+        fd = os.open(root, flag | os.O_RDWR, 0o644)
+    except OSError:
+        return False
+    try:
+        _link(fd, root, probe)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    _unlink_quietly(f"{root}/{probe}")
+    return True
 
 
 def _write_error(key: BlobKey, exc: OSError) -> StoreError:

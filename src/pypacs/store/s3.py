@@ -325,6 +325,9 @@ class S3Store:
     def prefix_bounds(self, prefix: str) -> tuple[str, str]:
         return prefix, prefix[:-1] + chr(ord("/") + 1)
 
+    def close(self) -> None:
+        """Nothing held between requests beyond the client's pool, which goes with it."""
+
 
 class PendingObject:
     """A blob written into an anonymous temporary file, uploaded on ``commit``."""
@@ -378,6 +381,12 @@ class PendingObject:
         finally:
             self.abandon()
         return self.key, self._size
+
+    def place(self) -> tuple[BlobKey, int]:
+        return self.commit()  # an object is durable once its upload returns
+
+    def settle(self) -> None:
+        """Nothing left to wait for: ``place`` uploaded the object."""
 
     def abandon(self) -> None:
         self._unmap()
