@@ -278,7 +278,7 @@ class PendingFile:
         self._name = name
         self._path = f"{folder}/{name}"
         self._tmp_name = name + _TMP_SUFFIX if named else None
-        self._tmp = f"{folder}/{self._tmp_name}"
+        self._tmp = f"{folder}/{self._tmp_name}" if named else ""
         self._size = 0
         self._map: mmap.mmap | None = None
         self._committed = False
@@ -339,8 +339,9 @@ class PendingFile:
         return placed
 
     def place(self) -> tuple[BlobKey, int]:
-        # The data is on disk before the rename makes it visible under its key; the folder's
-        # fsync, which makes the rename itself durable, runs in the background (``settle``).
+        # The data is on disk before the link (or rename) makes it visible under its key;
+        # the folder's fsync, which makes that name durable, runs in the background
+        # (``settle``).
         self._unmap()
         store = self._store
         try:
