@@ -289,3 +289,22 @@ def test_wrong_arguments_and_an_empty_series(page: Page) -> None:
     assert message == "mountSeriesViewer needs a study and a series UID"
     mount(page, 99)  # no such series: QIDO-RS finds no instance
     expect(page.locator(f"{VIEWER} .pv-message")).to_have_text("This series holds no instances.")
+
+
+def test_first_image_waits_for_the_stylesheet(page: Page) -> None:
+    """A stylesheet that arrives late (a loaded server, a slow link) does not make the
+    viewer ask for its first image at the size of an unstyled stage."""
+
+    def late(route: Any) -> None:
+        time.sleep(0.5)
+        route.continue_()
+
+    page.route("**/viewer.css", late)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/rendered" in r.url else None)
+    mount(page, 1)
+    wait_shown(page, 0)
+    box = page.locator(STAGE).bounding_box()
+    assert box is not None and box["height"] > 200
+    viewports = {parse_qs(urlsplit(u).query)["viewport"][0] for u in requests}
+    assert viewports == {f"{round(box['width'])},{round(box['height'])}"}

@@ -95,13 +95,21 @@ function el(tag, className, text) {
   return node;
 }
 
+// The viewer's stylesheet, added once; resolves when it applies (or failed to load), so
+// that the first image is asked for at the stage's laid-out size, not a transitional one.
+let cssLoaded = null;
 function injectCss() {
-  if (document.querySelector(`link[data-pypacs-viewer]`)) return;
+  if (cssLoaded) return cssLoaded;
   const link = document.createElement("link");
   link.rel = "stylesheet";
   link.href = CSS;
   link.dataset.pypacsViewer = "";
+  cssLoaded = new Promise((resolve) => {
+    link.addEventListener("load", resolve, { once: true });
+    link.addEventListener("error", resolve, { once: true });
+  });
   document.head.append(link);
+  return cssLoaded;
 }
 
 async function getJson(url) {
@@ -624,8 +632,9 @@ function round(value) {
 // ``destroy()`` releases it.
 export async function mountSeriesViewer(element, { study, series, instances, description } = {}) {
   if (!study || !series) throw new Error("mountSeriesViewer needs a study and a series UID");
-  injectCss();
+  const styled = injectCss();
   const found = instances || (await seriesInstances(study, series));
+  await styled;
   const viewer = new SeriesViewer(element, study, series, found, description || "");
   if (!viewer.items.length) {
     viewer.showMessage("This series holds no instances.");
