@@ -148,12 +148,13 @@ _LEVEL_TAGS: dict[Level, frozenset[int]] = {
 }
 
 
+# Each tag's level at once (asked for every element of every instance received).
+_LEVEL_OF: dict[int, Level] = {tag: level for level, tags in _LEVEL_TAGS.items() for tag in tags}
+
+
 def level_of(tag: int) -> Level:
     """The information entity whose attribute set holds ``tag``."""
-    for level, tags in _LEVEL_TAGS.items():
-        if tag in tags:
-            return level
-    return Level.IMAGE
+    return _LEVEL_OF.get(tag, Level.IMAGE)
 
 
 # Values that are never kept in the index: pixel and other bulk data (PS3.18 calls them
