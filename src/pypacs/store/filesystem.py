@@ -169,38 +169,17 @@ class FilesystemStore:
             self._writing.discard(tmp_name)
 
     def put(self, chunks: Iterable[bytes | memoryview]) -> tuple[BlobKey, int]:
-        key = self._new_key()
-        path = self._path(key)
-        name = path.name
-        folder = path.parent
-        tmp = folder / (name + _TMP_SUFFIX)
-        self._started(tmp.name)
+        pending = self.begin()
         try:
-            size = 0
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
-                        size += written
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-            if self._fsync:
-                self._fsync_dir(folder)
-        except OSError as exc:
-            _unlink_quietly(tmp)
-            raise _write_error(key, exc) from exc
+            for chunk in chunks:
+                pending.write(chunk)
+            return pending.commit()
+        except OSError as exc:  # from ``chunks`` (say, the spool being read)
+            pending.abandon()
+            raise _write_error(pending.key, exc) from exc
         except BaseException:
-            _unlink_quietly(tmp)
+            pending.abandon()
             raise
-        finally:
-            self._ended(tmp.name)
-        return key, size
 
     @staticmethod
     def _fsync_dir(folder: Path | str) -> None:
