@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from webpage import opened
+
 from dicomgen import Spec, make_dataset
 from findfixtures import serve_datasets
 from receiver import config_file, receiver
@@ -87,16 +89,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"http://127.0.0.1:{server.http_port}/")
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    yield page
-    context.close()
-    assert errors == [], "the page's script failed"
+    yield from opened(
+        browser,
+        f"http://127.0.0.1:{server.http_port}/",
+        timeout_ms=TIMEOUT,
+        viewport={"width": 1280, "height": 900},
+    )
 
 
 def violations(page: Page, axe_source: str) -> list[str]:

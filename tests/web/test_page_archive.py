@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from webpage import opened
+
 from dicomgen import Spec, make_dataset
 from findfixtures import serve_datasets
 from receiver import Receiver, config_file, receiver
@@ -66,16 +68,9 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
 
 @pytest.fixture
 def page(browser: Browser, pacs: Pacs) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(pacs.url)
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    yield page
-    context.close()
-    assert errors == [], "the page's script failed"
+    yield from opened(
+        browser, pacs.url, timeout_ms=TIMEOUT, viewport={"width": 1280, "height": 900}
+    )
 
 
 def test_the_conflicts_table_shows_what_differed(page: Page) -> None:

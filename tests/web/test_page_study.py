@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from webpage import opened
+
 from dicomgen import Spec, make_dataset, write_dataset
 from findfixtures import serve_datasets
 from serving import RunningServer
@@ -39,15 +41,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def page(browser: Browser, server: RunningServer) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"http://127.0.0.1:{server.http_port}/")
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    yield page
-    context.close()
-    assert errors == [], "the page's script failed"
+    yield from opened(
+        browser, f"http://127.0.0.1:{server.http_port}/", viewport={"width": 1280, "height": 900}
+    )
 
 
 def shown(page: Page) -> list[str]:

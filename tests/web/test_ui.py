@@ -24,6 +24,8 @@ from playwright.sync_api import (
 )
 from pydicom.dataset import Dataset
 
+from webpage import opened
+
 from dicomgen import Spec, make_dataset
 from findfixtures import PATIENTS, SERIES_UID, STUDY, STUDY_UID, fixture_datasets, serve_datasets
 from helpers import blob_path, index_rows
@@ -153,15 +155,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, pacs: Pacs) -> Iterator[Page]:
-    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(pacs.url)
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    yield page
-    context.close()
-    assert errors == [], "the page's script failed"
+    yield from opened(browser, pacs.url, viewport=VIEWPORT, accept_downloads=True)
 
 
 # -- checking screenshots ---------------------------------------------------------------------
@@ -463,15 +457,7 @@ PAGED_FACTS = [_facts_of(ds) for ds in PAGED]  # in arrival order
 
 
 def _browser_page(browser: Browser, server: RunningServer) -> Iterator[Page]:
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"http://127.0.0.1:{server.http_port}/")
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    yield page
-    context.close()
-    assert errors == [], "the page's script failed"
+    yield from opened(browser, f"http://127.0.0.1:{server.http_port}/", viewport=VIEWPORT)
 
 
 @pytest.fixture(scope="module")
